@@ -1,0 +1,632 @@
+//! The one typed run configuration: named presets, TOML files layered on top, CLI overrides last.
+//!
+//! Layering works on TOML values: the preset is serialised, the file's tables are merged into it
+//! key by key, and the result is deserialised with unknown fields rejected, so a typo in a file is
+//! an error naming the field rather than a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SaplingError};
+
+/// A named starting point for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// CPU-sized: 64 px, patch 8, 192 wide, 4 blocks. Trains in minutes on a laptop.
+    Tiny,
+    /// MAE paper ViT-B/16 at 224 px.
+    VitB,
+    /// MAE paper ViT-L/16 at 224 px.
+    VitL,
+    /// Sapiens 0.3B: 1024 px, patch 16, 1024 wide, 24 blocks.
+    #[serde(rename = "sapiens-0.3b")]
+    #[value(name = "sapiens-0.3b")]
+    Sapiens03b,
+    /// Sapiens 0.6B: 1280 wide, 32 blocks, head dim 80.
+    #[serde(rename = "sapiens-0.6b")]
+    #[value(name = "sapiens-0.6b")]
+    Sapiens06b,
+    /// Sapiens 1B: 1536 wide, 40 blocks, 24 heads.
+    #[serde(rename = "sapiens-1b")]
+    #[value(name = "sapiens-1b")]
+    Sapiens1b,
+    /// Sapiens 2B: 1920 wide, 48 blocks, 32 heads (head dim 60).
+    #[serde(rename = "sapiens-2b")]
+    #[value(name = "sapiens-2b")]
+    Sapiens2b,
+}
+
+impl Preset {
+    /// Every preset, in size order.
+    pub const ALL: [Preset; 7] = [
+        Preset::Tiny,
+        Preset::VitB,
+        Preset::VitL,
+        Preset::Sapiens03b,
+        Preset::Sapiens06b,
+        Preset::Sapiens1b,
+        Preset::Sapiens2b,
+    ];
+    /// Names as written in configs and on the command line.
+    pub const NAMES: [&'static str; 7] = [
+        "tiny",
+        "vit-b",
+        "vit-l",
+        "sapiens-0.3b",
+        "sapiens-0.6b",
+        "sapiens-1b",
+        "sapiens-2b",
+    ];
+
+    /// The preset's name as written in configs.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|p| *p == self).expect("listed")]
+    }
+
+    /// Parses a preset name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| SaplingError::UnknownPreset(name.to_string()))
+    }
+
+    /// The full configuration this preset stands for.
+    pub fn config(self) -> Config {
+        let sapiens = |dim, depth, heads| ModelConfig {
+            img_size: 1024,
+            patch_size: 16,
+            dim,
+            depth,
+            heads,
+            ..ModelConfig::mae_decoder()
+        };
+        let model = match self {
+            Preset::Tiny => ModelConfig {
+                img_size: 64,
+                patch_size: 8,
+                in_chans: 3,
+                dim: 192,
+                depth: 4,
+                heads: 3,
+                decoder_dim: 128,
+                decoder_depth: 2,
+                decoder_heads: 4,
+                mlp_ratio: 4,
+                mask_ratio: 0.75,
+                norm_pix: true,
+                layer_norm_eps: 1e-6,
+            },
+            Preset::VitB => ModelConfig {
+                dim: 768,
+                depth: 12,
+                heads: 12,
+                ..ModelConfig::mae_decoder()
+            },
+            Preset::VitL => ModelConfig {
+                dim: 1024,
+                depth: 24,
+                heads: 16,
+                ..ModelConfig::mae_decoder()
+            },
+            Preset::Sapiens03b => sapiens(1024, 24, 16),
+            Preset::Sapiens06b => sapiens(1280, 32, 16),
+            Preset::Sapiens1b => sapiens(1536, 40, 24),
+            Preset::Sapiens2b => sapiens(1920, 48, 32),
+        };
+        let mut train = match self {
+            // Sized so the default `cargo run --release` finishes in minutes on two CPU cores.
+            Preset::Tiny => TrainConfig {
+                steps: Some(400),
+                batch_size: 32,
+                ..TrainConfig::default()
+            },
+            Preset::VitB | Preset::VitL => TrainConfig {
+                batch_size: 8,
+                ..TrainConfig::default()
+            },
+            _ => TrainConfig {
+                batch_size: 1,
+                ..TrainConfig::default()
+            },
+        };
+        train.out = PathBuf::from("runs").join(self.name());
+        let optim = match self {
+            // A few hundred steps on a dozen photos: a short warmup and a higher base lr let the
+            // loss move visibly; large presets keep the MAE recipe as is.
+            Preset::Tiny => OptimConfig {
+                base_lr: 1.5e-3,
+                ..OptimConfig::default()
+            },
+            _ => OptimConfig::default(),
+        };
+        Config {
+            preset: self,
+            model,
+            optim,
+            data: DataConfig::default(),
+            train,
+        }
+    }
+}
+
+/// Everything a run needs; written next to its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The preset the values started from (informational once loaded).
+    pub preset: Preset,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+/// Shapes of the masked autoencoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Square input side in pixels.
+    pub img_size: usize,
+    /// Square patch side in pixels; `img_size` must be a multiple.
+    pub patch_size: usize,
+    /// Image channels (3 for RGB).
+    pub in_chans: usize,
+    /// Encoder width.
+    pub dim: usize,
+    /// Encoder blocks.
+    pub depth: usize,
+    /// Encoder attention heads.
+    pub heads: usize,
+    /// Decoder width.
+    pub decoder_dim: usize,
+    /// Decoder blocks.
+    pub decoder_depth: usize,
+    /// Decoder attention heads.
+    pub decoder_heads: usize,
+    /// MLP hidden width as a multiple of the block width.
+    pub mlp_ratio: usize,
+    /// Fraction of patches removed per sample.
+    pub mask_ratio: f64,
+    /// Normalise each target patch by its own mean and variance (MAE's `norm_pix_loss`).
+    pub norm_pix: bool,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl ModelConfig {
+    /// MAE's ViT-B at 224 px with the 512/8/16 decoder shared by MAE and Sapiens.
+    fn mae_decoder() -> Self {
+        ModelConfig {
+            img_size: 224,
+            patch_size: 16,
+            in_chans: 3,
+            dim: 768,
+            depth: 12,
+            heads: 12,
+            decoder_dim: 512,
+            decoder_depth: 8,
+            decoder_heads: 16,
+            mlp_ratio: 4,
+            mask_ratio: 0.75,
+            norm_pix: true,
+            layer_norm_eps: 1e-6,
+        }
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    /// Patches per image (`L`).
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Values per patch: `p * p * C`.
+    pub fn patch_dim(&self) -> usize {
+        self.patch_size * self.patch_size * self.in_chans
+    }
+
+    /// Patches each sample keeps: `L - floor(L * mask_ratio)`.
+    pub fn num_visible(&self) -> usize {
+        let l = self.num_patches();
+        l - (l as f64 * self.mask_ratio).floor() as usize
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("model.img_size", self.img_size),
+            ("model.patch_size", self.patch_size),
+            ("model.in_chans", self.in_chans),
+            ("model.dim", self.dim),
+            ("model.depth", self.depth),
+            ("model.heads", self.heads),
+            ("model.decoder_dim", self.decoder_dim),
+            ("model.decoder_depth", self.decoder_depth),
+            ("model.decoder_heads", self.decoder_heads),
+            ("model.mlp_ratio", self.mlp_ratio),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(SaplingError::config(field, "must be at least 1"));
+            }
+        }
+        if self.img_size % self.patch_size != 0 {
+            return Err(SaplingError::config(
+                "model.img_size",
+                format!(
+                    "{} is not a multiple of patch_size {}",
+                    self.img_size, self.patch_size
+                ),
+            ));
+        }
+        for (field, dim, heads) in [
+            ("model.dim", self.dim, self.heads),
+            ("model.decoder_dim", self.decoder_dim, self.decoder_heads),
+        ] {
+            if dim % heads != 0 {
+                return Err(SaplingError::config(
+                    field,
+                    format!("{dim} is not divisible by its {heads} heads"),
+                ));
+            }
+            // The 2-D sin-cos embedding splits the width in halves, each in sin/cos halves.
+            if dim % 4 != 0 {
+                return Err(SaplingError::config(
+                    field,
+                    format!("{dim} must be a multiple of 4 for the 2-D sin-cos position embedding"),
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&self.mask_ratio) {
+            return Err(SaplingError::config(
+                "model.mask_ratio",
+                format!("{} must be in [0, 1)", self.mask_ratio),
+            ));
+        }
+        if self.num_visible() == self.num_patches() {
+            return Err(SaplingError::config(
+                "model.mask_ratio",
+                format!(
+                    "{} masks no patch of {}; the loss would be empty",
+                    self.mask_ratio,
+                    self.num_patches()
+                ),
+            ));
+        }
+        if !(self.layer_norm_eps > 0.0) {
+            return Err(SaplingError::config(
+                "model.layer_norm_eps",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// AdamW, clipping and the learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate at `lr_base_batch`; the run uses `base_lr * effective_batch / lr_base_batch`.
+    pub base_lr: f64,
+    /// Batch size `base_lr` refers to (MAE 256, Sapiens 4096).
+    pub lr_base_batch: usize,
+    /// Floor of the cosine decay.
+    pub min_lr: f64,
+    /// Warmup length in optimizer steps; when absent, `warmup_fraction` of the run.
+    pub warmup_steps: Option<u64>,
+    /// Warmup as a fraction of all steps (MAE: 40 of 800 epochs).
+    pub warmup_fraction: f64,
+    /// Warmup starts at this fraction of the peak lr (MAE 0, Sapiens 1e-4).
+    pub warmup_start_factor: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clip (Sapiens 1.0); 0 turns clipping off.
+    pub clip_grad: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            base_lr: 1.5e-4,
+            lr_base_batch: 256,
+            min_lr: 0.0,
+            warmup_steps: None,
+            warmup_fraction: 0.05,
+            warmup_start_factor: 0.0,
+            weight_decay: 0.05,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            clip_grad: 1.0,
+        }
+    }
+}
+
+impl OptimConfig {
+    fn validate(&self) -> Result<()> {
+        let checks: [(&str, bool, &str); 9] = [
+            ("optim.base_lr", self.base_lr > 0.0, "must be positive"),
+            ("optim.lr_base_batch", self.lr_base_batch > 0, "must be at least 1"),
+            ("optim.min_lr", self.min_lr >= 0.0, "must not be negative"),
+            (
+                "optim.warmup_fraction",
+                (0.0..1.0).contains(&self.warmup_fraction),
+                "must be in [0, 1)",
+            ),
+            (
+                "optim.warmup_start_factor",
+                (0.0..=1.0).contains(&self.warmup_start_factor),
+                "must be in [0, 1]",
+            ),
+            ("optim.weight_decay", self.weight_decay >= 0.0, "must not be negative"),
+            ("optim.beta1", (0.0..1.0).contains(&self.beta1), "must be in [0, 1)"),
+            ("optim.beta2", (0.0..1.0).contains(&self.beta2), "must be in [0, 1)"),
+            ("optim.eps", self.eps > 0.0, "must be positive"),
+        ];
+        for (field, ok, message) in checks {
+            if !ok {
+                return Err(SaplingError::config(field, message));
+            }
+        }
+        if !(self.clip_grad >= 0.0) {
+            return Err(SaplingError::config(
+                "optim.clip_grad",
+                "must be positive, or 0 to turn clipping off",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where images come from and how they are augmented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Image folder (searched recursively); absent uses the images embedded in the binary.
+    pub dir: Option<PathBuf>,
+    /// Decoding threads.
+    pub workers: usize,
+    /// Batches decoded ahead of the device.
+    pub prefetch: usize,
+    /// RandomResizedCrop area range, as fractions of the image.
+    pub crop_scale: [f64; 2],
+    /// RandomResizedCrop aspect-ratio range.
+    pub crop_ratio: [f64; 2],
+    /// Probability of a horizontal flip.
+    pub hflip: f64,
+    /// Per-channel mean on the 0–1 scale (ImageNet).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation on the 0–1 scale (ImageNet).
+    pub std: [f32; 3],
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dir: None,
+            workers: 2,
+            prefetch: 4,
+            crop_scale: [0.2, 1.0],
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
+            hflip: 0.5,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+}
+
+impl DataConfig {
+    fn validate(&self) -> Result<()> {
+        let [s0, s1] = self.crop_scale;
+        if !(0.0 < s0 && s0 <= s1 && s1 <= 1.0) {
+            return Err(SaplingError::config(
+                "data.crop_scale",
+                format!("[{s0}, {s1}] must satisfy 0 < min <= max <= 1"),
+            ));
+        }
+        let [r0, r1] = self.crop_ratio;
+        if !(0.0 < r0 && r0 <= r1) {
+            return Err(SaplingError::config(
+                "data.crop_ratio",
+                format!("[{r0}, {r1}] must satisfy 0 < min <= max"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.hflip) {
+            return Err(SaplingError::config("data.hflip", "must be in [0, 1]"));
+        }
+        if self.workers == 0 || self.prefetch == 0 {
+            return Err(SaplingError::config(
+                "data.workers",
+                "workers and prefetch must be at least 1",
+            ));
+        }
+        if self.std.iter().any(|s| !(*s > 0.0)) {
+            return Err(SaplingError::config("data.std", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Which device runs the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceChoice {
+    /// A hardware WebGPU adapter if there is one, else the CPU (Flex).
+    Auto,
+    /// The WebGPU path even on a software adapter (lavapipe, SwiftShader).
+    Wgpu,
+    /// Burn's Flex CPU backend.
+    Cpu,
+}
+
+/// Length, batching and bookkeeping of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps; exactly one of `steps` and `epochs` is set.
+    pub steps: Option<u64>,
+    /// Passes over the data, converted to steps with the effective batch.
+    pub epochs: Option<f64>,
+    /// Images per forward/backward (micro-batch).
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step.
+    pub accum: usize,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// Output folder: config, metrics, checkpoints.
+    pub out: PathBuf,
+    /// Optimizer steps between metric lines.
+    pub log_every: u64,
+    /// Optimizer steps between checkpoints (one is always written at the end).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: Some(1000),
+            epochs: None,
+            batch_size: 32,
+            accum: 1,
+            seed: 0,
+            device: DeviceChoice::Auto,
+            out: PathBuf::from("runs/default"),
+            log_every: 10,
+            checkpoint_every: 200,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Images per optimizer step.
+    pub fn effective_batch(&self) -> usize {
+        self.batch_size * self.accum
+    }
+
+    /// Optimizer steps for a dataset of `len` images.
+    pub fn total_steps(&self, len: usize) -> u64 {
+        match (self.steps, self.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => ((e * len as f64) / self.effective_batch() as f64).ceil() as u64,
+            (None, None) => 0,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        match (self.steps, self.epochs) {
+            (Some(_), Some(_)) => {
+                return Err(SaplingError::config(
+                    "train.steps",
+                    "set either steps or epochs, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(SaplingError::config(
+                    "train.steps",
+                    "set steps or epochs",
+                ));
+            }
+            (Some(0), _) => return Err(SaplingError::config("train.steps", "must be at least 1")),
+            (_, Some(e)) if !(e > 0.0) => {
+                return Err(SaplingError::config("train.epochs", "must be positive"));
+            }
+            _ => {}
+        }
+        if self.batch_size == 0 {
+            return Err(SaplingError::config("train.batch_size", "must be at least 1"));
+        }
+        if self.accum == 0 {
+            return Err(SaplingError::config("train.accum", "must be at least 1"));
+        }
+        if self.log_every == 0 || self.checkpoint_every == 0 {
+            return Err(SaplingError::config(
+                "train.log_every",
+                "log_every and checkpoint_every must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.optim.validate()?;
+        self.data.validate()?;
+        self.train.validate()
+    }
+
+    /// Loads a TOML file on top of the preset it names (`preset = "..."`), or on top of `base`.
+    pub fn from_toml_file(path: &Path, base: Preset) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| SaplingError::ConfigFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text, base).map_err(|e| match e {
+            SaplingError::ConfigFile { message, .. } => SaplingError::ConfigFile {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text layered over a preset; see [`Config::from_toml_file`].
+    pub fn from_toml_str(text: &str, base: Preset) -> Result<Config> {
+        let file_err = |message: String| SaplingError::ConfigFile {
+            path: PathBuf::from("<inline>"),
+            message,
+        };
+        let file: toml::Table = toml::from_str(text).map_err(|e| file_err(e.to_string()))?;
+        let preset = match file.get("preset") {
+            Some(toml::Value::String(name)) => Preset::from_name(name)?,
+            Some(_) => return Err(SaplingError::config("preset", "must be a string")),
+            None => base,
+        };
+        let mut merged = toml::Table::try_from(preset.config())
+            .map_err(|e| file_err(format!("internal: preset does not serialise: {e}")))?;
+        // A file that gives the run length one way replaces the preset's other way.
+        if let (Some(toml::Value::Table(file_train)), Some(toml::Value::Table(train))) =
+            (file.get("train"), merged.get_mut("train"))
+        {
+            for (given, other) in [("epochs", "steps"), ("steps", "epochs")] {
+                if file_train.contains_key(given) && !file_train.contains_key(other) {
+                    train.remove(other);
+                }
+            }
+        }
+        merge(&mut merged, file);
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as TOML, as written next to a run's outputs.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// Overlays `top` on `base`: tables merge key by key, any other value replaces.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Training data: sources, augmentation, the background loader.
+
+/// RandomResizedCrop, flip, normalisation.
+pub mod augment;
+/// Deterministic background batching.
+pub mod loader;
+/// Image folders and the embedded photos.
+pub mod source;
+
+pub use loader::{Batch, Loader};
+pub use source::ImageSource;

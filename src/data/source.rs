@@ -1,0 +1,130 @@
+//! Where images come from: an image folder on disk, or the photos embedded in the binary.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::error::{Result, SaplingError};
+
+/// File extensions read from an image folder (case-insensitive).
+pub const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// Public-domain / CC0 photos from scikit-image's data set, resized to 256 px on the short
+/// side (see `assets/images/LICENSES.md`), so a fresh checkout trains with no download.
+const EMBEDDED: [(&str, &[u8]); 14] = [
+    ("astronaut.jpg", include_bytes!("../../assets/images/astronaut.jpg")),
+    ("brick.jpg", include_bytes!("../../assets/images/brick.jpg")),
+    ("camera.jpg", include_bytes!("../../assets/images/camera.jpg")),
+    ("cell.jpg", include_bytes!("../../assets/images/cell.jpg")),
+    ("chelsea.jpg", include_bytes!("../../assets/images/chelsea.jpg")),
+    ("coffee.jpg", include_bytes!("../../assets/images/coffee.jpg")),
+    ("coins.jpg", include_bytes!("../../assets/images/coins.jpg")),
+    ("grass.jpg", include_bytes!("../../assets/images/grass.jpg")),
+    ("gravel.jpg", include_bytes!("../../assets/images/gravel.jpg")),
+    ("hubble_deep_field.jpg", include_bytes!("../../assets/images/hubble_deep_field.jpg")),
+    ("ihc.jpg", include_bytes!("../../assets/images/ihc.jpg")),
+    ("microaneurysms.jpg", include_bytes!("../../assets/images/microaneurysms.jpg")),
+    ("retina.jpg", include_bytes!("../../assets/images/retina.jpg")),
+    ("rocket.jpg", include_bytes!("../../assets/images/rocket.jpg")),
+];
+
+/// A fixed, ordered list of images.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// The photos compiled into the binary.
+    Embedded,
+    /// Files found under a folder, sorted by path so the order is the same on every machine.
+    Folder { root: PathBuf, files: Vec<PathBuf> },
+}
+
+impl ImageSource {
+    /// The embedded photos, or every image under `dir` (recursively).
+    pub fn new(dir: Option<&Path>) -> Result<Self> {
+        match dir {
+            None => Ok(ImageSource::Embedded),
+            Some(dir) => Self::folder(dir),
+        }
+    }
+
+    /// Scans `root` recursively; a missing or image-less folder is an error.
+    pub fn folder(root: &Path) -> Result<Self> {
+        let err = |message: String| SaplingError::Data {
+            path: root.to_path_buf(),
+            message,
+        };
+        if !root.is_dir() {
+            return Err(err(if root.exists() {
+                "is not a folder; pass a folder of images with --data".into()
+            } else {
+                "does not exist; pass a folder of images with --data, or leave it out to use the embedded photos".into()
+            }));
+        }
+        let mut files = Vec::new();
+        for entry in walkdir::WalkDir::new(root).follow_links(true) {
+            let entry = entry.map_err(|e| err(format!("cannot list: {e}")))?;
+            let is_image = entry.file_type().is_file()
+                && entry
+                    .path()
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            if is_image {
+                files.push(entry.into_path());
+            }
+        }
+        if files.is_empty() {
+            return Err(err(format!(
+                "contains no images ({}); add some or point --data elsewhere",
+                EXTENSIONS.join(", ")
+            )));
+        }
+        files.sort();
+        Ok(ImageSource::Folder {
+            root: root.to_path_buf(),
+            files,
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            ImageSource::Embedded => EMBEDDED.len(),
+            ImageSource::Folder { files, .. } => files.len(),
+        }
+    }
+
+    /// Always false: empty sources are rejected when built.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A human-readable name of image `i` (its path, or `embedded:NAME`).
+    pub fn name(&self, i: usize) -> String {
+        match self {
+            ImageSource::Embedded => format!("embedded:{}", EMBEDDED[i].0),
+            ImageSource::Folder { files, .. } => files[i].display().to_string(),
+        }
+    }
+
+    /// Where the images come from, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ImageSource::Embedded => format!("{} embedded photos", self.len()),
+            ImageSource::Folder { root, files } => {
+                format!("{} images under {}", files.len(), root.display())
+            }
+        }
+    }
+
+    /// Decodes image `i` to 8-bit RGB (grey and alpha images are converted).
+    pub fn load(&self, i: usize) -> std::result::Result<RgbImage, String> {
+        let decoded = match self {
+            ImageSource::Embedded => image::load_from_memory(EMBEDDED[i].1),
+            ImageSource::Folder { files, .. } => image::ImageReader::open(&files[i])
+                .map_err(image::ImageError::IoError)
+                .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
+                .and_then(|r| r.decode()),
+        };
+        decoded.map(|img| img.to_rgb8()).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,142 @@
+//! Choosing where a step runs: a WebGPU adapter through burn's wgpu runtime, or burn's Flex CPU
+//! backend, and describing adapters for `sapling info`.
+
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::wgpu;
+use serde::Serialize;
+
+use crate::config::DeviceChoice;
+use crate::error::{Result, SaplingError};
+
+/// Environment variable that turns "no WebGPU adapter" from a skip into a failure in tests.
+pub const REQUIRE_GPU_ENV: &str = "SAPLING_REQUIRE_GPU";
+
+/// The limits of an adapter that decide what fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdapterLimits {
+    pub max_buffer_size: u64,
+    /// The largest single tensor the device can bind (cubecl's memory page size).
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+}
+
+/// One adapter as wgpu reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    /// Vulkan, Metal, Dx12, Gl or BrowserWebGpu.
+    pub api: String,
+    /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu or Other.
+    pub device_type: String,
+    pub driver: String,
+    pub limits: AdapterLimits,
+}
+
+impl AdapterSummary {
+    fn from_adapter(adapter: &wgpu::Adapter) -> Self {
+        let (info, limits) = (adapter.get_info(), adapter.limits());
+        AdapterSummary {
+            name: info.name,
+            api: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            limits: AdapterLimits {
+                max_buffer_size: limits.max_buffer_size,
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+                max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+                max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+                max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            },
+        }
+    }
+
+    /// A software rasteriser (lavapipe, SwiftShader, WARP): far slower here than Flex.
+    pub fn is_software(&self) -> bool {
+        self.device_type == "Cpu"
+    }
+}
+
+/// A device ready for tensors, with what it is.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub device: Device,
+    /// The adapter behind a wgpu device; `None` on Flex.
+    pub adapter: Option<AdapterSummary>,
+}
+
+impl Selected {
+    /// A one-line description for logs.
+    pub fn describe(&self) -> String {
+        match &self.adapter {
+            Some(a) => format!("wgpu: {} ({}, {})", a.name, a.api, a.device_type),
+            None => "cpu: burn Flex".to_string(),
+        }
+    }
+}
+
+/// Every adapter wgpu can see on this machine, across all graphics APIs.
+pub fn adapters() -> Vec<AdapterSummary> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(AdapterSummary::from_adapter)
+        .collect()
+}
+
+/// Resolves `--device` to a device.
+///
+/// `auto` uses a hardware adapter if there is one and Flex otherwise (a software adapter is
+/// far slower than Flex, so it is only used when asked for with `wgpu`).
+pub fn select(choice: DeviceChoice) -> Result<Selected> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Wgpu => wgpu_device(),
+        DeviceChoice::Auto => {
+            let found = adapters();
+            if found.iter().any(|a| !a.is_software()) {
+                let selected = wgpu_device()?;
+                if selected.adapter.as_ref().is_some_and(|a| !a.is_software()) {
+                    return Ok(selected);
+                }
+            }
+            let why = if found.is_empty() {
+                "no WebGPU adapter found".to_string()
+            } else {
+                let names: Vec<_> = found.iter().map(|a| a.name.as_str()).collect();
+                format!("only software adapters found ({})", names.join(", "))
+            };
+            tracing::warn!(
+                "{why}; training on the CPU with burn's Flex backend (pass --device wgpu to force the WebGPU path)"
+            );
+            Ok(cpu())
+        }
+    }
+}
+
+fn cpu() -> Selected {
+    Selected {
+        device: Device::flex(),
+        adapter: None,
+    }
+}
+
+/// The process's wgpu device. burn's runtime can be initialised once per process, so the first
+/// result is kept and handed to every later caller.
+pub fn wgpu_device() -> Result<Selected> {
+    static WGPU: OnceLock<std::result::Result<Selected, String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options()
+            .init_with_setup()
+            .map_err(|e| format!("no usable WebGPU adapter: {e}"))?;
+        Ok(Selected {
+            device,
+            adapter: Some(AdapterSummary::from_adapter(&setup.adapter)),
+        })
+    })
+    .clone()
+    .map_err(SaplingError::Device)
+}

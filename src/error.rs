@@ -1,0 +1,65 @@
+//! Typed errors of the library; the binary turns them into reports with `anyhow`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in sapling's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum SaplingError {
+    /// A configuration value is invalid; `field` names it as written in the TOML file.
+    #[error("invalid config field `{field}`: {message}")]
+    Config { field: String, message: String },
+
+    /// A configuration file could not be read or parsed.
+    #[error("cannot read config file {path}: {message}")]
+    ConfigFile { path: PathBuf, message: String },
+
+    /// An unknown preset name.
+    #[error("unknown preset `{0}`; known presets: {known}", known = crate::config::Preset::NAMES.join(", "))]
+    UnknownPreset(String),
+
+    /// The training data cannot be used.
+    #[error("data {path}: {message}")]
+    Data { path: PathBuf, message: String },
+
+    /// The requested device cannot be used.
+    #[error("device: {0}")]
+    Device(String),
+
+    /// Training diverged: the loss or the gradient norm is NaN or infinite.
+    #[error(
+        "non-finite {what} ({value}) at step {step}; training stopped, the last checkpoint is intact. \
+         Lower the learning rate, raise warmup, or keep gradient clipping on"
+    )]
+    NonFinite { what: &'static str, value: f64, step: u64 },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Saving or loading a model record failed.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+}
+
+impl SaplingError {
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for library code.
+pub type Result<T, E = SaplingError> = std::result::Result<T, E>;

@@ -1,0 +1,28 @@
+//! sapling: masked-autoencoder pretraining of vision transformers (as Meta's Sapiens) on any
+//! GPU through WebGPU, with burn's Flex CPU backend as the fallback.
+//!
+//! A step: the [`data`] loader yields augmented micro-batches; [`model`] masks each sample
+//! ([`model::MaskPlan`]), encodes the visible patches, decodes with mask tokens and scores the
+//! removed patches; [`train::Trainer`] accumulates gradients, clips their global norm and steps
+//! AdamW at the lr of [`optim::Schedule`]. See `ARCHITECTURE.md`.
+
+/// Crash-safe file writes.
+pub mod atomic;
+/// Command-line flags and their resolution into a config.
+pub mod cli;
+/// The typed run configuration and presets.
+pub mod config;
+/// Device selection (WebGPU or Flex) and adapter descriptions.
+pub mod device;
+/// Typed errors.
+pub mod error;
+/// Image sources, augmentation and background loading.
+pub mod data;
+/// The masked autoencoder.
+pub mod model;
+/// AdamW groups, clipping, the lr schedule.
+pub mod optim;
+/// Seed derivation.
+pub mod seed;
+/// The training step and loop.
+pub mod train;

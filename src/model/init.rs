@@ -1,0 +1,35 @@
+//! MAE's initialisation: xavier-uniform linear weights, zero biases, LayerNorm 1/0, tokens
+//! N(0, 0.02). Parameters are created lazily, so a preset's size can be counted without
+//! allocating its weights.
+
+use burn::module::{Initializer, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor};
+
+/// `d_in → d_out` linear layer, weight `[d_in, d_out]` xavier-uniform, bias zeros.
+pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    let weight = Initializer::XavierUniform { gain: 1.0 }.init_with(
+        [d_in, d_out],
+        Some(d_in),
+        Some(d_out),
+        device,
+    );
+    Linear {
+        weight,
+        bias: Some(Initializer::Zeros.init([d_out], device)),
+    }
+}
+
+/// LayerNorm over `dim` with MAE's epsilon; burn initialises gamma 1, beta 0.
+pub fn layer_norm(dim: usize, eps: f64, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(dim).with_epsilon(eps).init(device)
+}
+
+/// A learned `[1, 1, dim]` token drawn from N(0, 0.02) (cls and mask tokens).
+pub fn token(dim: usize, device: &Device) -> Param<Tensor<3>> {
+    Initializer::Normal {
+        mean: 0.0,
+        std: 0.02,
+    }
+    .init([1, 1, dim], device)
+}

@@ -1,0 +1,19 @@
+//! The masked autoencoder and its parts.
+
+/// Transformer blocks: attention, MLP, pre-norm block.
+pub mod block;
+/// MAE's initialisation helpers.
+pub mod init;
+/// The norm-pix masked reconstruction loss.
+pub mod loss;
+/// The encoder/decoder model and its analytic parameter count.
+pub mod mae;
+/// Per-sample random masking drawn on the CPU.
+pub mod masking;
+/// Images to patch sequences and back.
+pub mod patch;
+/// Fixed 2-D sin-cos position embeddings.
+pub mod pos_embed;
+
+pub use mae::{MaeOutput, MaskedAutoencoder, ParamCount, analytic_params};
+pub use masking::MaskPlan;

@@ -1,0 +1,54 @@
+//! One JSON object per logged step, appended to `metrics.jsonl` and printed on stdout.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Result, SaplingError};
+
+/// A logged step.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricLine {
+    /// Optimizer steps done (1-based).
+    pub step: u64,
+    /// Passes over the data so far.
+    pub epoch: f64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub images_per_sec: f64,
+    /// Bytes in use in the device's memory pool, where the backend reports it.
+    pub device_bytes_in_use: Option<u64>,
+}
+
+/// Appends metric lines to a file.
+pub struct MetricsLog {
+    file: BufWriter<File>,
+    path: std::path::PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens (appending) `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| SaplingError::io(path, e))?;
+        Ok(MetricsLog {
+            file: BufWriter::new(file),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes one line and flushes it, returning the JSON text.
+    pub fn write(&mut self, line: &MetricLine) -> Result<String> {
+        let json = serde_json::to_string(line).expect("metrics serialise");
+        writeln!(self.file, "{json}")
+            .and_then(|_| self.file.flush())
+            .map_err(|e| SaplingError::io(&self.path, e))?;
+        Ok(json)
+    }
+}

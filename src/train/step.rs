@@ -1,0 +1,109 @@
+//! One optimizer step: forward and backward over `accum` micro-batches, global clipping,
+//! a finiteness check, then AdamW.
+
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::Config;
+use crate::data::Batch;
+use crate::error::{Result, SaplingError};
+use crate::model::{MaskPlan, MaskedAutoencoder};
+use crate::optim::{self, clip};
+use crate::seed::mix;
+
+/// What a step reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean loss over the step's micro-batches.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// The model and its optimizer, on an autodiff device.
+pub struct Trainer {
+    model: Option<MaskedAutoencoder>,
+    optim: ModuleOptimizer,
+    device: Device,
+    clip_grad: f64,
+    seed: u64,
+}
+
+impl Trainer {
+    /// A fresh model with MAE's initialisation, seeded by `config.train.seed`.
+    pub fn new(config: &Config, device: &Device) -> Self {
+        let device = device.clone().autodiff();
+        device.seed(config.train.seed);
+        let model = MaskedAutoencoder::new(&config.model, &device);
+        Self::from_model(config, model, &device)
+    }
+
+    /// Trains an existing model (already on `device`).
+    pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Self {
+        let optim = optim::adamw(&config.optim, &model);
+        Trainer {
+            model: Some(model),
+            optim,
+            device: device.clone(),
+            clip_grad: config.optim.clip_grad,
+            seed: config.train.seed,
+        }
+    }
+
+    /// The model as it is now.
+    pub fn model(&self) -> &MaskedAutoencoder {
+        self.model.as_ref().expect("model is present between steps")
+    }
+
+    /// The mask of micro-batch `index` of the stream: a pure function of the seed and index,
+    /// so every backend and every resumed run masks the same patches.
+    pub fn mask_for(&self, index: u64, batch: usize) -> MaskPlan {
+        let c = &self.model().config;
+        MaskPlan::random(batch, c.num_patches(), c.num_visible(), mix(self.seed ^ 0x3a5c, index))
+    }
+
+    /// Runs one optimizer step at learning rate `lr` over `batches` (one per micro-batch).
+    ///
+    /// Fails without touching the weights when the loss or gradient norm is not finite.
+    pub fn step(&mut self, step: u64, lr: f64, batches: Vec<Batch>) -> Result<StepStats> {
+        let accum = batches.len();
+        let model = self.model.take().expect("model is present between steps");
+        let mut acc = GradientsAccumulator::<MaskedAutoencoder>::new();
+        let mut loss_sum: Option<Tensor<1>> = None;
+        for batch in batches {
+            let plan = self.mask_for(batch.index, batch.batch);
+            let images = Tensor::<4>::from_data(
+                TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
+                &self.device,
+            );
+            // Accumulated gradients are summed, so each micro-batch carries 1/accum of the loss.
+            let loss = model.forward(images, &plan).loss.div_scalar(accum as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            acc.accumulate(&model, grads);
+            let loss = loss.detach().inner();
+            loss_sum = Some(match loss_sum {
+                Some(s) => s + loss,
+                None => loss,
+            });
+        }
+        let mut grads = acc.grads();
+        let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
+        // One readback per step: the loss and the norm together.
+        let values = Tensor::cat(vec![loss_sum.expect("at least one micro-batch"), norm.clone()], 0)
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32 scalars");
+        let (loss, grad_norm) = (values[0] as f64, values[1] as f64);
+        for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+            if !value.is_finite() {
+                self.model = Some(model);
+                return Err(SaplingError::NonFinite { what, value, step });
+            }
+        }
+        if self.clip_grad > 0.0 {
+            clip::clip_to(&model, &mut grads, norm, self.clip_grad);
+        }
+        self.model = Some(self.optim.step(lr, model, grads));
+        Ok(StepStats { loss, grad_norm })
+    }
+}

@@ -1,0 +1,66 @@
+//! Shared helpers: small configs, temporary folders, the WebGPU gate.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use sapling::config::{Config, ModelConfig, Preset};
+use sapling::device::{self, REQUIRE_GPU_ENV, Selected};
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sapling-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A model small enough to compile and step quickly on lavapipe.
+pub fn micro_model() -> ModelConfig {
+    ModelConfig {
+        img_size: 32,
+        patch_size: 8,
+        dim: 32,
+        depth: 2,
+        heads: 2,
+        decoder_dim: 32,
+        decoder_depth: 1,
+        decoder_heads: 2,
+        ..Preset::Tiny.config().model
+    }
+}
+
+/// `tiny`'s recipe around the micro model, writing into a temp folder, on the CPU.
+pub fn micro_config(name: &str) -> Config {
+    let mut c = Preset::Tiny.config();
+    c.model = micro_model();
+    c.train.batch_size = 4;
+    c.train.steps = Some(3);
+    c.train.out = temp_dir(name);
+    c.train.device = sapling::config::DeviceChoice::Cpu;
+    c
+}
+
+pub fn flex() -> Device {
+    Device::flex()
+}
+
+/// The WebGPU device, or `None` after printing why the calling test is skipped.
+pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
+    let required = std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+    if device::adapters().is_empty() {
+        assert!(
+            !required,
+            "{test}: {REQUIRE_GPU_ENV}=1 but no WebGPU adapter was found (install mesa-vulkan-drivers for lavapipe)"
+        );
+        eprintln!("SKIPPED {test}: no WebGPU adapter found (set {REQUIRE_GPU_ENV}=1 to make this a failure)");
+        return None;
+    }
+    match device::wgpu_device() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            assert!(!required, "{test}: {REQUIRE_GPU_ENV}=1 but {e}");
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}

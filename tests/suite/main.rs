@@ -1,0 +1,12 @@
+//! sapling's integration tests, in one binary so burn is linked once.
+//!
+//! Run with `cargo test --release`. Tests that need a WebGPU adapter skip (saying why) when
+//! there is none, and fail instead when `SAPLING_REQUIRE_GPU=1`.
+
+mod common;
+mod config;
+mod data;
+mod model;
+mod optim;
+mod training;
+mod wgpu_parity;

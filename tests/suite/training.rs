@@ -1,0 +1,45 @@
+//! Whole training runs on the CPU backend.
+
+use sapling::config::{DeviceChoice, Preset};
+use sapling::train::{RunOptions, train};
+
+use crate::common::temp_dir;
+
+fn mean(xs: &[(u64, f64)]) -> f64 {
+    xs.iter().map(|x| x.1).sum::<f64>() / xs.len() as f64
+}
+
+#[test]
+fn tiny_loss_falls_on_the_embedded_photos() {
+    let mut c = Preset::Tiny.config();
+    c.train.device = DeviceChoice::Cpu;
+    c.train.steps = Some(STEPS);
+    c.train.batch_size = 16;
+    c.train.out = temp_dir("loss-falls");
+    let summary = train(&c, RunOptions { interactive: false }).unwrap();
+    assert_eq!(summary.losses.len(), STEPS as usize);
+    let (first, last) = (mean(&summary.losses[..20]), mean(&summary.losses[STEPS as usize - 20..]));
+    eprintln!("tiny on Flex: loss {first:.4} -> {last:.4} over {STEPS} steps, {:.1} images/s", summary.images_per_sec);
+    assert!(last < 0.8 * first, "loss did not fall clearly: {first:.4} -> {last:.4}");
+    // The run leaves its config, metrics and weights behind.
+    for file in ["config.toml", "metrics.jsonl", "model.bpk"] {
+        assert!(c.train.out.join(file).is_file(), "{file} missing");
+    }
+    let lines = std::fs::read_to_string(c.train.out.join("metrics.jsonl")).unwrap();
+    let last_line: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last_line["step"], STEPS);
+    assert!(last_line["grad_norm"].as_f64().unwrap() > 0.0);
+}
+
+const STEPS: u64 = 300;
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error() {
+    let mut c = crate::common::micro_config("diverge");
+    c.optim.base_lr = 1e30;
+    c.optim.warmup_steps = Some(0);
+    c.optim.clip_grad = 0.0;
+    c.train.steps = Some(6);
+    let err = train(&c, RunOptions { interactive: false }).unwrap_err().to_string();
+    assert!(err.contains("non-finite") && err.contains("step"), "{err}");
+}
