@@ -256,7 +256,7 @@ impl ModelConfig {
                 return Err(SaplingError::config(field, "must be at least 1"));
             }
         }
-        if self.img_size % self.patch_size != 0 {
+        if !self.img_size.is_multiple_of(self.patch_size) {
             return Err(SaplingError::config(
                 "model.img_size",
                 format!(
@@ -269,14 +269,14 @@ impl ModelConfig {
             ("model.dim", self.dim, self.heads),
             ("model.decoder_dim", self.decoder_dim, self.decoder_heads),
         ] {
-            if dim % heads != 0 {
+            if !dim.is_multiple_of(heads) {
                 return Err(SaplingError::config(
                     field,
                     format!("{dim} is not divisible by its {heads} heads"),
                 ));
             }
             // The 2-D sin-cos embedding splits the width in halves, each in sin/cos halves.
-            if dim % 4 != 0 {
+            if !dim.is_multiple_of(4) {
                 return Err(SaplingError::config(
                     field,
                     format!("{dim} must be a multiple of 4 for the 2-D sin-cos position embedding"),
@@ -299,7 +299,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if !is_positive(self.layer_norm_eps) {
             return Err(SaplingError::config(
                 "model.layer_norm_eps",
                 "must be positive",
@@ -355,7 +355,11 @@ impl OptimConfig {
     fn validate(&self) -> Result<()> {
         let checks: [(&str, bool, &str); 9] = [
             ("optim.base_lr", self.base_lr > 0.0, "must be positive"),
-            ("optim.lr_base_batch", self.lr_base_batch > 0, "must be at least 1"),
+            (
+                "optim.lr_base_batch",
+                self.lr_base_batch > 0,
+                "must be at least 1",
+            ),
             ("optim.min_lr", self.min_lr >= 0.0, "must not be negative"),
             (
                 "optim.warmup_fraction",
@@ -367,9 +371,21 @@ impl OptimConfig {
                 (0.0..=1.0).contains(&self.warmup_start_factor),
                 "must be in [0, 1]",
             ),
-            ("optim.weight_decay", self.weight_decay >= 0.0, "must not be negative"),
-            ("optim.beta1", (0.0..1.0).contains(&self.beta1), "must be in [0, 1)"),
-            ("optim.beta2", (0.0..1.0).contains(&self.beta2), "must be in [0, 1)"),
+            (
+                "optim.weight_decay",
+                self.weight_decay >= 0.0,
+                "must not be negative",
+            ),
+            (
+                "optim.beta1",
+                (0.0..1.0).contains(&self.beta1),
+                "must be in [0, 1)",
+            ),
+            (
+                "optim.beta2",
+                (0.0..1.0).contains(&self.beta2),
+                "must be in [0, 1)",
+            ),
             ("optim.eps", self.eps > 0.0, "must be positive"),
         ];
         for (field, ok, message) in checks {
@@ -377,7 +393,7 @@ impl OptimConfig {
                 return Err(SaplingError::config(field, message));
             }
         }
-        if !(self.clip_grad >= 0.0) {
+        if !(is_positive(self.clip_grad) || self.clip_grad == 0.0) {
             return Err(SaplingError::config(
                 "optim.clip_grad",
                 "must be positive, or 0 to turn clipping off",
@@ -449,7 +465,7 @@ impl DataConfig {
                 "workers and prefetch must be at least 1",
             ));
         }
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if !self.std.iter().all(|s| is_positive(f64::from(*s))) {
             return Err(SaplingError::config("data.std", "must be positive"));
         }
         Ok(())
@@ -530,19 +546,19 @@ impl TrainConfig {
                 ));
             }
             (None, None) => {
-                return Err(SaplingError::config(
-                    "train.steps",
-                    "set steps or epochs",
-                ));
+                return Err(SaplingError::config("train.steps", "set steps or epochs"));
             }
             (Some(0), _) => return Err(SaplingError::config("train.steps", "must be at least 1")),
-            (_, Some(e)) if !(e > 0.0) => {
+            (_, Some(e)) if !is_positive(e) => {
                 return Err(SaplingError::config("train.epochs", "must be positive"));
             }
             _ => {}
         }
         if self.batch_size == 0 {
-            return Err(SaplingError::config("train.batch_size", "must be at least 1"));
+            return Err(SaplingError::config(
+                "train.batch_size",
+                "must be at least 1",
+            ));
         }
         if self.accum == 0 {
             return Err(SaplingError::config("train.accum", "must be at least 1"));
@@ -617,6 +633,11 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// True for positive numbers; false for zero, negatives and NaN.
+fn is_positive(x: f64) -> bool {
+    x > 0.0
 }
 
 /// Overlays `top` on `base`: tables merge key by key, any other value replaces.

@@ -30,7 +30,11 @@ pub enum SaplingError {
         "non-finite {what} ({value}) at step {step}; training stopped, the last checkpoint is intact. \
          Lower the learning rate, raise warmup, or keep gradient clipping on"
     )]
-    NonFinite { what: &'static str, value: f64, step: u64 },
+    NonFinite {
+        what: &'static str,
+        value: f64,
+        step: u64,
+    },
 
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

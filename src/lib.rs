@@ -12,12 +12,12 @@ pub mod atomic;
 pub mod cli;
 /// The typed run configuration and presets.
 pub mod config;
+/// Image sources, augmentation and background loading.
+pub mod data;
 /// Device selection (WebGPU or Flex) and adapter descriptions.
 pub mod device;
 /// Typed errors.
 pub mod error;
-/// Image sources, augmentation and background loading.
-pub mod data;
 /// The masked autoencoder.
 pub mod model;
 /// AdamW groups, clipping, the lr schedule.

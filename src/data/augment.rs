@@ -16,7 +16,13 @@ pub struct Crop {
 
 /// torchvision's `RandomResizedCrop.get_params`: ten tries at a random area and log-uniform
 /// aspect ratio, then a centre crop clamped to the ratio range.
-pub fn random_crop(width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2], rng: &mut impl Rng) -> Crop {
+pub fn random_crop(
+    width: u32,
+    height: u32,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+    rng: &mut impl Rng,
+) -> Crop {
     let area = (width * height) as f64;
     let (log_lo, log_hi) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
@@ -50,8 +56,20 @@ pub fn random_crop(width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2], rn
 }
 
 /// Crops, resizes to `size × size` (bicubic), maybe flips, and writes normalised CHW floats.
-pub fn augment(img: &RgbImage, size: u32, config: &DataConfig, rng: &mut impl Rng, out: &mut Vec<f32>) {
-    let crop = random_crop(img.width(), img.height(), config.crop_scale, config.crop_ratio, rng);
+pub fn augment(
+    img: &RgbImage,
+    size: u32,
+    config: &DataConfig,
+    rng: &mut impl Rng,
+    out: &mut Vec<f32>,
+) {
+    let crop = random_crop(
+        img.width(),
+        img.height(),
+        config.crop_scale,
+        config.crop_ratio,
+        rng,
+    );
     let region = imageops::crop_imm(img, crop.x, crop.y, crop.w, crop.h).to_image();
     let mut resized = imageops::resize(&region, size, size, imageops::FilterType::CatmullRom);
     if rng.random_bool(config.hflip) {

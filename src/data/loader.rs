@@ -88,7 +88,8 @@ impl Loader {
                 skips: skips.clone(),
             };
             // The first micro-batch this worker owns at or after `start`.
-            let first = start + (w + n_workers as u64 - start % n_workers as u64) % n_workers as u64;
+            let first =
+                start + (w + n_workers as u64 - start % n_workers as u64) % n_workers as u64;
             workers.push(std::thread::spawn(move || {
                 job.run(first, n_workers as u64, tx)
             }));
@@ -166,7 +167,13 @@ impl Worker {
             let perm = &epoch_perm.as_ref().expect("set above").1;
             let img = self.decode_from(perm[(sample % n) as usize])?;
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x5eed_da7a, sample));
-            augment(&img, self.img_size as u32, &self.config, &mut rng, &mut images);
+            augment(
+                &img,
+                self.img_size as u32,
+                &self.config,
+                &mut rng,
+                &mut images,
+            );
         }
         Ok(Batch {
             images,

@@ -12,20 +12,47 @@ pub const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// Public-domain / CC0 photos from scikit-image's data set, resized to 256 px on the short
 /// side (see `assets/images/LICENSES.md`), so a fresh checkout trains with no download.
 const EMBEDDED: [(&str, &[u8]); 14] = [
-    ("astronaut.jpg", include_bytes!("../../assets/images/astronaut.jpg")),
+    (
+        "astronaut.jpg",
+        include_bytes!("../../assets/images/astronaut.jpg"),
+    ),
     ("brick.jpg", include_bytes!("../../assets/images/brick.jpg")),
-    ("camera.jpg", include_bytes!("../../assets/images/camera.jpg")),
+    (
+        "camera.jpg",
+        include_bytes!("../../assets/images/camera.jpg"),
+    ),
     ("cell.jpg", include_bytes!("../../assets/images/cell.jpg")),
-    ("chelsea.jpg", include_bytes!("../../assets/images/chelsea.jpg")),
-    ("coffee.jpg", include_bytes!("../../assets/images/coffee.jpg")),
+    (
+        "chelsea.jpg",
+        include_bytes!("../../assets/images/chelsea.jpg"),
+    ),
+    (
+        "coffee.jpg",
+        include_bytes!("../../assets/images/coffee.jpg"),
+    ),
     ("coins.jpg", include_bytes!("../../assets/images/coins.jpg")),
     ("grass.jpg", include_bytes!("../../assets/images/grass.jpg")),
-    ("gravel.jpg", include_bytes!("../../assets/images/gravel.jpg")),
-    ("hubble_deep_field.jpg", include_bytes!("../../assets/images/hubble_deep_field.jpg")),
+    (
+        "gravel.jpg",
+        include_bytes!("../../assets/images/gravel.jpg"),
+    ),
+    (
+        "hubble_deep_field.jpg",
+        include_bytes!("../../assets/images/hubble_deep_field.jpg"),
+    ),
     ("ihc.jpg", include_bytes!("../../assets/images/ihc.jpg")),
-    ("microaneurysms.jpg", include_bytes!("../../assets/images/microaneurysms.jpg")),
-    ("retina.jpg", include_bytes!("../../assets/images/retina.jpg")),
-    ("rocket.jpg", include_bytes!("../../assets/images/rocket.jpg")),
+    (
+        "microaneurysms.jpg",
+        include_bytes!("../../assets/images/microaneurysms.jpg"),
+    ),
+    (
+        "retina.jpg",
+        include_bytes!("../../assets/images/retina.jpg"),
+    ),
+    (
+        "rocket.jpg",
+        include_bytes!("../../assets/images/rocket.jpg"),
+    ),
 ];
 
 /// A fixed, ordered list of images.

@@ -104,6 +104,9 @@ impl Block {
 /// Parameters of one block, for the analytic count: qkv, proj, fc1, fc2 and two norms.
 pub fn block_params(dim: usize, mlp_ratio: usize) -> usize {
     let hidden = dim * mlp_ratio;
-    (dim * 3 * dim + 3 * dim) + (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim)
+    (dim * 3 * dim + 3 * dim)
+        + (dim * dim + dim)
+        + (dim * hidden + hidden)
+        + (hidden * dim + dim)
         + 4 * dim
 }

@@ -16,7 +16,12 @@ pub fn norm_pix_target(target: Tensor<3>) -> Tensor<3> {
 ///
 /// # Shapes
 /// `pred`, `target`: `[B, L, P]`; `mask`: `[B, L]` with 1 = removed → `[1]`
-pub fn masked_mse(pred: Tensor<3>, target: Tensor<3>, mask: Tensor<2>, norm_pix: bool) -> Tensor<1> {
+pub fn masked_mse(
+    pred: Tensor<3>,
+    target: Tensor<3>,
+    mask: Tensor<2>,
+    norm_pix: bool,
+) -> Tensor<1> {
     let [b, l, _] = pred.dims();
     let target = if norm_pix {
         norm_pix_target(target)

@@ -93,9 +93,17 @@ mod tests {
             let perm = &plan.ids_shuffle[s * l..][..l];
             let mut sorted = perm.to_vec();
             sorted.sort_unstable();
-            assert_eq!(sorted, (0..l).collect::<Vec<_>>(), "sample {s} is a permutation");
+            assert_eq!(
+                sorted,
+                (0..l).collect::<Vec<_>>(),
+                "sample {s} is a permutation"
+            );
             for j in 0..l {
-                assert_eq!(perm[plan.ids_restore[s * l + j]], j, "restore inverts shuffle");
+                assert_eq!(
+                    perm[plan.ids_restore[s * l + j]],
+                    j,
+                    "restore inverts shuffle"
+                );
             }
             let removed: f32 = plan.mask[s * l..][..l].iter().sum();
             assert_eq!(removed as usize, l - k, "sample {s} removes L - K patches");

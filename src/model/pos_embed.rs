@@ -8,7 +8,10 @@
 
 /// Row-major `[(cls as usize) + g * g, dim]` values.
 pub fn sincos_2d(dim: usize, grid: usize, cls: bool) -> Vec<f32> {
-    assert!(dim % 4 == 0, "sin-cos position embedding needs a width divisible by 4");
+    assert!(
+        dim.is_multiple_of(4),
+        "sin-cos position embedding needs a width divisible by 4"
+    );
     let quarter = dim / 4;
     let omega: Vec<f64> = (0..quarter)
         .map(|k| 1.0 / 10000f64.powf(k as f64 / quarter as f64))

@@ -15,7 +15,11 @@ pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<Ten
 /// Scales every gradient by `min(1, max_norm / (norm + 1e-6))`; the norm stays on the device,
 /// so clipping costs no readback.
 pub fn clip_to<M: Module>(module: &M, grads: &mut GradientsParams, norm: Tensor<1>, max_norm: f64) {
-    let scale = norm.add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    let scale = norm
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
     let mut visitor = Scale { grads, scale };
     module.visit(&mut visitor);
 }

@@ -56,7 +56,7 @@ impl ModuleVisitor for PathVisitor {
         self.params.push(NamedParam {
             path: self.stack.join("."),
             id: param.id,
-            shape: param.lazy_shape().dims.to_vec(),
+            shape: param.lazy_shape().to_vec(),
         });
     }
 }

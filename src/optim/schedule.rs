@@ -84,7 +84,10 @@ mod tests {
         assert!(close(mae.lr_at(20), mae.peak_lr * 0.5));
         let sapiens = schedule(1e-4);
         assert!(close(sapiens.lr_at(0), sapiens.peak_lr * 1e-4));
-        assert!(close(sapiens.lr_at(10), sapiens.peak_lr * (1e-4 + (1.0 - 1e-4) * 0.25)));
+        assert!(close(
+            sapiens.lr_at(10),
+            sapiens.peak_lr * (1e-4 + (1.0 - 1e-4) * 0.25)
+        ));
         // End of warmup: exactly the peak, the first cosine step.
         assert!(close(sapiens.lr_at(40), sapiens.peak_lr));
     }
@@ -95,9 +98,13 @@ mod tests {
         let mid = 40 + (1040 - 40) / 2;
         assert!(close(s.lr_at(mid), s.min_lr + (s.peak_lr - s.min_lr) * 0.5));
         assert!(close(s.lr_at(1040), s.min_lr));
-        assert!(close(s.lr_at(5000), s.min_lr), "stays at min_lr past the end");
+        assert!(
+            close(s.lr_at(5000), s.min_lr),
+            "stays at min_lr past the end"
+        );
         let quarter = 40 + 250;
-        let want = s.min_lr + (s.peak_lr - s.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos());
+        let want =
+            s.min_lr + (s.peak_lr - s.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos());
         assert!(close(s.lr_at(quarter), want));
     }
 

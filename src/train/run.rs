@@ -8,13 +8,13 @@ use web_time::Instant;
 
 use super::metrics::{MetricLine, MetricsLog};
 use super::step::Trainer;
+use crate::atomic;
 use crate::config::Config;
 use crate::data::{ImageSource, Loader};
 use crate::device;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
 use crate::optim::Schedule;
-use crate::atomic;
 
 /// How the loop reports to a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +107,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
                 lr,
                 grad_norm: stats.grad_norm,
                 images_per_sec,
-                device_bytes_in_use: selected
-                    .device
-                    .memory_pool_usage()
-                    .map(|u| u.bytes_in_use),
+                device_bytes_in_use: selected.device.memory_pool_usage().map(|u| u.bytes_in_use),
             };
             let json = metrics.write(&line)?;
             if options.interactive {
@@ -156,8 +153,10 @@ fn progress_bar(total: u64, interactive: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
     );
     bar
 }

@@ -27,6 +27,8 @@ pub struct Trainer {
     device: Device,
     clip_grad: f64,
     seed: u64,
+    /// Patches per image and kept patches per image, for drawing masks.
+    mask_shape: (usize, usize),
 }
 
 impl Trainer {
@@ -41,12 +43,14 @@ impl Trainer {
     /// Trains an existing model (already on `device`).
     pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Self {
         let optim = optim::adamw(&config.optim, &model);
+        let mask_shape = (model.config.num_patches(), model.config.num_visible());
         Trainer {
             model: Some(model),
             optim,
             device: device.clone(),
             clip_grad: config.optim.clip_grad,
             seed: config.train.seed,
+            mask_shape,
         }
     }
 
@@ -58,8 +62,8 @@ impl Trainer {
     /// The mask of micro-batch `index` of the stream: a pure function of the seed and index,
     /// so every backend and every resumed run masks the same patches.
     pub fn mask_for(&self, index: u64, batch: usize) -> MaskPlan {
-        let c = &self.model().config;
-        MaskPlan::random(batch, c.num_patches(), c.num_visible(), mix(self.seed ^ 0x3a5c, index))
+        let (l, k) = self.mask_shape;
+        MaskPlan::random(batch, l, k, mix(self.seed ^ 0x3a5c, index))
     }
 
     /// Runs one optimizer step at learning rate `lr` over `batches` (one per micro-batch).
@@ -89,10 +93,13 @@ impl Trainer {
         let mut grads = acc.grads();
         let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
         // One readback per step: the loss and the norm together.
-        let values = Tensor::cat(vec![loss_sum.expect("at least one micro-batch"), norm.clone()], 0)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32 scalars");
+        let values = Tensor::cat(
+            vec![loss_sum.expect("at least one micro-batch"), norm.clone()],
+            0,
+        )
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 scalars");
         let (loss, grad_norm) = (values[0] as f64, values[1] as f64);
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {

@@ -52,7 +52,9 @@ pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
             !required,
             "{test}: {REQUIRE_GPU_ENV}=1 but no WebGPU adapter was found (install mesa-vulkan-drivers for lavapipe)"
         );
-        eprintln!("SKIPPED {test}: no WebGPU adapter found (set {REQUIRE_GPU_ENV}=1 to make this a failure)");
+        eprintln!(
+            "SKIPPED {test}: no WebGPU adapter found (set {REQUIRE_GPU_ENV}=1 to make this a failure)"
+        );
         return None;
     }
     match device::wgpu_device() {

@@ -9,7 +9,10 @@ fn every_preset_is_valid_and_round_trips_through_toml() {
     for p in Preset::ALL {
         let c = p.config();
         c.validate().unwrap_or_else(|e| panic!("{}: {e}", p.name()));
-        assert_eq!(Config::from_toml_str(&c.to_toml(), Preset::Tiny).unwrap(), c);
+        assert_eq!(
+            Config::from_toml_str(&c.to_toml(), Preset::Tiny).unwrap(),
+            c
+        );
         assert_eq!(Preset::from_name(p.name()).unwrap(), p);
     }
 }
@@ -18,12 +21,33 @@ fn every_preset_is_valid_and_round_trips_through_toml() {
 fn sapiens_presets_have_the_published_shapes() {
     let shape = |p: Preset| {
         let m = p.config().model;
-        (m.img_size, m.patch_size, m.dim, m.depth, m.heads, m.decoder_dim, m.decoder_depth, m.decoder_heads)
+        (
+            m.img_size,
+            m.patch_size,
+            m.dim,
+            m.depth,
+            m.heads,
+            m.decoder_dim,
+            m.decoder_depth,
+            m.decoder_heads,
+        )
     };
-    assert_eq!(shape(Preset::Sapiens03b), (1024, 16, 1024, 24, 16, 512, 8, 16));
-    assert_eq!(shape(Preset::Sapiens06b), (1024, 16, 1280, 32, 16, 512, 8, 16));
-    assert_eq!(shape(Preset::Sapiens1b), (1024, 16, 1536, 40, 24, 512, 8, 16));
-    assert_eq!(shape(Preset::Sapiens2b), (1024, 16, 1920, 48, 32, 512, 8, 16));
+    assert_eq!(
+        shape(Preset::Sapiens03b),
+        (1024, 16, 1024, 24, 16, 512, 8, 16)
+    );
+    assert_eq!(
+        shape(Preset::Sapiens06b),
+        (1024, 16, 1280, 32, 16, 512, 8, 16)
+    );
+    assert_eq!(
+        shape(Preset::Sapiens1b),
+        (1024, 16, 1536, 40, 24, 512, 8, 16)
+    );
+    assert_eq!(
+        shape(Preset::Sapiens2b),
+        (1024, 16, 1920, 48, 32, 512, 8, 16)
+    );
     assert_eq!(shape(Preset::VitB), (224, 16, 768, 12, 12, 512, 8, 16));
     let m = Preset::Sapiens2b.config().model;
     assert_eq!(m.dim / m.heads, 60);
@@ -49,7 +73,10 @@ fn sapiens_parameter_counts_match_the_paper() {
     }
     // ViT-B/16 by hand: encoder 85,647,360 (patch embed 590,592, cls 768, 12 blocks of
     // 7,087,872, norm 1,536) + decoder 26,008,320.
-    assert_eq!(analytic_params(&Preset::VitB.config().model).learnable, 111_655_680);
+    assert_eq!(
+        analytic_params(&Preset::VitB.config().model).learnable,
+        111_655_680
+    );
 }
 
 #[test]
@@ -61,16 +88,29 @@ fn a_file_layers_over_its_preset_and_rejects_unknown_fields() {
     .unwrap();
     assert_eq!(c.preset, Preset::VitB);
     assert_eq!(c.model.dim, 768);
-    assert_eq!((c.train.steps, c.train.epochs), (None, Some(2.0)), "epochs replaces steps");
+    assert_eq!(
+        (c.train.steps, c.train.epochs),
+        (None, Some(2.0)),
+        "epochs replaces steps"
+    );
     assert_eq!(c.optim.warmup_start_factor, 1e-4);
-    assert_eq!(c.optim.beta2, 0.95, "untouched fields keep the preset's values");
+    assert_eq!(
+        c.optim.beta2, 0.95,
+        "untouched fields keep the preset's values"
+    );
 
     let err = Config::from_toml_str("[model]\ndepht = 3\n", Preset::Tiny).unwrap_err();
     assert!(err.to_string().contains("depht"), "{err}");
     let err = Config::from_toml_str("[model]\npatch_size = 7\n", Preset::Tiny).unwrap_err();
-    assert!(matches!(&err, SaplingError::Config { field, .. } if field == "model.img_size"), "{err}");
+    assert!(
+        matches!(&err, SaplingError::Config { field, .. } if field == "model.img_size"),
+        "{err}"
+    );
     let err = Config::from_toml_str("preset = \"vit-z\"\n", Preset::Tiny).unwrap_err();
-    assert!(err.to_string().contains("vit-z") && err.to_string().contains("sapiens-2b"), "{err}");
+    assert!(
+        err.to_string().contains("vit-z") && err.to_string().contains("sapiens-2b"),
+        "{err}"
+    );
     let err = Config::from_toml_str("[optim]\nbeta2 = 1.5\n", Preset::Tiny).unwrap_err();
     assert!(err.to_string().contains("optim.beta2"), "{err}");
 }

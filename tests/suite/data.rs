@@ -17,19 +17,33 @@ fn embedded_photos_decode() {
     let source = ImageSource::new(None).unwrap();
     assert!(source.len() >= 10);
     for i in 0..source.len() {
-        let img = source.load(i).unwrap_or_else(|e| panic!("{}: {e}", source.name(i)));
-        assert!(img.width() >= 64 && img.height() >= 64, "{}", source.name(i));
+        let img = source
+            .load(i)
+            .unwrap_or_else(|e| panic!("{}: {e}", source.name(i)));
+        assert!(
+            img.width() >= 64 && img.height() >= 64,
+            "{}",
+            source.name(i)
+        );
     }
 }
 
 #[test]
 fn missing_and_empty_folders_are_clear_errors() {
-    let err = ImageSource::new(Some("/nonexistent/images".as_ref())).unwrap_err().to_string();
-    assert!(err.contains("/nonexistent/images") && err.contains("does not exist"), "{err}");
+    let err = ImageSource::new(Some("/nonexistent/images".as_ref()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/images") && err.contains("does not exist"),
+        "{err}"
+    );
     let empty = temp_dir("empty");
     std::fs::write(empty.join("notes.txt"), "not an image").unwrap();
     let err = ImageSource::new(Some(&empty)).unwrap_err().to_string();
-    assert!(err.contains("no images") && err.contains(&empty.display().to_string()), "{err}");
+    assert!(
+        err.contains("no images") && err.contains(&empty.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -58,7 +72,9 @@ fn folders_are_searched_recursively_and_broken_files_skipped_once() {
 fn loading_is_deterministic_whatever_the_worker_count() {
     let batches = |workers, seed| {
         let mut l = Loader::new(ImageSource::Embedded, &config(workers), 32, 5, seed, 0);
-        (0..6).map(|_| l.next_batch().unwrap().images).collect::<Vec<_>>()
+        (0..6)
+            .map(|_| l.next_batch().unwrap().images)
+            .collect::<Vec<_>>()
     };
     let one = batches(1, 3);
     assert_eq!(one, batches(3, 3));

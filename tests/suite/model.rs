@@ -19,9 +19,12 @@ fn patchify_orders_rows_columns_then_channels_and_round_trips() {
     let imgs = Tensor::<4>::from_data(TensorData::new(values, [1, 2, 4, 4]), &dev);
     let patches = patchify(imgs.clone(), 2);
     assert_eq!(patches.dims(), [1, 4, 8]);
-    let p = patches.clone().into_data().to_vec::<f32>().unwrap();
+    let p = patches.clone().into_data().try_into_vec::<f32>().unwrap();
     // Patch 1 is grid row 0, column 1: pixels (y 0-1, x 2-3), channels innermost.
-    assert_eq!(&p[8..16], &[2.0, 102.0, 3.0, 103.0, 12.0, 112.0, 13.0, 113.0]);
+    assert_eq!(
+        &p[8..16],
+        &[2.0, 102.0, 3.0, 103.0, 12.0, 112.0, 13.0, 113.0]
+    );
     // Patch 2 is grid row 1, column 0.
     assert_eq!(&p[16..18], &[20.0, 120.0]);
     let back = unpatchify(patches, 2, 2);
@@ -38,7 +41,10 @@ fn norm_pix_loss_matches_a_hand_computed_case() {
     let dev = flex();
     // Two patches of four values; the first is removed (mask 1), the second kept.
     let target = Tensor::<3>::from_data(
-        TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0], [1, 2, 4]),
+        TensorData::new(
+            vec![1.0f32, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0],
+            [1, 2, 4],
+        ),
         &dev,
     );
     let pred = Tensor::<3>::zeros([1, 2, 4], &dev);
@@ -52,7 +58,10 @@ fn norm_pix_loss_matches_a_hand_computed_case() {
     let raw = masked_mse(pred, target.clone(), mask, false).into_scalar::<f32>();
     assert!((raw - 7.5).abs() < 1e-5, "{raw}");
     // A constant patch normalises to zeros (variance floor), not NaN.
-    let normed = norm_pix_target(target).into_data().to_vec::<f32>().unwrap();
+    let normed = norm_pix_target(target)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
     assert!(normed[4..].iter().all(|v| v.abs() < 1e-6), "{normed:?}");
 }
 
@@ -113,6 +122,8 @@ fn the_encoder_only_sees_visible_patches() {
             Tensor::<4>::full([1, 3, 8, 8], 5.0, &dev),
         )
     };
-    encode(poke(removed)).into_data().assert_approx_eq::<f32>(&base, Tolerance::default());
+    encode(poke(removed))
+        .into_data()
+        .assert_approx_eq::<f32>(&base, Tolerance::default());
     assert_ne!(encode(poke(kept)).into_data(), base);
 }

@@ -14,16 +14,36 @@ fn weight_decay_applies_to_linear_weights_only() {
     let cfg = micro_model();
     let model = MaskedAutoencoder::new(&cfg, &flex());
     let params = named_params(&model);
-    assert_eq!(params.iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>(), model.num_params());
+    assert_eq!(
+        params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum::<usize>(),
+        model.num_params()
+    );
     let paths: Vec<&str> = params.iter().map(|p| p.path.as_str()).collect();
-    for expected in ["blocks.0.attn.qkv.weight", "decoder_blocks.0.mlp.fc2.bias", "cls_token", "mask_token", "norm.gamma", "decoder_pred.weight"] {
-        assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+    for expected in [
+        "blocks.0.attn.qkv.weight",
+        "decoder_blocks.0.mlp.fc2.bias",
+        "cls_token",
+        "mask_token",
+        "norm.gamma",
+        "decoder_pred.weight",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
     }
     let (decayed, plain): (Vec<_>, Vec<_>) = params.iter().partition(|p| decays(&p.path));
     // Exactly the 2-D linear matrices decay: patch embed, 4 per block, decoder embed, decoder pred.
     let linears = 1 + 4 * (cfg.depth + cfg.decoder_depth) + 2;
     assert_eq!(decayed.len(), linears);
-    assert!(decayed.iter().all(|p| p.shape.len() == 2 && p.path.ends_with(".weight")));
+    assert!(
+        decayed
+            .iter()
+            .all(|p| p.shape.len() == 2 && p.path.ends_with(".weight"))
+    );
     // Everything else: biases, LayerNorm gamma/beta, the two tokens.
     let norms = 2 * (cfg.depth + cfg.decoder_depth) + 2;
     assert_eq!(plain.len(), linears + 2 * norms + 2);
@@ -50,7 +70,12 @@ fn clipping_scales_all_gradients_by_one_global_factor() {
     // The norm over everything, computed on the host from each gradient.
     let params = named_params(&model);
     let host: Vec<Vec<f32>> = params.iter().map(|p| host_grad(&grads, p)).collect();
-    let want = host.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let want = host
+        .iter()
+        .flatten()
+        .map(|v| (*v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let norm = global_norm(&model, &grads).unwrap();
     let got = norm.clone().into_scalar::<f32>() as f64;
     assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
@@ -63,7 +88,11 @@ fn clipping_scales_all_gradients_by_one_global_factor() {
     for (p, before) in params.iter().zip(&host) {
         let now = host_grad(&clipped, p);
         for (a, b) in now.iter().zip(before) {
-            assert!((a - b * 0.5).abs() <= 1e-6 + 1e-4 * b.abs(), "{}: {a} vs {b}/2", p.path);
+            assert!(
+                (a - b * 0.5).abs() <= 1e-6 + 1e-4 * b.abs(),
+                "{}: {a} vs {b}/2",
+                p.path
+            );
         }
     }
     // A limit above the norm leaves gradients as they are.
@@ -79,5 +108,7 @@ fn host_grad(grads: &GradientsParams, p: &sapling::optim::decay::NamedParam) -> 
         3 => grads.get::<3>(p.id).map(|g| g.into_data()),
         n => panic!("unexpected rank {n}"),
     };
-    data.unwrap_or_else(|| panic!("no gradient for {}", p.path)).to_vec::<f32>().unwrap()
+    data.unwrap_or_else(|| panic!("no gradient for {}", p.path))
+        .try_into_vec::<f32>()
+        .unwrap()
 }

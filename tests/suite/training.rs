@@ -18,9 +18,18 @@ fn tiny_loss_falls_on_the_embedded_photos() {
     c.train.out = temp_dir("loss-falls");
     let summary = train(&c, RunOptions { interactive: false }).unwrap();
     assert_eq!(summary.losses.len(), STEPS as usize);
-    let (first, last) = (mean(&summary.losses[..20]), mean(&summary.losses[STEPS as usize - 20..]));
-    eprintln!("tiny on Flex: loss {first:.4} -> {last:.4} over {STEPS} steps, {:.1} images/s", summary.images_per_sec);
-    assert!(last < 0.8 * first, "loss did not fall clearly: {first:.4} -> {last:.4}");
+    let (first, last) = (
+        mean(&summary.losses[..20]),
+        mean(&summary.losses[STEPS as usize - 20..]),
+    );
+    eprintln!(
+        "tiny on Flex: loss {first:.4} -> {last:.4} over {STEPS} steps, {:.1} images/s",
+        summary.images_per_sec
+    );
+    assert!(
+        last < 0.8 * first,
+        "loss did not fall clearly: {first:.4} -> {last:.4}"
+    );
     // The run leaves its config, metrics and weights behind.
     for file in ["config.toml", "metrics.jsonl", "model.bpk"] {
         assert!(c.train.out.join(file).is_file(), "{file} missing");
@@ -40,6 +49,8 @@ fn a_diverging_run_stops_with_a_clear_error() {
     c.optim.warmup_steps = Some(0);
     c.optim.clip_grad = 0.0;
     c.train.steps = Some(6);
-    let err = train(&c, RunOptions { interactive: false }).unwrap_err().to_string();
+    let err = train(&c, RunOptions { interactive: false })
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("non-finite") && err.contains("step"), "{err}");
 }

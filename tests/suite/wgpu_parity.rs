@@ -26,14 +26,26 @@ fn wgpu_and_flex_agree_on_the_first_steps() {
 
     let mut on_cpu = Trainer::from_model(&cfg, model, &cpu);
     let mut on_gpu = Trainer::from_model(&cfg, gpu_model, &gpu_dev);
-    let data = DataConfig { workers: 1, ..DataConfig::default() };
+    let data = DataConfig {
+        workers: 1,
+        ..DataConfig::default()
+    };
     let mut loader = Loader::new(ImageSource::Embedded, &data, cfg.model.img_size, 4, 0, 0);
     for step in 0..4 {
         let batch = loader.next_batch().unwrap();
         let a = on_cpu.step(step, 1e-3, vec![batch.clone()]).unwrap();
         let b = on_gpu.step(step, 1e-3, vec![batch]).unwrap();
-        eprintln!("step {step}: flex loss {:.6} norm {:.6} | wgpu loss {:.6} norm {:.6}", a.loss, a.grad_norm, b.loss, b.grad_norm);
-        assert!((a.loss - b.loss).abs() <= 1e-3 * a.loss.abs(), "step {step}: {a:?} vs {b:?}");
-        assert!((a.grad_norm - b.grad_norm).abs() <= 1e-2 * a.grad_norm, "step {step}: {a:?} vs {b:?}");
+        eprintln!(
+            "step {step}: flex loss {:.6} norm {:.6} | wgpu loss {:.6} norm {:.6}",
+            a.loss, a.grad_norm, b.loss, b.grad_norm
+        );
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-3 * a.loss.abs(),
+            "step {step}: {a:?} vs {b:?}"
+        );
+        assert!(
+            (a.grad_norm - b.grad_norm).abs() <= 1e-2 * a.grad_norm,
+            "step {step}: {a:?} vs {b:?}"
+        );
     }
 }
