@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::checkpoint::{self, Loaded};
 use crate::config::{Config, DeviceChoice, Preset};
 use crate::error::{Result, SaplingError};
+use crate::eval::probe::Pool;
 
 /// Masked-autoencoder pretraining of vision transformers on any GPU through WebGPU.
 #[derive(Debug, Parser)]
@@ -22,6 +24,70 @@ pub enum Command {
     Train(TrainArgs),
     /// List the WebGPU adapters, their API, type and limits.
     Info,
+    /// Draw original | masked | reconstruction | pasted for one image through a checkpoint.
+    Reconstruct {
+        /// Checkpoint folder (OUT/checkpoints/step-N).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image file (jpg, png, webp).
+        #[arg(long)]
+        image: PathBuf,
+        /// Fraction of patches to remove [default: the model's].
+        #[arg(long)]
+        mask_ratio: Option<f64>,
+        /// Seed of the mask.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output PNG.
+        #[arg(long, default_value = "reconstruction.png")]
+        out: PathBuf,
+    },
+    /// Evaluate a checkpoint.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Write a checkpoint's encoder as safetensors in timm's ViT layout.
+    Export {
+        /// Checkpoint folder (OUT/checkpoints/step-N).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output file, e.g. encoder.safetensors.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Evaluations of a checkpoint.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Freeze the encoder and fit a linear classifier on its features of a labelled IDX data set
+    /// (Fashion-MNIST by default); also reports a random encoder of the same shape.
+    LinearProbe(ProbeArgs),
+}
+
+/// Flags of `sapling eval linear-probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Checkpoint folder (OUT/checkpoints/step-N).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// IDX data set folder with train-* and t10k-* files.
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    pub data: PathBuf,
+    /// Feature: cls token or mean of patch tokens.
+    #[arg(long, value_enum, default_value = "cls")]
+    pub pool: Pool,
+    /// Labelled training images used.
+    #[arg(long, default_value_t = 10_000)]
+    pub train_limit: usize,
+    /// Test images scored.
+    #[arg(long, default_value_t = 10_000)]
+    pub test_limit: usize,
+    /// Adam iterations of the classifier (full batch).
+    #[arg(long, default_value_t = 300)]
+    pub iterations: usize,
+    /// Where to compute features.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
 }
 
 /// Flags of `sapling train`; each overrides the preset and the config file.
@@ -57,9 +123,43 @@ pub struct TrainArgs {
     /// Output folder [default: runs/PRESET].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Optimizer steps between checkpoints.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue from the latest intact checkpoint in the output folder, or from PATH.
+    #[arg(long, value_name = "PATH")]
+    #[allow(clippy::option_option)]
+    pub resume: Option<Option<PathBuf>>,
 }
 
 impl TrainArgs {
+    /// Preset, then file, then flags; with `--resume`, the checkpoint's config then flags.
+    pub fn resolve_run(&self) -> Result<(Config, Option<Loaded>)> {
+        let fresh = self.resolve()?;
+        let Some(resume) = &self.resume else {
+            return Ok((fresh, None));
+        };
+        let loaded = match resume {
+            Some(path) => checkpoint::load(path)?,
+            None => checkpoint::latest(&fresh.train.out)?,
+        };
+        let explicit_model = self.preset.is_some() || self.config.is_some();
+        if explicit_model && fresh.model != loaded.state.config.model {
+            return Err(SaplingError::Checkpoint {
+                path: loaded.path.clone(),
+                message: format!(
+                    "was written by a `{}` run; --preset/--config ask for `{}`. Drop them to resume as it was",
+                    loaded.state.config.preset.name(),
+                    fresh.preset.name()
+                ),
+            });
+        }
+        let mut config = loaded.state.config.clone();
+        self.apply_flags(&mut config);
+        config.validate()?;
+        Ok((config, Some(loaded)))
+    }
+
     /// Preset, then file, then flags; the result is validated.
     pub fn resolve(&self) -> Result<Config> {
         let base = self.preset.unwrap_or(Preset::Tiny);
@@ -83,6 +183,12 @@ impl TrainArgs {
             }
             None => base.config(),
         };
+        self.apply_flags(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_flags(&self, config: &mut Config) {
         let t = &mut config.train;
         if let Some(d) = &self.data {
             config.data.dir = Some(d.clone());
@@ -110,7 +216,8 @@ impl TrainArgs {
         if let Some(o) = &self.out {
             t.out = o.clone();
         }
-        config.validate()?;
-        Ok(config)
+        if let Some(c) = self.checkpoint_every {
+            t.checkpoint_every = c;
+        }
     }
 }

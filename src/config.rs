@@ -504,6 +504,10 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Optimizer steps between checkpoints (one is always written at the end).
     pub checkpoint_every: u64,
+    /// Checkpoints kept; older ones are deleted once a newer one is complete.
+    pub keep_checkpoints: usize,
+    /// Optimizer steps between reconstruction pictures in `OUT/recon/` (0 turns them off).
+    pub recon_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -518,6 +522,8 @@ impl Default for TrainConfig {
             out: PathBuf::from("runs/default"),
             log_every: 10,
             checkpoint_every: 200,
+            keep_checkpoints: 3,
+            recon_every: 100,
         }
     }
 }
@@ -562,6 +568,12 @@ impl TrainConfig {
         }
         if self.accum == 0 {
             return Err(SaplingError::config("train.accum", "must be at least 1"));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err(SaplingError::config(
+                "train.keep_checkpoints",
+                "must be at least 1",
+            ));
         }
         if self.log_every == 0 || self.checkpoint_every == 0 {
             return Err(SaplingError::config(

@@ -8,6 +8,8 @@
 
 /// Crash-safe file writes.
 pub mod atomic;
+/// Checkpoints: atomic, verified, resumable.
+pub mod checkpoint;
 /// Command-line flags and their resolution into a config.
 pub mod cli;
 /// The typed run configuration and presets.
@@ -18,6 +20,10 @@ pub mod data;
 pub mod device;
 /// Typed errors.
 pub mod error;
+/// Evaluation: linear probing.
+pub mod eval;
+/// The encoder as timm-layout safetensors.
+pub mod export;
 /// The masked autoencoder.
 pub mod model;
 /// AdamW groups, clipping, the lr schedule.
@@ -26,3 +32,5 @@ pub mod optim;
 pub mod seed;
 /// The training step and loop.
 pub mod train;
+/// Pictures: reconstruction grids.
+pub mod viz;

@@ -1,8 +1,12 @@
 //! `sapling`: the command-line entry point. All work lives in the library.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use clap::Parser;
-use sapling::cli::{Cli, Command, TrainArgs};
+use sapling::cli::{Cli, Command, EvalCommand, TrainArgs};
+use sapling::eval::probe::{ProbeConfig, linear_probe};
 use sapling::train::{RunOptions, train};
 
 fn main() -> anyhow::Result<()> {
@@ -16,9 +20,38 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Train(TrainArgs::default())) {
         Command::Train(args) => {
-            let config = args.resolve()?;
-            let summary = train(&config, RunOptions { interactive: true })
+            let (config, resume) = args.resolve_run()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    // A second Ctrl-C does not wait for the checkpoint.
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "\nCtrl-C: stopping after this step and writing a checkpoint (again to quit now)"
+                );
+            })?;
+            let options = RunOptions {
+                interactive: true,
+                resume: resume.map(Arc::new),
+                stop: Some(stop),
+            };
+            let summary = train(&config, options)
                 .with_context(|| format!("training {}", config.preset.name()))?;
+            if summary.interrupted {
+                println!(
+                    "interrupted at step {}; checkpoint in {}; continue with `sapling train --resume --out {}`",
+                    summary.steps,
+                    summary
+                        .checkpoint
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    summary.out.display()
+                );
+                return Ok(());
+            }
             let first = summary.losses.first().map(|l| l.1).unwrap_or(f64::NAN);
             let last = summary.losses.last().map(|l| l.1).unwrap_or(f64::NAN);
             println!(
@@ -27,6 +60,50 @@ fn main() -> anyhow::Result<()> {
                 summary.device,
                 summary.images_per_sec,
                 summary.out.display()
+            );
+        }
+        Command::Reconstruct {
+            checkpoint,
+            image,
+            mask_ratio,
+            seed,
+            out,
+        } => {
+            let loaded = sapling::checkpoint::load(&checkpoint)?;
+            let grid = sapling::viz::recon::reconstruct_file(&loaded, &image, mask_ratio, seed)?;
+            sapling::viz::save_png(&grid, &out)?;
+            println!("wrote {}", out.display());
+        }
+        Command::Eval(EvalCommand::LinearProbe(args)) => {
+            let loaded = sapling::checkpoint::load(&args.checkpoint)?;
+            let device = sapling::device::select(args.device)?;
+            let probe = ProbeConfig {
+                pool: args.pool,
+                train_limit: args.train_limit,
+                test_limit: args.test_limit,
+                iterations: args.iterations,
+                lr: 1e-2,
+                seed: 0,
+            };
+            let report = linear_probe(&loaded, &args.data, &probe, &device.device)?;
+            println!(
+                "linear probe ({:?} token, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
+                report.pool,
+                report.train_images,
+                report.test_images,
+                100.0 * report.pretrained_top1,
+                100.0 * report.random_top1
+            );
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Export { checkpoint, out } => {
+            let loaded = sapling::checkpoint::load(&checkpoint)?;
+            let model = loaded.model(&burn::tensor::Device::flex())?;
+            let n =
+                sapling::export::write_encoder(&model, loaded.state.config.preset.name(), &out)?;
+            println!(
+                "wrote {n} encoder tensors (timm ViT layout) to {}",
+                out.display()
             );
         }
         Command::Info => {

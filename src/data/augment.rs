@@ -3,6 +3,7 @@
 use image::{RgbImage, imageops};
 use rand::Rng;
 
+use super::ImageSource;
 use crate::config::DataConfig;
 
 /// A crop rectangle in pixels.
@@ -82,6 +83,28 @@ pub fn augment(
 pub fn center_resize(img: &RgbImage, size: u32, config: &DataConfig, out: &mut Vec<f32>) {
     let resized = imageops::resize(img, size, size, imageops::FilterType::CatmullRom);
     to_chw(&resized, config, out);
+}
+
+/// The first `n` decodable images of `source`, resized whole to `size`: a fixed batch for
+/// pictures. Returns `[B, 3, S, S]` values and `B`.
+pub fn fixed_batch(
+    source: &ImageSource,
+    n: usize,
+    size: u32,
+    config: &DataConfig,
+) -> (Vec<f32>, usize) {
+    let mut out = Vec::new();
+    let mut count = 0;
+    for i in 0..source.len() {
+        if count == n {
+            break;
+        }
+        if let Ok(img) = source.load(i) {
+            center_resize(&img, size, config, &mut out);
+            count += 1;
+        }
+    }
+    (out, count)
 }
 
 /// Appends `[3, H, W]` values `(pixel / 255 - mean) / std`.

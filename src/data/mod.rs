@@ -2,6 +2,8 @@
 
 /// RandomResizedCrop, flip, normalisation.
 pub mod augment;
+/// IDX (MNIST-style) files.
+pub mod idx;
 /// Deterministic background batching.
 pub mod loader;
 /// Image folders and the embedded photos.

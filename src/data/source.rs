@@ -2,7 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use image::RgbImage;
+
+use super::idx::{self, IdxSplit};
 
 use crate::error::{Result, SaplingError};
 
@@ -62,6 +66,8 @@ pub enum ImageSource {
     Embedded,
     /// Files found under a folder, sorted by path so the order is the same on every machine.
     Folder { root: PathBuf, files: Vec<PathBuf> },
+    /// The train split of an IDX (MNIST-style) data set folder, e.g. Fashion-MNIST.
+    Idx { root: PathBuf, split: Arc<IdxSplit> },
 }
 
 impl ImageSource {
@@ -73,8 +79,15 @@ impl ImageSource {
         }
     }
 
-    /// Scans `root` recursively; a missing or image-less folder is an error.
+    /// Scans `root` recursively; a missing or image-less folder is an error. A folder holding
+    /// `train-images-idx3-ubyte[.gz]` is read as an IDX data set (its train split).
     pub fn folder(root: &Path) -> Result<Self> {
+        if idx::find(root, "train-images-idx3-ubyte").is_some() {
+            return Ok(ImageSource::Idx {
+                root: root.to_path_buf(),
+                split: Arc::new(idx::read_split(root, "train")?),
+            });
+        }
         let err = |message: String| SaplingError::Data {
             path: root.to_path_buf(),
             message,
@@ -117,6 +130,7 @@ impl ImageSource {
         match self {
             ImageSource::Embedded => EMBEDDED.len(),
             ImageSource::Folder { files, .. } => files.len(),
+            ImageSource::Idx { split, .. } => split.images.count,
         }
     }
 
@@ -130,6 +144,7 @@ impl ImageSource {
         match self {
             ImageSource::Embedded => format!("embedded:{}", EMBEDDED[i].0),
             ImageSource::Folder { files, .. } => files[i].display().to_string(),
+            ImageSource::Idx { split, .. } => format!("{}#{i}", split.images_path.display()),
         }
     }
 
@@ -140,6 +155,13 @@ impl ImageSource {
             ImageSource::Folder { root, files } => {
                 format!("{} images under {}", files.len(), root.display())
             }
+            ImageSource::Idx { root, split } => format!(
+                "{} {}x{} IDX images (train split) in {}",
+                split.images.count,
+                split.images.rows,
+                split.images.cols,
+                root.display()
+            ),
         }
     }
 
@@ -151,6 +173,7 @@ impl ImageSource {
                 .map_err(image::ImageError::IoError)
                 .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
                 .and_then(|r| r.decode()),
+            ImageSource::Idx { split, .. } => return Ok(split.images.rgb(i)),
         };
         decoded.map(|img| img.to_rgb8()).map_err(|e| e.to_string())
     }

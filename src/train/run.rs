@@ -1,33 +1,44 @@
 //! The training loop: data and device set-up, the step loop, logging and checkpoints.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::module::Module;
 use indicatif::{ProgressBar, ProgressStyle};
 use web_time::Instant;
 
 use super::metrics::{MetricLine, MetricsLog};
 use super::step::Trainer;
 use crate::atomic;
+use crate::checkpoint::{self, Loaded, TrainState};
 use crate::config::Config;
+use crate::data::augment::fixed_batch;
 use crate::data::{ImageSource, Loader};
 use crate::device;
 use crate::error::{Result, SaplingError};
-use crate::model::MaskedAutoencoder;
+use crate::model::MaskPlan;
 use crate::optim::Schedule;
+use crate::seed::mix;
+use crate::viz::plot::plot_metrics;
+use crate::viz::{recon_grid, save_png};
 
-/// How the loop reports to a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the loop reports to a person and where it starts.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Draw a progress bar and print metric lines on stdout.
     pub interactive: bool,
+    /// Continue from this checkpoint (its model config must match).
+    pub resume: Option<Arc<Loaded>>,
+    /// Set (e.g. by Ctrl-C) to stop after the current step with a checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished run leaves behind.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
-    /// `(step, loss)` of every optimizer step.
+    /// `(step, loss)` of every optimizer step this process ran (1-based steps).
     pub losses: Vec<(u64, f64)>,
+    /// Optimizer steps done in total, including those before a resume.
     pub steps: u64,
     /// Mean throughput over the steps after the first (which compiles kernels on wgpu).
     pub images_per_sec: f64,
@@ -35,12 +46,13 @@ pub struct RunSummary {
     pub skipped_files: usize,
     pub device: String,
     pub out: PathBuf,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// The run stopped early because `stop` was set.
+    pub interrupted: bool,
 }
 
-/// File name of the model weights in the output folder.
-pub const MODEL_FILE: &str = "model.bpk";
-
-/// Trains as `config` says, writing the config, metrics and model into `config.train.out`.
+/// Trains as `config` says, writing the config, metrics and checkpoints into `config.train.out`.
 pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     config.validate()?;
     // Data problems are reported before any device work starts.
@@ -48,16 +60,43 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     let out = config.train.out.clone();
     std::fs::create_dir_all(&out).map_err(|e| SaplingError::io(&out, e))?;
     atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    if let Some(loaded) = &options.resume
+        && loaded.state.config.model != config.model
+    {
+        return Err(SaplingError::Checkpoint {
+            path: loaded.path.clone(),
+            message: format!(
+                "holds a `{}` model, but this run is configured for `{}` with other shapes; resume with the checkpoint's own config",
+                loaded.state.config.preset.name(),
+                config.preset.name()
+            ),
+        });
+    }
 
     let selected = device::select(config.train.device)?;
     let total = config.train.total_steps(source.len());
     let schedule = Schedule::new(&config.optim, config.train.effective_batch(), total);
+    let batch = config.train.batch_size;
+    let mut trainer = Trainer::new(config, &selected.device);
+    let (start_step, start_micro) = match &options.resume {
+        Some(loaded) => {
+            trainer.restore(loaded, config)?;
+            let s = &loaded.state;
+            // The stream position is kept in samples, so a changed micro-batch size continues
+            // from the same image.
+            let samples = s.micro_batches * s.config.train.batch_size as u64;
+            tracing::info!("resuming from {} at step {}", loaded.path.display(), s.step);
+            (s.step, samples / batch as u64)
+        }
+        None => (0, 0),
+    };
     tracing::info!(
-        "{} on {}: {} steps, micro-batch {} x {} accumulation = {} images/step, peak lr {:.3e}, warmup {} steps, data: {}",
+        "{} on {}: steps {}..{}, micro-batch {} x {} accumulation = {} images/step, peak lr {:.3e}, warmup {} steps, data: {}",
         config.preset.name(),
         selected.describe(),
+        start_step,
         total,
-        config.train.batch_size,
+        batch,
         config.train.accum,
         config.train.effective_batch(),
         schedule.peak_lr,
@@ -65,40 +104,61 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         source.describe()
     );
     let data_len = source.len();
+    // A fixed batch and mask, so successive pictures show the same images getting better.
+    let (recon_images, recon_n) =
+        fixed_batch(&source, 4, config.model.img_size as u32, &config.data);
+    let recon_plan = MaskPlan::random(
+        recon_n,
+        config.model.num_patches(),
+        config.model.num_visible(),
+        mix(config.train.seed, 0x0f16),
+    );
+    let recon_dir = out.join("recon");
     let mut loader = Loader::new(
         source,
         &config.data,
         config.model.img_size,
-        config.train.batch_size,
+        batch,
         config.train.seed,
-        0,
+        start_micro,
     );
-    let mut trainer = Trainer::new(config, &selected.device);
+    let mut micro = start_micro;
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
-    let bar = progress_bar(total, options.interactive);
+    let bar = progress_bar(total, start_step, options.interactive);
 
-    let mut losses = Vec::with_capacity(total as usize);
+    let mut summary = RunSummary {
+        losses: Vec::new(),
+        steps: start_step,
+        images_per_sec: 0.0,
+        skipped_files: 0,
+        device: selected.describe(),
+        out: out.clone(),
+        checkpoint: None,
+        interrupted: false,
+    };
     let (mut timed_images, mut timed_secs) = (0usize, 0.0f64);
-    for step in 0..total {
+    for step in start_step..total {
         let started = Instant::now();
         let batches = (0..config.train.accum)
             .map(|_| loader.next_batch())
             .collect::<Result<Vec<_>>>()?;
+        micro += config.train.accum as u64;
         let lr = schedule.lr_at(step);
         let stats = trainer.step(step, lr, batches)?;
         let secs = started.elapsed().as_secs_f64();
         let images_per_sec = config.train.effective_batch() as f64 / secs;
-        if step > 0 {
+        if step > start_step {
             timed_images += config.train.effective_batch();
             timed_secs += secs;
         }
-        losses.push((step, stats.loss));
-        bar.set_position(step + 1);
+        let done = step + 1;
+        summary.losses.push((done, stats.loss));
+        summary.steps = done;
+        bar.set_position(done);
         bar.set_message(format!(
             "loss {:.4}  lr {:.2e}  {:.1} img/s",
             stats.loss, lr, images_per_sec
         ));
-        let done = step + 1;
         if done % config.train.log_every == 0 || done == total {
             let line = MetricLine {
                 step: done,
@@ -114,44 +174,62 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
                 bar.suspend(|| println!("{json}"));
             }
         }
-        if done % config.train.checkpoint_every == 0 || done == total {
-            save_model(trainer.model(), &out.join(MODEL_FILE))?;
+        if config.train.recon_every > 0 && (done % config.train.recon_every == 0 || done == total) {
+            std::fs::create_dir_all(&recon_dir).map_err(|e| SaplingError::io(&recon_dir, e))?;
+            let grid = recon_grid(
+                trainer.model(),
+                recon_images.clone(),
+                &recon_plan,
+                &config.data,
+            );
+            save_png(&grid, &recon_dir.join(format!("step-{done:08}.png")))?;
+            plot_metrics(&out)?;
+        }
+        let stopping = options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst));
+        if done % config.train.checkpoint_every == 0 || done == total || stopping {
+            let state = TrainState {
+                step: done,
+                micro_batches: micro,
+                config: config.clone(),
+            };
+            let path = checkpoint::save(
+                &out,
+                trainer.model(),
+                trainer.optim(),
+                &state,
+                config.train.keep_checkpoints,
+            )?;
+            summary.checkpoint = Some(path);
+        }
+        if stopping {
+            summary.interrupted = true;
+            break;
         }
     }
     bar.finish();
-    let skipped = loader.skipped();
-    if skipped > 0 {
-        tracing::warn!("{skipped} file(s) could not be decoded and were skipped");
+    summary.skipped_files = loader.skipped();
+    if summary.skipped_files > 0 {
+        tracing::warn!(
+            "{} file(s) could not be decoded and were skipped",
+            summary.skipped_files
+        );
     }
-    Ok(RunSummary {
-        losses,
-        steps: total,
-        images_per_sec: if timed_secs > 0.0 {
-            timed_images as f64 / timed_secs
-        } else {
-            0.0
-        },
-        skipped_files: skipped,
-        device: selected.describe(),
-        out,
-    })
+    if timed_secs > 0.0 {
+        summary.images_per_sec = timed_images as f64 / timed_secs;
+    }
+    Ok(summary)
 }
 
-/// Writes the model's weights atomically (burnpack format).
-pub fn save_model(model: &MaskedAutoencoder, path: &std::path::Path) -> Result<()> {
-    let err = |e: burn::store::RecordError| SaplingError::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let bytes = model.clone().into_record().into_bytes().map_err(err)?;
-    atomic::write(path, &bytes)
-}
-
-fn progress_bar(total: u64, interactive: bool) -> ProgressBar {
+fn progress_bar(total: u64, start: u64, interactive: bool) -> ProgressBar {
     if !interactive {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
+    bar.set_position(start);
+    bar.reset_eta();
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",

@@ -54,6 +54,22 @@ impl Trainer {
         }
     }
 
+    /// Restores weights and optimizer moments from a checkpoint of the same model config.
+    pub fn restore(&mut self, loaded: &crate::checkpoint::Loaded, config: &Config) -> Result<()> {
+        let model = self.model.take().expect("model is present between steps");
+        let model = loaded.load_model(model)?;
+        // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
+        // ids, so it must be rebuilt from the restored model before the moments are loaded.
+        self.optim = loaded.load_optim(optim::adamw(&config.optim, &model))?;
+        self.model = Some(model);
+        Ok(())
+    }
+
+    /// The optimizer (its moments go into checkpoints).
+    pub fn optim(&self) -> &ModuleOptimizer {
+        &self.optim
+    }
+
     /// The model as it is now.
     pub fn model(&self) -> &MaskedAutoencoder {
         self.model.as_ref().expect("model is present between steps")

@@ -8,5 +8,7 @@ mod config;
 mod data;
 mod model;
 mod optim;
+mod outputs;
+mod resume;
 mod training;
 mod wgpu_parity;

@@ -16,7 +16,7 @@ fn tiny_loss_falls_on_the_embedded_photos() {
     c.train.steps = Some(STEPS);
     c.train.batch_size = 16;
     c.train.out = temp_dir("loss-falls");
-    let summary = train(&c, RunOptions { interactive: false }).unwrap();
+    let summary = train(&c, RunOptions::default()).unwrap();
     assert_eq!(summary.losses.len(), STEPS as usize);
     let (first, last) = (
         mean(&summary.losses[..20]),
@@ -30,8 +30,12 @@ fn tiny_loss_falls_on_the_embedded_photos() {
         last < 0.8 * first,
         "loss did not fall clearly: {first:.4} -> {last:.4}"
     );
-    // The run leaves its config, metrics and weights behind.
-    for file in ["config.toml", "metrics.jsonl", "model.bpk"] {
+    // The run leaves its config, metrics and a final checkpoint behind.
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoints/step-00000300/manifest.json",
+    ] {
         assert!(c.train.out.join(file).is_file(), "{file} missing");
     }
     let lines = std::fs::read_to_string(c.train.out.join("metrics.jsonl")).unwrap();
@@ -49,8 +53,6 @@ fn a_diverging_run_stops_with_a_clear_error() {
     c.optim.warmup_steps = Some(0);
     c.optim.clip_grad = 0.0;
     c.train.steps = Some(6);
-    let err = train(&c, RunOptions { interactive: false })
-        .unwrap_err()
-        .to_string();
+    let err = train(&c, RunOptions::default()).unwrap_err().to_string();
     assert!(err.contains("non-finite") && err.contains("step"), "{err}");
 }

@@ -1,0 +1,258 @@
+//! Checkpoints: everything needed to continue a run exactly, written so a crash never leaves a
+//! half-written one that looks complete.
+//!
+//! A checkpoint is a folder `OUT/checkpoints/step-NNNNNNNN/` holding `model.bpk`, `optim.bpk`,
+//! `state.json` (step, stream position, config) and, written last, `manifest.json` with each
+//! file's length and CRC-32. The folder is assembled under a temporary name and renamed into
+//! place, so a folder with a valid manifest is complete; one without, or whose files do not match
+//! it, is reported and skipped in favour of the previous one.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::config::Config;
+use crate::error::{Result, SaplingError};
+use crate::model::MaskedAutoencoder;
+
+/// Sub-folder of the output folder holding checkpoints.
+pub const DIR: &str = "checkpoints";
+const MODEL: &str = "model.bpk";
+const OPTIM: &str = "optim.bpk";
+const STATE: &str = "state.json";
+const MANIFEST: &str = "manifest.json";
+
+/// Where a run stands, besides weights and optimizer moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Micro-batches consumed from the data stream; data order, crops and masks all derive from
+    /// this position and the seed, so it is the whole RNG state.
+    pub micro_batches: u64,
+    /// The config the run was started with.
+    pub config: Config,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileEntry {
+    name: String,
+    bytes: u64,
+    crc32: u32,
+}
+
+/// A checkpoint loaded into memory and verified.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub state: TrainState,
+    model: Bytes,
+    optim: Bytes,
+}
+
+impl Loaded {
+    /// Loads the weights into `model` (built from `state.config.model`).
+    pub fn load_model(&self, model: MaskedAutoencoder) -> Result<MaskedAutoencoder> {
+        let record = ModuleRecord::from_bytes(self.model.clone()).map_err(|e| self.err(e))?;
+        Ok(model.load_record(record))
+    }
+
+    /// Builds the checkpoint's model on `device` with its weights.
+    pub fn model(&self, device: &burn::tensor::Device) -> Result<MaskedAutoencoder> {
+        self.load_model(MaskedAutoencoder::new(&self.state.config.model, device))
+    }
+
+    /// Loads the optimizer moments into `optim`.
+    pub fn load_optim(&self, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
+        optim
+            .from_bytes(self.optim.clone())
+            .map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> SaplingError {
+        SaplingError::Checkpoint {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Writes a checkpoint of `step` into `out/checkpoints/`, then keeps only the newest `keep`.
+pub fn save(
+    out: &Path,
+    model: &MaskedAutoencoder,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = out.join(DIR);
+    std::fs::create_dir_all(&root).map_err(|e| SaplingError::io(&root, e))?;
+    let final_dir = root.join(format!("step-{:08}", state.step));
+    let tmp = root.join(format!(
+        ".step-{:08}.tmp-{}",
+        state.step,
+        std::process::id()
+    ));
+    let err = |e: burn::store::RecordError| SaplingError::Checkpoint {
+        path: final_dir.clone(),
+        message: e.to_string(),
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| SaplingError::io(&tmp, e))?;
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        (
+            MODEL,
+            model
+                .clone()
+                .into_record()
+                .into_bytes()
+                .map_err(err)?
+                .to_vec(),
+        ),
+        (OPTIM, optim.into_bytes().map_err(err)?.to_vec()),
+        (
+            STATE,
+            serde_json::to_vec_pretty(state).expect("state serialises"),
+        ),
+    ];
+    let mut manifest = Manifest { files: Vec::new() };
+    for (name, bytes) in &files {
+        atomic::write(&tmp.join(name), bytes)?;
+        manifest.files.push(FileEntry {
+            name: name.to_string(),
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        });
+    }
+    atomic::write(
+        &tmp.join(MANIFEST),
+        &serde_json::to_vec_pretty(&manifest).expect("manifest"),
+    )?;
+    // Replacing an existing checkpoint of the same step (a resumed run re-saving) goes through
+    // a rename aside, so at every instant one complete copy exists.
+    if final_dir.exists() {
+        let old = root.join(format!(
+            ".step-{:08}.old-{}",
+            state.step,
+            std::process::id()
+        ));
+        std::fs::rename(&final_dir, &old).map_err(|e| SaplingError::io(&final_dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| SaplingError::io(&final_dir, e))?;
+    if let Ok(d) = std::fs::File::open(&root) {
+        let _ = d.sync_all();
+    }
+    prune(&root, keep)?;
+    Ok(final_dir)
+}
+
+/// Checkpoint folders under `out/checkpoints`, oldest first (by step).
+pub fn list(out: &Path) -> Vec<PathBuf> {
+    let root = out.join(DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The newest checkpoint under `out` that verifies; broken newer ones are reported and skipped.
+pub fn latest(out: &Path) -> Result<Loaded> {
+    let all = list(out);
+    for path in all.iter().rev() {
+        match load(path) {
+            Ok(loaded) => return Ok(loaded),
+            Err(e) => tracing::warn!("{e}; falling back to the previous checkpoint"),
+        }
+    }
+    Err(SaplingError::Checkpoint {
+        path: out.join(DIR),
+        message: if all.is_empty() {
+            "no checkpoint to resume from; start the run without --resume".into()
+        } else {
+            format!(
+                "none of the {} checkpoints is complete and intact",
+                all.len()
+            )
+        },
+    })
+}
+
+/// Reads and verifies one checkpoint folder (or `.../model.bpk` inside one).
+pub fn load(path: &Path) -> Result<Loaded> {
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    let err = |message: String| SaplingError::Checkpoint {
+        path: dir.clone(),
+        message,
+    };
+    if !dir.is_dir() {
+        return Err(err(
+            "does not exist; pass a checkpoint folder (OUT/checkpoints/step-N)".into(),
+        ));
+    }
+    let manifest: Manifest = std::fs::read(dir.join(MANIFEST))
+        .map_err(|e| {
+            err(format!(
+                "no readable {MANIFEST} ({e}): the checkpoint is incomplete"
+            ))
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| err(format!("corrupt {MANIFEST}: {e}")))
+        })?;
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| err(format!("{MANIFEST} does not list {name}")))?;
+        let bytes = std::fs::read(dir.join(name)).map_err(|e| err(format!("{name}: {e}")))?;
+        if bytes.len() as u64 != entry.bytes || crc32fast::hash(&bytes) != entry.crc32 {
+            return Err(err(format!(
+                "{name} does not match its checksum: the file is corrupt"
+            )));
+        }
+        Ok(bytes)
+    };
+    let model = read(MODEL)?;
+    let optim = read(OPTIM)?;
+    let state: TrainState =
+        serde_json::from_slice(&read(STATE)?).map_err(|e| err(format!("{STATE}: {e}")))?;
+    Ok(Loaded {
+        path: dir.clone(),
+        state,
+        model: Bytes::from_bytes_vec(model),
+        optim: Bytes::from_bytes_vec(optim),
+    })
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let all = list(root.parent().unwrap_or(Path::new(".")));
+    for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        std::fs::remove_dir_all(old).map_err(|e| SaplingError::io(old, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Evaluating what pretraining learned.
+
+/// Linear probe on a labelled IDX data set.
+pub mod probe;

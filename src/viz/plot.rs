@@ -1,0 +1,111 @@
+//! `loss.png` and `lr.png`: line plots of a run's metrics, drawn with plotters.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::error::{Result, SaplingError};
+
+/// DejaVu Sans (see `assets/fonts/DejaVuSans-LICENSE.txt`): plotters' bitmap backend needs a
+/// font for axis labels, and a headless machine may have none installed.
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+const SIZE: (u32, u32) = (800, 400);
+
+/// Draws `points` as a line with labelled axes and writes the PNG atomically.
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    points: &[(f64, f64)],
+    log_y: bool,
+) -> Result<()> {
+    static FONT_ONCE: Once = Once::new();
+    FONT_ONCE.call_once(|| {
+        // Registration fails only for an unparsable font, which include_bytes! rules out.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    let err = |e: String| SaplingError::Data {
+        path: path.to_path_buf(),
+        message: format!("cannot draw plot: {e}"),
+    };
+    let mut buffer = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, SIZE).into_drawing_area();
+        let finite: Vec<(f64, f64)> = points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
+            .collect();
+        let (x_max, mut y_min, mut y_max) = finite
+            .iter()
+            .fold((1.0f64, f64::MAX, f64::MIN), |(x, lo, hi), p| {
+                (x.max(p.0), lo.min(p.1), hi.max(p.1))
+            });
+        if finite.is_empty() {
+            (y_min, y_max) = (0.1, 1.0);
+        }
+        if y_max <= y_min {
+            y_max = y_min + y_min.abs().max(1e-12);
+        }
+        let mut chart = ChartBuilder::on(&root);
+        chart
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(70);
+        let series = LineSeries::new(finite, &BLUE);
+        if log_y {
+            let mut c = chart
+                .build_cartesian_2d(0f64..x_max, (y_min * 0.9..y_max * 1.1).log_scale())
+                .map_err(|e| err(e.to_string()))?;
+            c.configure_mesh()
+                .x_desc("step")
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+            c.draw_series(series).map_err(|e| err(e.to_string()))?;
+        } else {
+            let pad = (y_max - y_min) * 0.05;
+            let mut c = chart
+                .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
+                .map_err(|e| err(e.to_string()))?;
+            c.configure_mesh()
+                .x_desc("step")
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+            c.draw_series(series).map_err(|e| err(e.to_string()))?;
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buffer).expect("buffer matches size");
+    super::save_png(&img, path)
+}
+
+/// Redraws `loss.png` and `lr.png` in `out` from its `metrics.jsonl` (a step logged twice, before
+/// and after a resume, keeps its last value).
+pub fn plot_metrics(out: &Path) -> Result<()> {
+    let path = out.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| SaplingError::io(&path, e))?;
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let (Some(step), Some(loss), Some(lr)) =
+                (v["step"].as_u64(), v["loss"].as_f64(), v["lr"].as_f64())
+        {
+            by_step.insert(step, (loss, lr));
+        }
+    }
+    let loss: Vec<_> = by_step.iter().map(|(s, (l, _))| (*s as f64, *l)).collect();
+    let lr: Vec<_> = by_step.iter().map(|(s, (_, r))| (*s as f64, *r)).collect();
+    line_plot(
+        &out.join("loss.png"),
+        "training loss (masked patches)",
+        "loss",
+        &loss,
+        true,
+    )?;
+    line_plot(&out.join("lr.png"), "learning rate", "lr", &lr, false)
+}

@@ -1,0 +1,188 @@
+//! Checkpoints: exact resume after SIGKILL, corrupt checkpoints, mismatched presets.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sapling::checkpoint::{self, TrainState};
+use sapling::cli::TrainArgs;
+use sapling::config::Preset;
+use sapling::data::{ImageSource, Loader};
+use sapling::train::{RunOptions, Trainer, train};
+
+use crate::common::{flex, micro_config, temp_dir};
+
+/// `step -> loss` from a metrics file; a step logged twice (before a kill and after the resume)
+/// keeps its last value.
+fn losses(out: &Path) -> std::collections::BTreeMap<u64, f64> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_with_the_same_losses() {
+    const TOTAL: u64 = 300;
+    let dir = temp_dir("kill-resume");
+    let mut c = micro_config("kill-resume-cfg");
+    c.train.steps = Some(TOTAL);
+    c.train.batch_size = 8;
+    c.train.log_every = 1;
+    c.train.checkpoint_every = 40;
+    let toml = dir.join("run.toml");
+    std::fs::write(&toml, c.to_toml()).unwrap();
+    let sapling = env!("CARGO_BIN_EXE_sapling");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut cmd = Command::new(sapling);
+        cmd.args(["train", "--config"])
+            .arg(&toml)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    };
+
+    let reference = dir.join("reference");
+    assert!(run(&reference, &[]).status().unwrap().success());
+    let want = losses(&reference);
+    assert_eq!(want.len() as u64, TOTAL);
+
+    // Kill -9 once a checkpoint exists and the run has gone past it.
+    let killed = dir.join("killed");
+    let mut child = run(&killed, &[]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
+        if losses(&killed).keys().last().is_some_and(|&s| s >= 100) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let before = losses(&killed).keys().last().copied().unwrap();
+    assert!(before < TOTAL, "killed at step {before}");
+
+    assert!(run(&killed, &["--resume"]).status().unwrap().success());
+    let got = losses(&killed);
+    assert_eq!(got.len() as u64, TOTAL);
+    for (step, want) in &want {
+        let got = got[step];
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs(),
+            "step {step}: {got} after resume vs {want}"
+        );
+    }
+    assert_eq!(
+        checkpoint::list(&killed).len(),
+        3,
+        "keeps the last 3 checkpoints"
+    );
+}
+
+#[test]
+fn a_corrupt_or_half_written_checkpoint_falls_back_to_the_previous_one() {
+    let mut c = micro_config("corrupt");
+    c.train.steps = Some(6);
+    c.train.checkpoint_every = 2;
+    train(&c, RunOptions::default()).unwrap();
+    let out = &c.train.out;
+    let all = checkpoint::list(out);
+    assert_eq!(all.len(), 3);
+    assert_eq!(checkpoint::latest(out).unwrap().state.step, 6);
+
+    // Flip one byte of the newest model file: detected by its checksum.
+    let model = all[2].join("model.bpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&model, bytes).unwrap();
+    let err = checkpoint::load(&all[2])
+        .expect_err("corruption detected")
+        .to_string();
+    assert!(
+        err.contains("model.bpk") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(checkpoint::latest(out).unwrap().state.step, 4);
+
+    // A folder without its manifest is an unfinished write.
+    std::fs::remove_file(all[1].join("manifest.json")).unwrap();
+    assert_eq!(checkpoint::latest(out).unwrap().state.step, 2);
+}
+
+#[test]
+fn resuming_with_another_preset_is_refused_by_name() {
+    let mut c = micro_config("other-preset");
+    c.train.steps = Some(2);
+    train(&c, RunOptions::default()).unwrap();
+    let args = TrainArgs {
+        preset: Some(Preset::VitB),
+        out: Some(c.train.out.clone()),
+        resume: Some(None),
+        ..TrainArgs::default()
+    };
+    let err = args.resolve_run().expect_err("refused").to_string();
+    assert!(
+        err.contains("vit-b") && err.contains("step-00000002"),
+        "{err}"
+    );
+    let none = TrainArgs {
+        out: Some(temp_dir("no-checkpoints")),
+        resume: Some(None),
+        ..TrainArgs::default()
+    };
+    let err = none
+        .resolve_run()
+        .expect_err("nothing to resume")
+        .to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+}
+
+fn weights(m: &sapling::model::MaskedAutoencoder) -> Vec<Vec<f32>> {
+    sapling::export::encoder_tensors(m)
+        .into_iter()
+        .map(|t| t.values)
+        .collect()
+}
+
+/// Restoring reproduces the weights and the next step bit for bit, including the parameters of
+/// the no-decay group (whose membership is by parameter id).
+#[test]
+fn restore_is_bit_exact() {
+    let cfg = micro_config("exact-restore");
+    let dev = flex();
+    let mut a = Trainer::new(&cfg, &dev);
+    let mut loader = Loader::new(ImageSource::Embedded, &cfg.data, 32, 4, 0, 0);
+    for s in 0..3 {
+        a.step(s, 1e-3, vec![loader.next_batch().unwrap()]).unwrap();
+    }
+    let state = TrainState {
+        step: 3,
+        micro_batches: 3,
+        config: cfg.clone(),
+    };
+    let path = checkpoint::save(&cfg.train.out, a.model(), a.optim(), &state, 3).unwrap();
+    let loaded = checkpoint::load(&path).unwrap();
+    let mut b = Trainer::new(&cfg, &dev);
+    b.restore(&loaded, &cfg).unwrap();
+    assert!(
+        weights(a.model()) == weights(b.model()),
+        "weights differ after restore"
+    );
+    let batch = loader.next_batch().unwrap();
+    let sa = a.step(3, 1e-3, vec![batch.clone()]).unwrap();
+    let sb = b.step(3, 1e-3, vec![batch]).unwrap();
+    assert_eq!(sa, sb);
+    assert!(
+        weights(a.model()) == weights(b.model()),
+        "weights differ after one more step"
+    );
+}
