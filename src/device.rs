@@ -80,11 +80,12 @@ impl Selected {
     }
 }
 
-/// Every adapter wgpu can see on this machine, across all graphics APIs.
+/// Every adapter wgpu can see through the WebGPU-class APIs (Vulkan, Metal, DX12, browser
+/// WebGPU); OpenGL is left out, as sapling does not target it.
 pub fn adapters() -> Vec<AdapterSummary> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
         .iter()
         .map(AdapterSummary::from_adapter)
         .collect()

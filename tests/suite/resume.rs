@@ -186,3 +186,42 @@ fn restore_is_bit_exact() {
         "weights differ after one more step"
     );
 }
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
+    let dir = temp_dir("ctrl-c");
+    let mut c = micro_config("ctrl-c-cfg");
+    c.train.steps = Some(100_000);
+    c.train.log_every = 1;
+    let toml = dir.join("run.toml");
+    std::fs::write(&toml, c.to_toml()).unwrap();
+    let out = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_sapling"))
+        .args(["train", "--config"])
+        .arg(&toml)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while losses(&out).len() < 5 {
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("interrupted at step"), "{stdout}");
+    let last = checkpoint::latest(&out).unwrap();
+    assert_eq!(last.state.step, *losses(&out).keys().last().unwrap());
+}
