@@ -14,13 +14,7 @@ const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (800, 400);
 
 /// Draws `points` as a line with labelled axes and writes the PNG atomically.
-pub fn line_plot(
-    path: &Path,
-    title: &str,
-    y_label: &str,
-    points: &[(f64, f64)],
-    log_y: bool,
-) -> Result<()> {
+pub fn line_plot(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)]) -> Result<()> {
     static FONT_ONCE: Once = Once::new();
     FONT_ONCE.call_once(|| {
         // Registration fails only for an unparsable font, which include_bytes! rules out.
@@ -36,7 +30,7 @@ pub fn line_plot(
         let finite: Vec<(f64, f64)> = points
             .iter()
             .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
         let (x_max, mut y_min, mut y_max) = finite
             .iter()
@@ -49,35 +43,34 @@ pub fn line_plot(
         if y_max <= y_min {
             y_max = y_min + y_min.abs().max(1e-12);
         }
+        // Small values (learning rates) read best in scientific notation.
+        let y_format = move |y: &f64| {
+            if y_max.abs() < 1e-2 {
+                format!("{y:.2e}")
+            } else {
+                format!("{y:.3}")
+            }
+        };
         let mut chart = ChartBuilder::on(&root);
         chart
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(36)
-            .y_label_area_size(70);
+            // Labels on the right: plotters' ab_glyph text drops right-aligned (left-axis) labels.
+            .right_y_label_area_size(80);
         let series = LineSeries::new(finite, &BLUE);
-        if log_y {
-            let mut c = chart
-                .build_cartesian_2d(0f64..x_max, (y_min * 0.9..y_max * 1.1).log_scale())
-                .map_err(|e| err(e.to_string()))?;
-            c.configure_mesh()
-                .x_desc("step")
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
-            c.draw_series(series).map_err(|e| err(e.to_string()))?;
-        } else {
-            let pad = (y_max - y_min) * 0.05;
-            let mut c = chart
-                .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
-                .map_err(|e| err(e.to_string()))?;
-            c.configure_mesh()
-                .x_desc("step")
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
-            c.draw_series(series).map_err(|e| err(e.to_string()))?;
-        }
+        let pad = (y_max - y_min) * 0.05;
+        let mut c = chart
+            .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
+            .map_err(|e| err(e.to_string()))?;
+        c.configure_mesh()
+            .x_desc("step")
+            .y_desc(y_label)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&y_format)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        c.draw_series(series).map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
     let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buffer).expect("buffer matches size");
@@ -105,7 +98,6 @@ pub fn plot_metrics(out: &Path) -> Result<()> {
         "training loss (masked patches)",
         "loss",
         &loss,
-        true,
     )?;
-    line_plot(&out.join("lr.png"), "learning rate", "lr", &lr, false)
+    line_plot(&out.join("lr.png"), "learning rate", "lr", &lr)
 }

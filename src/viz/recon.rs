@@ -17,6 +17,12 @@ use crate::model::{MaskPlan, MaskedAutoencoder};
 /// Pixels between tiles.
 const GUTTER: u32 = 2;
 
+/// Integer magnification of small images (e.g. 32-px Fashion-MNIST), so a tile is at least
+/// 128 px wide and patches stay visible.
+pub fn zoom(img_size: usize) -> u32 {
+    (128 / img_size as u32).max(1)
+}
+
 /// Renders the figure for `images` (`[B, 3, S, S]` normalised host values) masked by `plan`.
 pub fn recon_grid(
     model: &MaskedAutoencoder,
@@ -54,7 +60,8 @@ pub fn recon_grid(
             .expect("f32 images")
     });
 
-    let tile = s as u32;
+    let z = zoom(s);
+    let tile = s as u32 * z;
     let width = 4 * tile + 5 * GUTTER;
     let height = b as u32 * tile + (b as u32 + 1) * GUTTER;
     let mut grid = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
@@ -68,7 +75,9 @@ pub fn recon_grid(
                         let v = values[((row * 3 + ch) * s + y) * s + x];
                         ((v * data.std[ch] + data.mean[ch]).clamp(0.0, 1.0) * 255.0).round() as u8
                     });
-                    grid.put_pixel(x0 + x as u32, y0 + y as u32, Rgb(px));
+                    for (dy, dx) in (0..z).flat_map(|dy| (0..z).map(move |dx| (dy, dx))) {
+                        grid.put_pixel(x0 + x as u32 * z + dx, y0 + y as u32 * z + dy, Rgb(px));
+                    }
                 }
             }
         }

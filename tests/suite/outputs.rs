@@ -122,15 +122,16 @@ fn runs_draw_reconstructions_and_plots() {
     let (images, b) = sapling::data::augment::fixed_batch(&source, 2, s as u32, &cfg.data);
     let plan = MaskPlan::random(b, cfg.model.num_patches(), cfg.model.num_visible(), 9);
     let grid = recon_grid(&model, images, &plan, &cfg.data);
-    let tile = s as u32 + 2;
+    let z = sapling::viz::recon::zoom(s);
+    let tile = s as u32 * z + 2;
     assert_eq!(grid.dimensions(), (4 * tile + 2, b as u32 * tile + 2));
     let visible = (0..cfg.model.num_patches())
         .find(|&i| plan.mask[i] == 0.0)
         .unwrap();
     let g = cfg.model.grid();
     let (px, py) = (
-        (visible % g * cfg.model.patch_size) as u32 + 2,
-        (visible / g * cfg.model.patch_size) as u32 + 2,
+        (visible % g * cfg.model.patch_size) as u32 * z + 2,
+        (visible / g * cfg.model.patch_size) as u32 * z + 2,
     );
     assert_eq!(grid.get_pixel(px, py), grid.get_pixel(px + 3 * tile, py));
 
