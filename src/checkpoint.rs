@@ -68,6 +68,19 @@ impl Loaded {
         Ok(model.load_record(record))
     }
 
+    /// Fails, naming this checkpoint and both presets, when `config` asks for another model.
+    pub fn check_model(&self, config: &Config) -> Result<()> {
+        if self.state.config.model == config.model {
+            return Ok(());
+        }
+        Err(self.err(format!(
+            "holds a `{}` model, but the run asks for `{}` with other shapes; resume without \
+             --preset/--config to continue it as it was",
+            self.state.config.preset.name(),
+            config.preset.name()
+        )))
+    }
+
     /// Builds the checkpoint's model on `device` with its weights.
     pub fn model(&self, device: &burn::tensor::Device) -> Result<MaskedAutoencoder> {
         self.load_model(MaskedAutoencoder::new(&self.state.config.model, device))
@@ -108,7 +121,7 @@ pub fn save(
         path: final_dir.clone(),
         message: e.to_string(),
     };
-    let _ = std::fs::remove_dir_all(&tmp);
+    remove_stale_temporaries(&root);
     std::fs::create_dir_all(&tmp).map_err(|e| SaplingError::io(&tmp, e))?;
     let files: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -247,6 +260,19 @@ pub fn load(path: &Path) -> Result<Loaded> {
         model: Bytes::from_bytes_vec(model),
         optim: Bytes::from_bytes_vec(optim),
     })
+}
+
+/// Deletes half-assembled checkpoint folders (`.step-*`) left by a run that was killed while
+/// writing; one output folder is written by one run at a time.
+fn remove_stale_temporaries(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(".step-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn prune(root: &Path, keep: usize) -> Result<()> {

@@ -143,16 +143,8 @@ impl TrainArgs {
             Some(path) => checkpoint::load(path)?,
             None => checkpoint::latest(&fresh.train.out)?,
         };
-        let explicit_model = self.preset.is_some() || self.config.is_some();
-        if explicit_model && fresh.model != loaded.state.config.model {
-            return Err(SaplingError::Checkpoint {
-                path: loaded.path.clone(),
-                message: format!(
-                    "was written by a `{}` run; --preset/--config ask for `{}`. Drop them to resume as it was",
-                    loaded.state.config.preset.name(),
-                    fresh.preset.name()
-                ),
-            });
+        if self.preset.is_some() || self.config.is_some() {
+            loaded.check_model(&fresh)?;
         }
         let mut config = loaded.state.config.clone();
         self.apply_flags(&mut config);

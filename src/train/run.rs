@@ -55,23 +55,14 @@ pub struct RunSummary {
 /// Trains as `config` says, writing the config, metrics and checkpoints into `config.train.out`.
 pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     config.validate()?;
+    if let Some(loaded) = &options.resume {
+        loaded.check_model(config)?;
+    }
     // Data problems are reported before any device work starts.
     let source = ImageSource::new(config.data.dir.as_deref())?;
     let out = config.train.out.clone();
     std::fs::create_dir_all(&out).map_err(|e| SaplingError::io(&out, e))?;
     atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    if let Some(loaded) = &options.resume
-        && loaded.state.config.model != config.model
-    {
-        return Err(SaplingError::Checkpoint {
-            path: loaded.path.clone(),
-            message: format!(
-                "holds a `{}` model, but this run is configured for `{}` with other shapes; resume with the checkpoint's own config",
-                loaded.state.config.preset.name(),
-                config.preset.name()
-            ),
-        });
-    }
 
     let selected = device::select(config.train.device)?;
     let total = config.train.total_steps(source.len());
@@ -174,7 +165,10 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
                 bar.suspend(|| println!("{json}"));
             }
         }
-        if config.train.recon_every > 0 && (done % config.train.recon_every == 0 || done == total) {
+        if recon_n > 0
+            && config.train.recon_every > 0
+            && (done % config.train.recon_every == 0 || done == total)
+        {
             std::fs::create_dir_all(&recon_dir).map_err(|e| SaplingError::io(&recon_dir, e))?;
             let grid = recon_grid(
                 trainer.model(),

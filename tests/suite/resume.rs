@@ -70,7 +70,15 @@ fn a_killed_run_resumes_with_the_same_losses() {
     let before = losses(&killed).keys().last().copied().unwrap();
     assert!(before < TOTAL, "killed at step {before}");
 
+    // A write cut short by a kill leaves a temporary folder; the next save clears it.
+    std::fs::create_dir_all(killed.join("checkpoints/.step-00000001.tmp-1")).unwrap();
     assert!(run(&killed, &["--resume"]).status().unwrap().success());
+    let leftovers: Vec<_> = std::fs::read_dir(killed.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let got = losses(&killed);
     assert_eq!(got.len() as u64, TOTAL);
     for (step, want) in &want {
