@@ -114,6 +114,11 @@ impl Loader {
         })
     }
 
+    /// Micro-batches handed out so far, counted from the start of the stream.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
     /// Files skipped because they could not be decoded.
     pub fn skipped(&self) -> usize {
         self.skips.count()

@@ -113,7 +113,6 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         config.train.seed,
         start_micro,
     );
-    let mut micro = start_micro;
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
     let bar = progress_bar(total, start_step, options.interactive);
 
@@ -133,7 +132,6 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         let batches = (0..config.train.accum)
             .map(|_| loader.next_batch())
             .collect::<Result<Vec<_>>>()?;
-        micro += config.train.accum as u64;
         let lr = schedule.lr_at(step);
         let stats = trainer.step(step, lr, batches)?;
         let secs = started.elapsed().as_secs_f64();
@@ -186,7 +184,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         if done % config.train.checkpoint_every == 0 || done == total || stopping {
             let state = TrainState {
                 step: done,
-                micro_batches: micro,
+                micro_batches: loader.position(),
                 config: config.clone(),
             };
             let path = checkpoint::save(

@@ -32,22 +32,14 @@ fn sapiens_presets_have_the_published_shapes() {
             m.decoder_heads,
         )
     };
-    assert_eq!(
-        shape(Preset::Sapiens03b),
-        (1024, 16, 1024, 24, 16, 512, 8, 16)
-    );
-    assert_eq!(
-        shape(Preset::Sapiens06b),
-        (1024, 16, 1280, 32, 16, 512, 8, 16)
-    );
-    assert_eq!(
-        shape(Preset::Sapiens1b),
-        (1024, 16, 1536, 40, 24, 512, 8, 16)
-    );
-    assert_eq!(
-        shape(Preset::Sapiens2b),
-        (1024, 16, 1920, 48, 32, 512, 8, 16)
-    );
+    for (preset, want) in [
+        (Preset::Sapiens03b, (1024, 16, 1024, 24, 16, 512, 8, 16)),
+        (Preset::Sapiens06b, (1024, 16, 1280, 32, 16, 512, 8, 16)),
+        (Preset::Sapiens1b, (1024, 16, 1536, 40, 24, 512, 8, 16)),
+        (Preset::Sapiens2b, (1024, 16, 1920, 48, 32, 512, 8, 16)),
+    ] {
+        assert_eq!(shape(preset), want, "{}", preset.name());
+    }
     assert_eq!(shape(Preset::VitB), (224, 16, 768, 12, 12, 512, 8, 16));
     let m = Preset::Sapiens2b.config().model;
     assert_eq!(m.dim / m.heads, 60);
