@@ -33,9 +33,11 @@ const MANIFEST: &str = "manifest.json";
 pub struct TrainState {
     /// Optimizer steps done.
     pub step: u64,
-    /// Micro-batches consumed from the data stream; data order, crops and masks all derive from
-    /// this position and the seed, so it is the whole RNG state.
-    pub micro_batches: u64,
+    /// Samples consumed from the data stream; data order, crops and masks all derive from this
+    /// position and the seed, so it is the whole RNG state, whatever the micro-batch.
+    pub samples: u64,
+    /// The batch plan the run used; reused on resume on the same device.
+    pub plan: Option<crate::probe::BatchPlan>,
     /// The config the run was started with.
     pub config: Config,
 }

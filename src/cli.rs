@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::checkpoint::{self, Loaded};
-use crate::config::{Config, DeviceChoice, Preset};
+use crate::config::{BatchSize, Config, DeviceChoice, Preset};
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
 
@@ -42,6 +42,12 @@ pub enum Command {
         #[arg(long, default_value = "reconstruction.png")]
         out: PathBuf,
     },
+    /// Show the device's limits and the batch plan: micro-batch, accumulation, learning rate,
+    /// predicted memory, from the memory model and real trial steps.
+    Probe(BatchProbeArgs),
+    /// Benchmarks (figures side by side in one run).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Evaluate a checkpoint.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -53,6 +59,45 @@ pub enum Command {
         /// Output file, e.g. encoder.safetensors.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// Flags of `sapling probe`: the run's flags (the plan is the one `train` would make) plus how
+/// much to try.
+#[derive(Debug, Args)]
+pub struct BatchProbeArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Micro-batch sizes to run for real (0: memory model only).
+    #[arg(long, default_value_t = 3)]
+    pub trial_sizes: usize,
+    /// Timed steps per size, after a warm-up step.
+    #[arg(long, default_value_t = 2)]
+    pub trial_steps: usize,
+    /// Pretend the adapter's storage-binding limit is this many MiB.
+    #[arg(long, value_name = "MIB")]
+    pub simulate_binding: Option<u64>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The probe's micro-batch against every micro-batch that fits, as whole optimizer steps.
+    BatchSweep {
+        #[command(flatten)]
+        run: TrainArgs,
+        /// Timed optimizer steps per micro-batch, after a warm-up step.
+        #[arg(long, default_value_t = 3)]
+        timed_steps: usize,
+        /// Skip micro-batches needing more accumulation steps than this.
+        #[arg(long, default_value_t = 32)]
+        max_accum: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -111,12 +156,16 @@ pub struct TrainArgs {
     /// Passes over the data (replaces --steps).
     #[arg(long)]
     pub epochs: Option<f64>,
-    /// Images per forward/backward pass.
+    /// Images per forward/backward pass: `auto` (probe the device) or a number dividing the
+    /// effective batch.
     #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Micro-batches accumulated per optimizer step.
+    pub batch_size: Option<BatchSize>,
+    /// Images per optimizer step (reached by accumulating micro-batches).
     #[arg(long)]
-    pub accum: Option<usize>,
+    pub effective_batch: Option<usize>,
+    /// Device memory the batch planner may use, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<u64>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -199,8 +248,11 @@ impl TrainArgs {
         if let Some(b) = self.batch_size {
             t.batch_size = b;
         }
-        if let Some(a) = self.accum {
-            t.accum = a;
+        if let Some(e) = self.effective_batch {
+            t.effective_batch = e;
+        }
+        if let Some(m) = self.memory_budget {
+            t.memory_budget_mib = Some(m);
         }
         if let Some(s) = self.seed {
             t.seed = s;

@@ -121,15 +121,13 @@ impl Preset {
             // Sized so the default `cargo run --release` finishes in minutes on two CPU cores.
             Preset::Tiny => TrainConfig {
                 steps: Some(400),
-                batch_size: 32,
+                effective_batch: 32,
                 ..TrainConfig::default()
             },
-            Preset::VitB | Preset::VitL => TrainConfig {
-                batch_size: 8,
-                ..TrainConfig::default()
-            },
+            // MAE's and Sapiens' recipe: 4096 images per optimizer step, reached with
+            // accumulation on whatever micro-batch the device holds.
             _ => TrainConfig {
-                batch_size: 1,
+                effective_batch: 4096,
                 ..TrainConfig::default()
             },
         };
@@ -492,10 +490,15 @@ pub struct TrainConfig {
     pub steps: Option<u64>,
     /// Passes over the data, converted to steps with the effective batch.
     pub epochs: Option<f64>,
-    /// Images per forward/backward (micro-batch).
-    pub batch_size: usize,
-    /// Micro-batches accumulated per optimizer step.
-    pub accum: usize,
+    /// Images per forward/backward (micro-batch): `auto` probes the device, a number is used
+    /// as is (it must divide `effective_batch`).
+    pub batch_size: BatchSize,
+    /// Images per optimizer step; the learning rate scales from it, and the micro-batch is
+    /// accumulated `effective_batch / micro-batch` times to reach it.
+    pub effective_batch: usize,
+    /// Device memory the batch planner may use, in MiB; absent: the memory the device reports
+    /// (host memory for Flex and CPU adapters), or 4096 where WebGPU does not say.
+    pub memory_budget_mib: Option<u64>,
     pub seed: u64,
     pub device: DeviceChoice,
     /// Output folder: config, metrics, checkpoints.
@@ -515,8 +518,9 @@ impl Default for TrainConfig {
         TrainConfig {
             steps: Some(1000),
             epochs: None,
-            batch_size: 32,
-            accum: 1,
+            batch_size: BatchSize::Auto,
+            effective_batch: 32,
+            memory_budget_mib: None,
             seed: 0,
             device: DeviceChoice::Auto,
             out: PathBuf::from("runs/default"),
@@ -529,16 +533,11 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Images per optimizer step.
-    pub fn effective_batch(&self) -> usize {
-        self.batch_size * self.accum
-    }
-
     /// Optimizer steps for a dataset of `len` images.
     pub fn total_steps(&self, len: usize) -> u64 {
         match (self.steps, self.epochs) {
             (Some(s), _) => s,
-            (None, Some(e)) => ((e * len as f64) / self.effective_batch() as f64).ceil() as u64,
+            (None, Some(e)) => ((e * len as f64) / self.effective_batch as f64).ceil() as u64,
             (None, None) => 0,
         }
     }
@@ -560,14 +559,38 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if self.batch_size == 0 {
+        if self.effective_batch == 0 {
             return Err(SaplingError::config(
-                "train.batch_size",
+                "train.effective_batch",
                 "must be at least 1",
             ));
         }
-        if self.accum == 0 {
-            return Err(SaplingError::config("train.accum", "must be at least 1"));
+        if let BatchSize::Fixed(b) = self.batch_size {
+            if b == 0 {
+                return Err(SaplingError::config(
+                    "train.batch_size",
+                    "must be at least 1, or \"auto\"",
+                ));
+            }
+            if !self.effective_batch.is_multiple_of(b) {
+                let fits = largest_divisor_at_most(self.effective_batch, b);
+                return Err(SaplingError::config(
+                    "train.batch_size",
+                    format!(
+                        "{b} does not divide train.effective_batch {e}, so no whole number of \
+                         accumulation steps reaches it; use {fits} ({} accumulation steps), \
+                         \"auto\", or change effective_batch",
+                        self.effective_batch / fits,
+                        e = self.effective_batch
+                    ),
+                ));
+            }
+        }
+        if self.memory_budget_mib == Some(0) {
+            return Err(SaplingError::config(
+                "train.memory_budget_mib",
+                "must be positive, or absent to use what the device reports",
+            ));
         }
         if self.keep_checkpoints == 0 {
             return Err(SaplingError::config(
@@ -645,6 +668,75 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// The micro-batch: probed from the device, or given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchSize {
+    /// Chosen by [`crate::probe`] from the device's limits and trial steps.
+    #[default]
+    Auto,
+    Fixed(usize),
+}
+
+impl std::fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchSize::Auto => f.write_str("auto"),
+            BatchSize::Fixed(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BatchSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "auto" {
+            return Ok(BatchSize::Auto);
+        }
+        s.parse()
+            .map(BatchSize::Fixed)
+            .map_err(|_| format!("`{s}` is neither \"auto\" nor a whole number"))
+    }
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Auto => s.serialize_str("auto"),
+            BatchSize::Fixed(b) => s.serialize_u64(*b as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BatchSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a whole number of images")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<BatchSize, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<BatchSize, E> {
+                Ok(BatchSize::Fixed(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<BatchSize, E> {
+                usize::try_from(v)
+                    .map(BatchSize::Fixed)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The largest divisor of `n` that is at most `cap` (at least 1).
+pub fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
+    (1..=cap.min(n)).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
 }
 
 /// True for positive numbers; false for zero, negatives and NaN.

@@ -25,6 +25,15 @@ pub enum SaplingError {
     #[error("device: {0}")]
     Device(String),
 
+    /// A micro-batch does not fit the device; `advice` says what does.
+    #[error("micro-batch {requested} does not fit on {adapter}: {why}. {advice}")]
+    BatchDoesNotFit {
+        requested: usize,
+        adapter: String,
+        why: String,
+        advice: String,
+    },
+
     /// Training diverged: the loss or the gradient norm is NaN or infinite.
     #[error(
         "non-finite {what} ({value}) at step {step}; training stopped, the last checkpoint is intact. \

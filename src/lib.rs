@@ -8,6 +8,8 @@
 
 /// Crash-safe file writes.
 pub mod atomic;
+/// Benchmarks printed as side-by-side ratios.
+pub mod bench;
 /// Checkpoints: atomic, verified, resumable.
 pub mod checkpoint;
 /// Command-line flags and their resolution into a config.
@@ -28,9 +30,13 @@ pub mod export;
 pub mod model;
 /// AdamW groups, clipping, the lr schedule.
 pub mod optim;
+/// Batch size by probing the device.
+pub mod probe;
 /// Seed derivation.
 pub mod seed;
 /// The training step and loop.
 pub mod train;
 /// Pictures: reconstruction grids.
 pub mod viz;
+
+pub use error::{Result, SaplingError};

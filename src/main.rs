@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use sapling::cli::{Cli, Command, EvalCommand, TrainArgs};
+use sapling::cli::{BenchCommand, Cli, Command, EvalCommand, TrainArgs};
 use sapling::eval::probe::{ProbeConfig, linear_probe};
+use sapling::probe::{DeviceLimits, ProbeOptions};
 use sapling::train::{RunOptions, train};
 
 fn main() -> anyhow::Result<()> {
@@ -105,6 +106,44 @@ fn main() -> anyhow::Result<()> {
                 "wrote {n} encoder tensors (timm ViT layout) to {}",
                 out.display()
             );
+        }
+        Command::Probe(args) => {
+            let config = args.run.resolve()?;
+            let selected = sapling::device::select(config.train.device)?;
+            let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib)
+                .simulated(args.simulate_binding.map(|m| m << 20), None);
+            let options = ProbeOptions {
+                sizes: args.trial_sizes,
+                steps: args.trial_steps,
+            };
+            let plan = sapling::probe::plan(&config, &selected.device, &limits, options)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                println!("{plan}");
+            }
+        }
+        Command::Bench(BenchCommand::BatchSweep {
+            run,
+            timed_steps,
+            max_accum,
+            json,
+        }) => {
+            let config = run.resolve()?;
+            let selected = sapling::device::select(config.train.device)?;
+            let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
+            let report = sapling::bench::batch_sweep(
+                &config,
+                &selected.device,
+                &limits,
+                timed_steps,
+                max_accum,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
         }
         Command::Info => {
             let adapters = sapling::device::adapters();

@@ -27,8 +27,8 @@ pub struct Batch {
     pub images: Vec<f32>,
     pub batch: usize,
     pub size: usize,
-    /// Position of this micro-batch in the stream.
-    pub index: u64,
+    /// Stream index of the first sample; sample `b` of the batch is `first_sample + b`.
+    pub first_sample: u64,
 }
 
 /// Files that failed to decode, shared by the workers so each is reported once.
@@ -56,21 +56,30 @@ impl SkipLog {
 /// The background loader; dropping it stops its threads.
 pub struct Loader {
     receivers: Vec<Receiver<Result<Batch>>>,
+    /// The next micro-batch to hand out.
     next: u64,
+    batch: u64,
     workers: Vec<JoinHandle<()>>,
     skips: Arc<SkipLog>,
 }
 
 impl Loader {
-    /// Starts the workers at micro-batch `start` of the stream.
+    /// Starts the workers at sample `start_sample` of the stream, which must fall on a
+    /// micro-batch boundary (checkpoints do: they are taken at whole optimizer steps).
     pub fn new(
         source: ImageSource,
         config: &DataConfig,
         img_size: usize,
         batch: usize,
         seed: u64,
-        start: u64,
+        start_sample: u64,
     ) -> Self {
+        if !start_sample.is_multiple_of(batch as u64) {
+            tracing::warn!(
+                "the stream position {start_sample} is not a multiple of the micro-batch {batch}; continuing from the batch boundary below it"
+            );
+        }
+        let start = start_sample / batch as u64;
         let source = Arc::new(source);
         let skips = Arc::new(SkipLog::default());
         let n_workers = config.workers;
@@ -97,6 +106,7 @@ impl Loader {
         Loader {
             receivers,
             next: start,
+            batch: batch as u64,
             workers,
             skips,
         }
@@ -114,9 +124,9 @@ impl Loader {
         })
     }
 
-    /// Micro-batches handed out so far, counted from the start of the stream.
+    /// Samples handed out so far, counted from the start of the stream.
     pub fn position(&self) -> u64 {
-        self.next
+        self.next * self.batch
     }
 
     /// Files skipped because they could not be decoded.
@@ -184,7 +194,7 @@ impl Worker {
             images,
             batch: self.batch,
             size: self.img_size,
-            index: m,
+            first_sample: m * self.batch as u64,
         })
     }
 

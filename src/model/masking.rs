@@ -10,6 +10,8 @@
 use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
+use crate::seed::mix;
+
 /// The masking of one batch, in plain index form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaskPlan {
@@ -27,16 +29,25 @@ pub struct MaskPlan {
 }
 
 impl MaskPlan {
-    /// Draws a plan for `batch` samples of `num_patches` patches keeping `num_visible` each.
+    /// Draws a plan for `batch` samples of `num_patches` patches keeping `num_visible` each;
+    /// sample `b` draws from `mix(seed, b)`.
     pub fn random(batch: usize, num_patches: usize, num_visible: usize, seed: u64) -> Self {
+        let seeds: Vec<u64> = (0..batch as u64).map(|b| mix(seed, b)).collect();
+        Self::from_seeds(&seeds, num_patches, num_visible)
+    }
+
+    /// One sample per seed. Seeding each sample on its own (by its index in the data stream)
+    /// makes a sample's mask independent of how the stream is cut into micro-batches, so a
+    /// changed micro-batch size trains on the same masks.
+    pub fn from_seeds(seeds: &[u64], num_patches: usize, num_visible: usize) -> Self {
         assert!(num_visible <= num_patches);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let batch = seeds.len();
         let mut ids_shuffle = Vec::with_capacity(batch * num_patches);
         let mut ids_restore = vec![0; batch * num_patches];
         let mut mask = vec![1.0f32; batch * num_patches];
-        for b in 0..batch {
+        for (b, &seed) in seeds.iter().enumerate() {
             let mut perm: Vec<usize> = (0..num_patches).collect();
-            perm.shuffle(&mut rng);
+            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
             for (rank, &patch) in perm.iter().enumerate() {
                 ids_restore[b * num_patches + patch] = rank;
                 if rank < num_visible {

@@ -10,4 +10,4 @@ pub mod decay;
 pub mod schedule;
 
 pub use adamw::adamw;
-pub use schedule::Schedule;
+pub use schedule::{Schedule, scaled_lr};

@@ -8,4 +8,4 @@ pub mod run;
 pub mod step;
 
 pub use run::{RunOptions, RunSummary, train};
-pub use step::{StepStats, Trainer};
+pub use step::{PhaseTimes, StepStats, Trainer};

@@ -18,6 +18,7 @@ use crate::device;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskPlan;
 use crate::optim::Schedule;
+use crate::probe::{BatchPlan, DeviceLimits, plan_for_run};
 use crate::seed::mix;
 use crate::viz::plot::plot_metrics;
 use crate::viz::{recon_grid, save_png};
@@ -50,6 +51,8 @@ pub struct RunSummary {
     pub checkpoint: Option<PathBuf>,
     /// The run stopped early because `stop` was set.
     pub interrupted: bool,
+    /// The batch plan the run used.
+    pub plan: BatchPlan,
 }
 
 /// Trains as `config` says, writing the config, metrics and checkpoints into `config.train.out`.
@@ -65,32 +68,30 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
 
     let selected = device::select(config.train.device)?;
+    let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
+    let previous = options.resume.as_ref().and_then(|l| l.state.plan.as_ref());
+    let plan = plan_for_run(config, &selected.device, &limits, previous)?;
+    let (batch, accum, effective) = (plan.micro_batch, plan.accum, plan.effective_batch);
     let total = config.train.total_steps(source.len());
-    let schedule = Schedule::new(&config.optim, config.train.effective_batch(), total);
-    let batch = config.train.batch_size;
+    let schedule = Schedule::new(&config.optim, effective, total);
     let mut trainer = Trainer::new(config, &selected.device);
-    let (start_step, start_micro) = match &options.resume {
+    let (start_step, start_sample) = match &options.resume {
         Some(loaded) => {
             trainer.restore(loaded, config)?;
             let s = &loaded.state;
-            // The stream position is kept in samples, so a changed micro-batch size continues
-            // from the same image.
-            let samples = s.micro_batches * s.config.train.batch_size as u64;
             tracing::info!("resuming from {} at step {}", loaded.path.display(), s.step);
-            (s.step, samples / batch as u64)
+            (s.step, s.samples)
         }
         None => (0, 0),
     };
     tracing::info!(
-        "{} on {}: steps {}..{}, micro-batch {} x {} accumulation = {} images/step, peak lr {:.3e}, warmup {} steps, data: {}",
+        "{} on {}: steps {}..{}, {} ({:?}), warmup {} steps, data: {}",
         config.preset.name(),
         selected.describe(),
         start_step,
         total,
-        batch,
-        config.train.accum,
-        config.train.effective_batch(),
-        schedule.peak_lr,
+        plan.summary(),
+        plan.source,
         schedule.warmup_steps,
         source.describe()
     );
@@ -111,7 +112,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         config.model.img_size,
         batch,
         config.train.seed,
-        start_micro,
+        start_sample,
     );
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
     let bar = progress_bar(total, start_step, options.interactive);
@@ -125,19 +126,20 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         out: out.clone(),
         checkpoint: None,
         interrupted: false,
+        plan: plan.clone(),
     };
     let (mut timed_images, mut timed_secs) = (0usize, 0.0f64);
     for step in start_step..total {
         let started = Instant::now();
-        let batches = (0..config.train.accum)
+        let batches = (0..accum)
             .map(|_| loader.next_batch())
             .collect::<Result<Vec<_>>>()?;
         let lr = schedule.lr_at(step);
         let stats = trainer.step(step, lr, batches)?;
         let secs = started.elapsed().as_secs_f64();
-        let images_per_sec = config.train.effective_batch() as f64 / secs;
+        let images_per_sec = effective as f64 / secs;
         if step > start_step {
-            timed_images += config.train.effective_batch();
+            timed_images += effective;
             timed_secs += secs;
         }
         let done = step + 1;
@@ -151,7 +153,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         if done % config.train.log_every == 0 || done == total {
             let line = MetricLine {
                 step: done,
-                epoch: (done as usize * config.train.effective_batch()) as f64 / data_len as f64,
+                epoch: (done as usize * effective) as f64 / data_len as f64,
                 loss: stats.loss,
                 lr,
                 grad_norm: stats.grad_norm,
@@ -184,7 +186,8 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         if done % config.train.checkpoint_every == 0 || done == total || stopping {
             let state = TrainState {
                 step: done,
-                micro_batches: loader.position(),
+                samples: loader.position(),
+                plan: Some(plan.clone()),
                 config: config.clone(),
             };
             let path = checkpoint::save(

@@ -10,6 +10,7 @@ use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder};
 use crate::optim::{self, clip};
 use crate::seed::mix;
+use web_time::Instant;
 
 /// Runs `f` with burn's default device set to Flex.
 ///
@@ -37,6 +38,15 @@ pub struct StepStats {
     pub loss: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+}
+
+/// Seconds spent in each phase of a timed step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhaseTimes {
+    /// Forward and backward over every micro-batch, gradient accumulation and the global norm.
+    pub forward_backward: f64,
+    /// Clipping and the AdamW update.
+    pub optimizer: f64,
 }
 
 /// The model and its optimizer, on an autodiff device.
@@ -99,23 +109,52 @@ impl Trainer {
         self.model.as_ref().expect("model is present between steps")
     }
 
-    /// The mask of micro-batch `index` of the stream: a pure function of the seed and index,
-    /// so every backend and every resumed run masks the same patches.
-    pub fn mask_for(&self, index: u64, batch: usize) -> MaskPlan {
+    /// The masks of `batch` samples starting at stream index `first_sample`: each a pure
+    /// function of the seed and the sample's index, so every backend, every resumed run and
+    /// every micro-batch size masks the same patches of the same sample.
+    pub fn mask_for(&self, first_sample: u64, batch: usize) -> MaskPlan {
         let (l, k) = self.mask_shape;
-        MaskPlan::random(batch, l, k, mix(self.seed ^ 0x3a5c, index))
+        let seeds: Vec<u64> = (first_sample..first_sample + batch as u64)
+            .map(|s| mix(self.seed ^ 0x3a5c, s))
+            .collect();
+        MaskPlan::from_seeds(&seeds, l, k)
     }
 
     /// Runs one optimizer step at learning rate `lr` over `batches` (one per micro-batch).
     ///
     /// Fails without touching the weights when the loss or gradient norm is not finite.
     pub fn step(&mut self, step: u64, lr: f64, batches: Vec<Batch>) -> Result<StepStats> {
+        self.run_step(step, lr, batches, false)
+            .map(|(stats, _)| stats)
+    }
+
+    /// [`Trainer::step`], also timing its two phases. The optimizer's work is waited for
+    /// before the clock stops, which a plain step does not do, so this is for probes and
+    /// benchmarks.
+    pub fn step_timed(
+        &mut self,
+        step: u64,
+        lr: f64,
+        batches: Vec<Batch>,
+    ) -> Result<(StepStats, PhaseTimes)> {
+        self.run_step(step, lr, batches, true)
+            .map(|(stats, times)| (stats, times.expect("timed step")))
+    }
+
+    fn run_step(
+        &mut self,
+        step: u64,
+        lr: f64,
+        batches: Vec<Batch>,
+        timed: bool,
+    ) -> Result<(StepStats, Option<PhaseTimes>)> {
+        let started = Instant::now();
         let accum = batches.len();
         let model = self.model.take().expect("model is present between steps");
         let mut acc = GradientsAccumulator::<MaskedAutoencoder>::new();
         let mut loss_sum: Option<Tensor<1>> = None;
         for batch in batches {
-            let plan = self.mask_for(batch.index, batch.batch);
+            let plan = self.mask_for(batch.first_sample, batch.batch);
             let images = Tensor::<4>::from_data(
                 TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
                 &self.device,
@@ -140,6 +179,8 @@ impl Trainer {
         .into_data()
         .try_into_vec::<f32>()
         .expect("f32 scalars");
+        // The readback waited for every gradient: forward and backward are done.
+        let forward_backward = started.elapsed().as_secs_f64();
         let (loss, grad_norm) = (values[0] as f64, values[1] as f64);
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
@@ -151,6 +192,17 @@ impl Trainer {
             clip::clip_to(&model, &mut grads, norm, self.clip_grad);
         }
         self.model = Some(self.optim.step(lr, model, grads));
-        Ok(StepStats { loss, grad_norm })
+        let times = if timed {
+            self.device
+                .sync()
+                .map_err(|e| SaplingError::Device(e.to_string()))?;
+            Some(PhaseTimes {
+                forward_backward,
+                optimizer: started.elapsed().as_secs_f64() - forward_backward,
+            })
+        } else {
+            None
+        };
+        Ok((StepStats { loss, grad_norm }, times))
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use sapling::config::{Config, ModelConfig, Preset};
+use sapling::config::{BatchSize, Config, ModelConfig, Preset};
 use sapling::device::{self, REQUIRE_GPU_ENV, Selected};
 
 /// A fresh, empty folder under the system temp dir.
@@ -33,7 +33,8 @@ pub fn micro_model() -> ModelConfig {
 pub fn micro_config(name: &str) -> Config {
     let mut c = Preset::Tiny.config();
     c.model = micro_model();
-    c.train.batch_size = 4;
+    c.train.batch_size = BatchSize::Fixed(4);
+    c.train.effective_batch = 4;
     c.train.steps = Some(3);
     c.train.out = temp_dir(name);
     c.train.device = sapling::config::DeviceChoice::Cpu;
@@ -44,9 +45,29 @@ pub fn flex() -> Device {
     Device::flex()
 }
 
+/// Whether a WebGPU adapter exists (for tests that use it from a child process); prints why
+/// the calling test is skipped when not.
+pub fn adapter_or_skip(test: &str) -> bool {
+    let required = std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+    if device::adapters().is_empty() {
+        assert!(
+            !required,
+            "{test}: {REQUIRE_GPU_ENV}=1 but no WebGPU adapter was found (install mesa-vulkan-drivers for lavapipe)"
+        );
+        eprintln!(
+            "SKIPPED {test}: no WebGPU adapter found (set {REQUIRE_GPU_ENV}=1 to make this a failure)"
+        );
+        return false;
+    }
+    true
+}
+
 /// The WebGPU device, or `None` after printing why the calling test is skipped.
 pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
     let required = std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+    if !adapter_or_skip(test) {
+        return None;
+    }
     if device::adapters().is_empty() {
         assert!(
             !required,

@@ -112,3 +112,32 @@ fn a_missing_config_file_is_named() {
     let err = Config::from_toml_file("/nonexistent/run.toml".as_ref(), Preset::Tiny).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/run.toml"), "{err}");
 }
+
+#[test]
+fn batch_size_is_auto_or_a_divisor_of_the_effective_batch() {
+    use sapling::config::BatchSize;
+    let parse = |text: &str| Config::from_toml_str(text, Preset::Tiny);
+    assert_eq!(
+        parse("[train]\nbatch_size = \"auto\"")
+            .unwrap()
+            .train
+            .batch_size,
+        BatchSize::Auto
+    );
+    let c = parse("[train]\nbatch_size = 8\neffective_batch = 64").unwrap();
+    assert_eq!(
+        (c.train.batch_size, c.train.effective_batch),
+        (BatchSize::Fixed(8), 64)
+    );
+    let err = parse("[train]\nbatch_size = \"big\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch_size") && err.contains("auto"), "{err}");
+    let err = parse("[train]\nbatch_size = 24").unwrap_err().to_string();
+    assert!(
+        err.contains("train.batch_size") && err.contains("use 16 (2 accumulation steps)"),
+        "{err}"
+    );
+    let err = parse("[train]\naccum = 2").unwrap_err().to_string();
+    assert!(err.contains("accum"), "{err}");
+}

@@ -9,6 +9,7 @@ mod data;
 mod model;
 mod optim;
 mod outputs;
+mod probe;
 mod resume;
 mod training;
 mod wgpu_parity;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sapling::checkpoint::{self, TrainState};
 use sapling::cli::TrainArgs;
-use sapling::config::Preset;
+use sapling::config::{BatchSize, Preset};
 use sapling::data::{ImageSource, Loader};
 use sapling::train::{RunOptions, Trainer, train};
 
@@ -28,7 +28,8 @@ fn a_killed_run_resumes_with_the_same_losses() {
     let dir = temp_dir("kill-resume");
     let mut c = micro_config("kill-resume-cfg");
     c.train.steps = Some(TOTAL);
-    c.train.batch_size = 8;
+    c.train.batch_size = BatchSize::Fixed(8);
+    c.train.effective_batch = 8;
     c.train.log_every = 1;
     c.train.checkpoint_every = 40;
     let toml = dir.join("run.toml");
@@ -174,7 +175,8 @@ fn restore_is_bit_exact() {
     }
     let state = TrainState {
         step: 3,
-        micro_batches: 3,
+        samples: 12,
+        plan: None,
         config: cfg.clone(),
     };
     let path = checkpoint::save(&cfg.train.out, a.model(), a.optim(), &state, 3).unwrap();

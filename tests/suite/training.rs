@@ -1,6 +1,6 @@
 //! Whole training runs on the CPU backend.
 
-use sapling::config::{DeviceChoice, Preset};
+use sapling::config::{BatchSize, DeviceChoice, Preset};
 use sapling::train::{RunOptions, train};
 
 use crate::common::temp_dir;
@@ -14,7 +14,8 @@ fn tiny_loss_falls_on_the_embedded_photos() {
     let mut c = Preset::Tiny.config();
     c.train.device = DeviceChoice::Cpu;
     c.train.steps = Some(STEPS);
-    c.train.batch_size = 16;
+    c.train.batch_size = BatchSize::Fixed(16);
+    c.train.effective_batch = 16;
     c.train.out = temp_dir("loss-falls");
     let summary = train(&c, RunOptions::default()).unwrap();
     assert_eq!(summary.losses.len(), STEPS as usize);

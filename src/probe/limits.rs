@@ -1,0 +1,116 @@
+//! What the device allows a step: the largest single tensor and a memory budget.
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::Selected;
+
+/// Budget assumed where WebGPU does not report device memory (it never does on its own).
+pub const UNKNOWN_MEMORY_BUDGET: u64 = 4 << 30;
+/// Share of reported memory the planner may use: the rest is for the data loader, the
+/// display, other processes and the allocator's slack.
+pub const REPORTED_MEMORY_SHARE: f64 = 0.7;
+
+/// The limits the batch planner works within.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceLimits {
+    /// How logs describe the device.
+    pub adapter: String,
+    /// Identifies the device across runs: a saved plan is reused only on the same key.
+    pub key: String,
+    pub max_buffer_size: Option<u64>,
+    /// The largest tensor a kernel can bind; `None` on Flex.
+    pub max_storage_buffer_binding_size: Option<u64>,
+    pub max_compute_workgroup_storage_size: Option<u32>,
+    /// Memory the device (or, for CPU devices, the host) reports as available.
+    pub device_memory: Option<u64>,
+    /// Bytes a step may use.
+    pub budget: u64,
+    /// Where the budget came from, for people.
+    pub budget_source: String,
+}
+
+impl DeviceLimits {
+    /// Reads the limits of `selected`; `budget_mib` overrides the memory budget.
+    pub fn of(selected: &Selected, budget_mib: Option<u64>) -> Self {
+        let adapter = selected.describe();
+        let (key, binding, buffer, workgroup, memory) = match &selected.adapter {
+            Some(a) => {
+                let key = format!("{}|{}|{}|{}", a.api, a.name, a.driver, a.device_type);
+                // A CPU adapter (lavapipe, SwiftShader) allocates from host memory.
+                let memory = a.is_software().then(host_available_memory).flatten();
+                let l = &a.limits;
+                (
+                    key,
+                    Some(l.max_storage_buffer_binding_size.min(l.max_buffer_size)),
+                    Some(l.max_buffer_size),
+                    Some(l.max_compute_workgroup_storage_size),
+                    memory,
+                )
+            }
+            None => (
+                "flex".to_string(),
+                None,
+                None,
+                None,
+                host_available_memory(),
+            ),
+        };
+        let (budget, budget_source) = match (budget_mib, memory) {
+            (Some(mib), _) => (mib << 20, "--memory-budget".to_string()),
+            (None, Some(m)) => (
+                (m as f64 * REPORTED_MEMORY_SHARE) as u64,
+                format!(
+                    "{:.0}% of available {} memory",
+                    REPORTED_MEMORY_SHARE * 100.0,
+                    if selected.adapter.is_some() {
+                        "host (CPU adapter)"
+                    } else {
+                        "host"
+                    }
+                ),
+            ),
+            (None, None) => (
+                UNKNOWN_MEMORY_BUDGET,
+                "assumed: WebGPU does not report device memory; set --memory-budget".to_string(),
+            ),
+        };
+        DeviceLimits {
+            adapter,
+            key,
+            max_buffer_size: buffer,
+            max_storage_buffer_binding_size: binding,
+            max_compute_workgroup_storage_size: workgroup,
+            device_memory: memory,
+            budget,
+            budget_source,
+        }
+    }
+
+    /// The same device with other limits, as a smaller adapter or a browser would have them.
+    pub fn simulated(mut self, binding: Option<u64>, budget: Option<u64>) -> Self {
+        if let Some(b) = binding {
+            self.max_storage_buffer_binding_size = Some(b);
+            self.max_buffer_size = Some(self.max_buffer_size.map_or(b, |m| m.max(b)));
+        }
+        if let Some(b) = budget {
+            self.budget = b;
+            self.budget_source = "simulated".to_string();
+        }
+        self
+    }
+}
+
+/// `MemAvailable` from `/proc/meminfo`; `None` where there is no such file.
+fn host_available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_field(&text, "MemAvailable:")
+}
+
+/// A `kB` field of `/proc/meminfo`-style text, in bytes.
+pub(crate) fn meminfo_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}

@@ -1,0 +1,67 @@
+//! Peak memory of a stretch of work, as the device reports it: burn's memory pool on wgpu,
+//! the process's peak resident set on Flex (whose allocations are plain host memory).
+
+use burn::tensor::Device;
+
+use super::limits::meminfo_field;
+
+/// Started before the work, read after it.
+pub enum PeakMeter {
+    /// Bytes the wgpu memory pool had reserved before.
+    Pool(u64),
+    /// Resident bytes before, after resetting the kernel's high-water mark.
+    Rss(u64),
+    Unavailable,
+}
+
+impl PeakMeter {
+    pub fn start(device: &Device) -> Self {
+        device.memory_cleanup();
+        if let Some(usage) = device.memory_pool_usage() {
+            return PeakMeter::Pool(usage.bytes_reserved);
+        }
+        // Freed heap the allocator kept would be reused silently and hide the next peak.
+        release_free_heap();
+        // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
+        if std::fs::write("/proc/self/clear_refs", "5").is_ok()
+            && let Some(rss) = status_field("VmRSS:")
+        {
+            return PeakMeter::Rss(rss);
+        }
+        PeakMeter::Unavailable
+    }
+
+    /// The peak above the starting point, and how it was read.
+    pub fn finish(self, device: &Device) -> Option<(u64, &'static str)> {
+        match self {
+            PeakMeter::Pool(before) => device.memory_pool_usage().map(|u| {
+                (
+                    u.bytes_reserved.saturating_sub(before),
+                    "wgpu memory pool, bytes reserved",
+                )
+            }),
+            PeakMeter::Rss(before) => status_field("VmHWM:")
+                .map(|hwm| (hwm.saturating_sub(before), "process peak resident memory")),
+            PeakMeter::Unavailable => None,
+        }
+    }
+}
+
+fn status_field(field: &str) -> Option<u64> {
+    meminfo_field(&std::fs::read_to_string("/proc/self/status").ok()?, field)
+}
+
+/// Hands the allocator's free heap back to the system (glibc keeps it otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_heap() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() {}

@@ -1,0 +1,261 @@
+//! The batch plan: micro-batch, accumulation and learning rate for one device.
+//!
+//! Candidates are the divisors of the effective batch (so accumulation reaches it exactly)
+//! whose modelled step fits the budget with a margin and whose largest tensor fits the
+//! binding limit. The largest few are tried for real and the fastest whole-step throughput
+//! wins: on many devices a mid-sized micro-batch beats the largest that fits.
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::limits::DeviceLimits;
+use super::memory::{StepMemory, fmt_bytes, step_memory};
+use super::trial::{Trial, run_trial};
+use crate::config::{BatchSize, Config, ModelConfig};
+use crate::error::{Result, SaplingError};
+use crate::optim::scaled_lr;
+
+/// Share of the budget a planned step may use: the model is an estimate, and allocators
+/// round sizes up.
+pub const SAFETY_MARGIN: f64 = 0.85;
+/// Trials within this share of the best throughput count as ties, won by the larger size
+/// (fewer accumulation passes, less launch overhead).
+pub const THROUGHPUT_TIE: f64 = 0.02;
+
+/// How a plan was arrived at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanSource {
+    /// Memory model, then trial steps.
+    Probed,
+    /// Memory model only (no trials asked for).
+    Modelled,
+    /// `batch_size` was given; checked against the memory model.
+    Given,
+    /// Taken from the checkpoint of a run on the same device.
+    Reused,
+}
+
+/// What `sapling probe` prints and a checkpoint keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchPlan {
+    pub micro_batch: usize,
+    pub accum: usize,
+    pub effective_batch: usize,
+    /// Peak learning rate after scaling from the effective batch.
+    pub lr: f64,
+    /// The modelled step at `micro_batch`.
+    pub predicted: StepMemory,
+    pub limits: DeviceLimits,
+    pub source: PlanSource,
+    /// The sizes tried, largest first.
+    pub trials: Vec<Trial>,
+}
+
+impl BatchPlan {
+    /// One line for logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "micro-batch {} x {} accumulation = {} images/step, peak lr {:.3e}, predicted {} per step (budget {}), largest buffer {} ({})",
+            self.micro_batch,
+            self.accum,
+            self.effective_batch,
+            self.lr,
+            fmt_bytes(self.predicted.total),
+            fmt_bytes(self.limits.budget),
+            fmt_bytes(self.predicted.largest.bytes),
+            self.predicted.largest.name,
+        )
+    }
+}
+
+/// How much probing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Micro-batch sizes to run for real (0: trust the memory model).
+    pub sizes: usize,
+    /// Timed steps per size, after one warm-up step.
+    pub steps: usize,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions { sizes: 3, steps: 2 }
+    }
+}
+
+/// Why a modelled step does not fit, or `None` when it does.
+pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
+    if let Some(binding) = limits.max_storage_buffer_binding_size
+        && memory.largest.bytes > binding
+    {
+        return Some(format!(
+            "its largest tensor ({}, {}) exceeds the adapter's storage-binding limit of {}",
+            memory.largest.name,
+            fmt_bytes(memory.largest.bytes),
+            fmt_bytes(binding)
+        ));
+    }
+    let allowed = (limits.budget as f64 * SAFETY_MARGIN) as u64;
+    (memory.total > allowed).then(|| {
+        format!(
+            "a step needs about {}, over {:.0}% of the {} budget ({})",
+            fmt_bytes(memory.total),
+            SAFETY_MARGIN * 100.0,
+            fmt_bytes(limits.budget),
+            limits.budget_source
+        )
+    })
+}
+
+/// Micro-batches that divide `effective` and fit, largest first, with their modelled steps.
+pub fn candidates(
+    model: &ModelConfig,
+    effective: usize,
+    limits: &DeviceLimits,
+) -> Vec<(usize, StepMemory)> {
+    (1..=effective)
+        .rev()
+        .filter(|m| effective.is_multiple_of(*m))
+        .map(|m| (m, step_memory(model, m, effective / m)))
+        .filter(|(_, mem)| misfit(mem, limits).is_none())
+        .collect()
+}
+
+/// Plans the batch of `config` on `device`.
+///
+/// A given `batch_size` is checked against the model and kept; `auto` tries the largest
+/// `options.sizes` candidates for real and keeps the fastest.
+pub fn plan(
+    config: &Config,
+    device: &Device,
+    limits: &DeviceLimits,
+    options: ProbeOptions,
+) -> Result<BatchPlan> {
+    let model = &config.model;
+    let effective = config.train.effective_batch;
+    let fitting = candidates(model, effective, limits);
+    let make = |micro: usize, source, trials| BatchPlan {
+        micro_batch: micro,
+        accum: effective / micro,
+        effective_batch: effective,
+        lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
+        predicted: step_memory(model, micro, effective / micro),
+        limits: limits.clone(),
+        source,
+        trials,
+    };
+    if let BatchSize::Fixed(micro) = config.train.batch_size {
+        let memory = step_memory(model, micro, effective / micro);
+        if let Some(why) = misfit(&memory, limits) {
+            return Err(does_not_fit(micro, why, &fitting, effective, limits));
+        }
+        return Ok(make(micro, PlanSource::Given, Vec::new()));
+    }
+    let Some(&(largest, _)) = fitting.first() else {
+        let why = misfit(&step_memory(model, 1, effective), limits).unwrap_or_default();
+        return Err(does_not_fit(1, why, &fitting, effective, limits));
+    };
+    if options.sizes == 0 {
+        return Ok(make(largest, PlanSource::Modelled, Vec::new()));
+    }
+    let mut trials = Vec::new();
+    for &(micro, _) in &fitting {
+        if trials.iter().filter(|t: &&Trial| t.ok()).count() == options.sizes {
+            break;
+        }
+        tracing::info!("probe: trying micro-batch {micro}");
+        let mut trial = run_trial(config, device, micro, effective / micro, options.steps);
+        if trial.ok()
+            && let Some(peak) = trial.measured_peak
+            && peak > limits.budget
+        {
+            trial.error = Some(format!(
+                "measured peak {} is over the {} budget",
+                fmt_bytes(peak),
+                fmt_bytes(limits.budget)
+            ));
+        }
+        if let Some(e) = &trial.error {
+            tracing::warn!("probe: micro-batch {micro} failed: {e}");
+        }
+        trials.push(trial);
+    }
+    let Some(best) = choose(&trials) else {
+        let why = trials
+            .iter()
+            .find_map(|t| t.error.clone())
+            .unwrap_or_default();
+        return Err(does_not_fit(
+            fitting.last().map_or(1, |c| c.0),
+            format!("every trial step failed ({why})"),
+            &[],
+            effective,
+            limits,
+        ));
+    };
+    Ok(make(best, PlanSource::Probed, trials))
+}
+
+/// The fastest successful trial; near-ties go to the larger micro-batch.
+pub fn choose(trials: &[Trial]) -> Option<usize> {
+    let best = trials
+        .iter()
+        .filter(|t| t.ok())
+        .map(|t| t.images_per_sec)
+        .fold(f64::NAN, f64::max);
+    trials
+        .iter()
+        .filter(|t| t.ok() && t.images_per_sec >= best * (1.0 - THROUGHPUT_TIE))
+        .map(|t| t.micro_batch)
+        .max()
+}
+
+/// The plan of a training run: reused from `previous` (a checkpoint's) on the same device
+/// and effective batch, otherwise probed afresh.
+pub fn plan_for_run(
+    config: &Config,
+    device: &Device,
+    limits: &DeviceLimits,
+    previous: Option<&BatchPlan>,
+) -> Result<BatchPlan> {
+    if config.train.batch_size == BatchSize::Auto
+        && let Some(p) = previous
+    {
+        if p.limits.key == limits.key && p.effective_batch == config.train.effective_batch {
+            let mut reused = p.clone();
+            reused.source = PlanSource::Reused;
+            reused.limits = limits.clone();
+            return Ok(reused);
+        }
+        tracing::info!(
+            "the checkpoint's batch plan was made on {}; probing {} again, keeping the effective batch {}",
+            p.limits.adapter,
+            limits.adapter,
+            config.train.effective_batch
+        );
+    }
+    plan(config, device, limits, ProbeOptions::default())
+}
+
+fn does_not_fit(
+    requested: usize,
+    why: String,
+    fitting: &[(usize, StepMemory)],
+    effective: usize,
+    limits: &DeviceLimits,
+) -> SaplingError {
+    let advice = match fitting.first() {
+        Some(&(m, _)) => format!(
+            "The largest micro-batch that fits is {m}: use --batch-size {m} ({} accumulation steps keep the effective batch of {effective}), or --batch-size auto",
+            effective / m
+        ),
+        None => "Not even a micro-batch of 1 fits: lower model.img_size, pick a smaller preset, or raise --memory-budget if the device has more memory".to_string(),
+    };
+    SaplingError::BatchDoesNotFit {
+        requested,
+        adapter: limits.adapter.clone(),
+        why,
+        advice,
+    }
+}

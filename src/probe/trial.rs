@@ -1,0 +1,127 @@
+//! Real trial steps: a throwaway model runs forward, backward and AdamW at one micro-batch,
+//! so the plan rests on what the device did, not only on the memory model.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::memory::step_memory;
+use super::peak::PeakMeter;
+use crate::config::{BatchSize, Config};
+use crate::data::Batch;
+use crate::train::Trainer;
+
+/// What one micro-batch size did on the device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub micro_batch: usize,
+    /// Why the size was rejected; `None` when every step ran.
+    pub error: Option<String>,
+    /// Mean forward + backward time of one micro-batch, after the first step.
+    pub forward_backward_ms: f64,
+    /// Mean clipping + AdamW time.
+    pub optimizer_ms: f64,
+    /// Images per second of a whole optimizer step at the plan's accumulation, from the two
+    /// phases: `effective / (accum · forward_backward + optimizer)`.
+    pub images_per_sec: f64,
+    /// The memory model's peak for this size.
+    pub predicted_peak: u64,
+    /// Peak memory the device reported over the trial, where it reports one.
+    pub measured_peak: Option<u64>,
+    /// How `measured_peak` was read.
+    pub measured_by: Option<String>,
+}
+
+impl Trial {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Runs one warm-up step (it compiles kernels and allocates AdamW's moments) and `timed`
+/// measured steps of micro-batch `micro` on a fresh model; `accum` is only used to turn the
+/// phase times into whole-step throughput. Failures, panics included, come back as
+/// [`Trial::error`].
+pub fn run_trial(
+    config: &Config,
+    device: &Device,
+    micro: usize,
+    accum: usize,
+    timed: usize,
+) -> Trial {
+    let mut trial = Trial {
+        micro_batch: micro,
+        error: None,
+        forward_backward_ms: 0.0,
+        optimizer_ms: 0.0,
+        images_per_sec: 0.0,
+        predicted_peak: step_memory(&config.model, micro, accum).total,
+        measured_peak: None,
+        measured_by: None,
+    };
+    let meter = PeakMeter::start(device);
+    let result = catch_unwind(AssertUnwindSafe(|| measure(config, device, micro, timed)));
+    if let Some((peak, how)) = meter.finish(device) {
+        trial.measured_peak = Some(peak);
+        trial.measured_by = Some(how.to_string());
+    }
+    match result {
+        Ok(Ok((fb, opt))) => {
+            trial.forward_backward_ms = fb * 1e3;
+            trial.optimizer_ms = opt * 1e3;
+            trial.images_per_sec = (micro * accum) as f64 / (accum as f64 * fb + opt);
+        }
+        Ok(Err(e)) => trial.error = Some(e.to_string()),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the step panicked".to_string());
+            trial.error = Some(message);
+        }
+    }
+    device.memory_cleanup();
+    trial
+}
+
+/// Mean seconds of (forward + backward, optimizer) over the timed steps.
+fn measure(
+    config: &Config,
+    device: &Device,
+    micro: usize,
+    timed: usize,
+) -> crate::Result<(f64, f64)> {
+    let mut config = config.clone();
+    config.train.batch_size = BatchSize::Fixed(micro);
+    let mut trainer = Trainer::new(&config, device);
+    let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
+    // A tiny learning rate: the trial measures, it does not need to learn.
+    let lr = 1e-8;
+    trainer.step_timed(0, lr, vec![batch.clone()])?;
+    let (mut fb, mut opt) = (0.0, 0.0);
+    for step in 1..=timed.max(1) as u64 {
+        let (_, times) = trainer.step_timed(step, lr, vec![batch.clone()])?;
+        fb += times.forward_backward;
+        opt += times.optimizer;
+    }
+    let n = timed.max(1) as f64;
+    Ok((fb / n, opt / n))
+}
+
+/// Normalised-looking noise: the step's cost does not depend on the pixels.
+pub fn synthetic_batch(batch: usize, size: usize, seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let images = (0..batch * 3 * size * size)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    Batch {
+        images,
+        batch,
+        size,
+        first_sample: 0,
+    }
+}

@@ -1,0 +1,263 @@
+//! Batch planning: the memory model against what devices report, simulated small limits,
+//! bad requests, and plans kept across resumes.
+
+use std::process::Command;
+
+use sapling::config::{BatchSize, Config, DeviceChoice, Preset};
+use sapling::data::{ImageSource, Loader};
+use sapling::device::{self, Selected};
+use sapling::probe::{self, BatchPlan, DeviceLimits, PlanSource, ProbeOptions};
+use sapling::train::{RunOptions, Trainer, train};
+
+use crate::common::{adapter_or_skip, flex, micro_config};
+
+/// Predicted peak over measured peak must lie in this range.
+const MODEL_TOLERANCE: (f64, f64) = (0.7, 1.3);
+
+fn flex_limits() -> DeviceLimits {
+    DeviceLimits::of(
+        &Selected {
+            device: flex(),
+            adapter: None,
+        },
+        Some(64 << 10),
+    )
+}
+
+fn preset(p: Preset, effective: usize, batch: BatchSize) -> Config {
+    let mut c = p.config();
+    c.train.effective_batch = effective;
+    c.train.batch_size = batch;
+    c
+}
+
+const MODEL_ONLY: ProbeOptions = ProbeOptions { sizes: 0, steps: 0 };
+
+/// Runs `sapling probe ... --json` in its own process, so its peak memory is its own.
+fn probe_in_child(args: &[&str]) -> BatchPlan {
+    let out = Command::new(env!("CARGO_BIN_EXE_sapling"))
+        .arg("probe")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sapling probe {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn assert_model_matches(plan: &BatchPlan, what: &str) {
+    assert!(!plan.trials.is_empty(), "{what}: no trials");
+    for t in &plan.trials {
+        assert!(
+            t.ok(),
+            "{what}: micro-batch {} failed: {:?}",
+            t.micro_batch,
+            t.error
+        );
+        let measured = t.measured_peak.expect("the device reports a peak") as f64;
+        let ratio = t.predicted_peak as f64 / measured;
+        eprintln!(
+            "{what}: micro-batch {} predicted {} measured {} ({}) ratio {ratio:.2}",
+            t.micro_batch,
+            probe::fmt_bytes(t.predicted_peak),
+            probe::fmt_bytes(measured as u64),
+            t.measured_by.as_deref().unwrap_or("")
+        );
+        assert!(
+            (MODEL_TOLERANCE.0..=MODEL_TOLERANCE.1).contains(&ratio),
+            "{what}: micro-batch {}: predicted/measured = {ratio:.2}",
+            t.micro_batch
+        );
+    }
+}
+
+#[test]
+fn memory_model_matches_the_peak_on_flex() {
+    let tiny = probe_in_child(&["--device", "cpu", "--trial-steps", "1"]);
+    assert_model_matches(&tiny, "tiny on Flex");
+    let vit_b = probe_in_child(&[
+        "--device",
+        "cpu",
+        "--preset",
+        "vit-b",
+        "--effective-batch",
+        "4",
+        "--trial-sizes",
+        "1",
+        "--trial-steps",
+        "1",
+    ]);
+    assert_model_matches(&vit_b, "vit-b on Flex");
+}
+
+#[test]
+fn memory_model_matches_the_wgpu_memory_pool() {
+    if !adapter_or_skip("memory_model_matches_the_wgpu_memory_pool") {
+        return;
+    }
+    let tiny = probe_in_child(&[
+        "--device",
+        "wgpu",
+        "--trial-sizes",
+        "2",
+        "--trial-steps",
+        "1",
+    ]);
+    assert_model_matches(&tiny, "tiny on wgpu");
+}
+
+#[test]
+fn small_limits_shrink_the_micro_batch_and_raise_accumulation() {
+    let config = preset(Preset::VitB, 256, BatchSize::Auto);
+    let roomy = probe::plan(&config, &flex(), &flex_limits(), MODEL_ONLY).unwrap();
+    assert_eq!(roomy.source, PlanSource::Modelled);
+    for (binding, budget) in [
+        (128u64 << 20, 8u64 << 30),
+        (16 << 20, 8 << 30),
+        (128 << 20, 3 << 30),
+    ] {
+        let limits = flex_limits().simulated(Some(binding), Some(budget));
+        let plan = probe::plan(&config, &flex(), &limits, MODEL_ONLY).unwrap();
+        assert!(
+            plan.micro_batch < roomy.micro_batch,
+            "{} vs {}",
+            plan.micro_batch,
+            roomy.micro_batch
+        );
+        assert_eq!(plan.micro_batch * plan.accum, 256);
+        assert!(plan.accum > roomy.accum);
+        assert!(plan.predicted.largest.bytes <= binding);
+        assert!(plan.predicted.total <= budget);
+        // The next size up would not have fitted: the plan is the largest that does.
+        let next = probe::step_memory(&config.model, plan.micro_batch * 2, plan.accum / 2);
+        assert!(next.largest.bytes > binding || next.total as f64 > budget as f64 * 0.85);
+    }
+}
+
+#[test]
+fn sapiens_scores_do_not_fit_a_webgpu_binding() {
+    // One sample's decoder scores are ~1 GiB, over WebGPU's default 128 MiB binding limit,
+    // until attention stops materialising them (issue 5).
+    let config = preset(Preset::Sapiens03b, 4096, BatchSize::Auto);
+    let limits = flex_limits().simulated(Some(128 << 20), None);
+    let err = probe::plan(&config, &flex(), &limits, MODEL_ONLY)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Not even a micro-batch of 1"), "{err}");
+    assert!(err.contains("decoder attention scores"), "{err}");
+}
+
+#[test]
+fn a_batch_that_cannot_fit_is_refused_with_what_does() {
+    let config = preset(Preset::VitB, 256, BatchSize::Fixed(128));
+    let limits = flex_limits().simulated(None, Some(3 << 30));
+    let err = probe::plan(&config, &flex(), &limits, MODEL_ONLY)
+        .unwrap_err()
+        .to_string();
+    let fits = probe::plan(
+        &preset(Preset::VitB, 256, BatchSize::Auto),
+        &flex(),
+        &limits,
+        MODEL_ONLY,
+    )
+    .unwrap();
+    let want = format!(
+        "The largest micro-batch that fits is {m}: use --batch-size {m} ({a} accumulation steps keep the effective batch of 256)",
+        m = fits.micro_batch,
+        a = fits.accum
+    );
+    assert!(err.contains("micro-batch 128 does not fit"), "{err}");
+    assert!(err.contains(&want), "{err}");
+}
+
+#[test]
+fn the_plan_is_probed_saved_and_reused_on_resume() {
+    let mut c = micro_config("plan-resume");
+    c.train.batch_size = BatchSize::Auto;
+    c.train.effective_batch = 8;
+    c.train.steps = Some(2);
+    c.train.checkpoint_every = 2;
+    let first = train(&c, RunOptions::default()).unwrap();
+    assert_eq!(first.plan.source, PlanSource::Probed);
+    assert_eq!(first.plan.micro_batch * first.plan.accum, 8);
+    assert!(first.plan.trials.iter().all(|t| t.ok()));
+    let loaded = sapling::checkpoint::latest(&c.train.out).unwrap();
+    let saved = loaded
+        .state
+        .plan
+        .clone()
+        .expect("the checkpoint keeps the plan");
+    assert_eq!(
+        (
+            saved.micro_batch,
+            saved.accum,
+            saved.source,
+            &saved.limits.key
+        ),
+        (
+            first.plan.micro_batch,
+            first.plan.accum,
+            PlanSource::Probed,
+            &first.plan.limits.key
+        )
+    );
+
+    let mut more = c.clone();
+    more.train.steps = Some(3);
+    let resumed = train(
+        &more,
+        RunOptions {
+            resume: Some(std::sync::Arc::new(loaded)),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.plan.source, PlanSource::Reused);
+    assert_eq!(resumed.plan.micro_batch, first.plan.micro_batch);
+
+    // Another device: probed again, same effective batch.
+    let mut elsewhere = first.plan.clone();
+    elsewhere.limits.key = "Vulkan|some other GPU".into();
+    let limits = flex_limits();
+    let again = probe::plan_for_run(&c, &flex(), &limits, Some(&elsewhere)).unwrap();
+    assert_eq!(again.source, PlanSource::Probed);
+    assert_eq!(again.effective_batch, 8);
+}
+
+#[test]
+fn splitting_a_batch_into_micro_batches_keeps_the_step() {
+    // Masks and crops are drawn per sample, so 1 x 8 and 4 x 2 see the same data.
+    let c = micro_config("split");
+    let dev = flex();
+    let step_with = |micro: usize| {
+        let mut t = Trainer::new(&c, &dev);
+        let mut loader = Loader::new(ImageSource::Embedded, &c.data, 32, micro, 0, 0);
+        let batches = (0..8 / micro)
+            .map(|_| loader.next_batch().unwrap())
+            .collect();
+        t.step(0, 1e-3, batches).unwrap()
+    };
+    let (whole, split) = (step_with(8), step_with(2));
+    assert!(
+        (whole.loss - split.loss).abs() < 1e-5 * whole.loss,
+        "{whole:?} vs {split:?}"
+    );
+    assert!(
+        (whole.grad_norm - split.grad_norm).abs() < 1e-4 * whole.grad_norm,
+        "{whole:?} vs {split:?}"
+    );
+}
+
+#[test]
+fn auto_is_the_default_and_on_flex_never_touches_wgpu() {
+    let c = Preset::Tiny.config();
+    assert_eq!(c.train.batch_size, BatchSize::Auto);
+    let limits = DeviceLimits::of(&device::select(DeviceChoice::Cpu).unwrap(), None);
+    assert_eq!(limits.key, "flex");
+    assert!(limits.max_storage_buffer_binding_size.is_none());
+    assert!(limits.budget > 0);
+}
