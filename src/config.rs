@@ -511,6 +511,10 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Optimizer steps between reconstruction pictures in `OUT/recon/` (0 turns them off).
     pub recon_every: u64,
+    /// Size of the gradient buckets read back and all-reduced together across MPI ranks.
+    pub allreduce_bucket_mib: u64,
+    /// Read the next bucket back while MPI reduces the current one.
+    pub allreduce_overlap: bool,
 }
 
 impl Default for TrainConfig {
@@ -528,6 +532,8 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             keep_checkpoints: 3,
             recon_every: 100,
+            allreduce_bucket_mib: 25,
+            allreduce_overlap: true,
         }
     }
 }
@@ -585,6 +591,12 @@ impl TrainConfig {
                     ),
                 ));
             }
+        }
+        if self.allreduce_bucket_mib == 0 {
+            return Err(SaplingError::config(
+                "train.allreduce_bucket_mib",
+                "must be at least 1",
+            ));
         }
         if self.memory_budget_mib == Some(0) {
             return Err(SaplingError::config(
@@ -736,7 +748,10 @@ impl<'de> Deserialize<'de> for BatchSize {
 
 /// The largest divisor of `n` that is at most `cap` (at least 1).
 pub fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
-    (1..=cap.min(n)).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
+    (1..=cap.min(n))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// True for positive numbers; false for zero, negatives and NaN.

@@ -20,6 +20,8 @@ pub mod config;
 pub mod data;
 /// Device selection (WebGPU or Flex) and adapter descriptions.
 pub mod device;
+/// Data-parallel training over MPI.
+pub mod dist;
 /// Typed errors.
 pub mod error;
 /// Evaluation: linear probing.

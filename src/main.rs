@@ -22,6 +22,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Train(TrainArgs::default())) {
         Command::Train(args) => {
             let (config, resume) = args.resolve_run()?;
+            // MPI is started before any device work; without `mpirun` this is a world of one.
+            let world = sapling::dist::world::init();
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
                 interactive: true,
                 resume: resume.map(Arc::new),
                 stop: Some(stop),
+                world: Some(world.clone()),
             };
             let summary = train(&config, options)
                 .with_context(|| format!("training {}", config.preset.name()))?;
@@ -52,6 +55,20 @@ fn main() -> anyhow::Result<()> {
                     summary.out.display()
                 );
                 return Ok(());
+            }
+            if world.size() > 1 {
+                println!(
+                    "rank {} of {}: weights crc32 {:08x}, max difference from rank 0 {:e}, all-reduce {:.1} ms and {} per step",
+                    world.rank(),
+                    world.size(),
+                    summary.weights_crc32,
+                    summary.max_diff_from_rank0,
+                    summary.reduce_seconds * 1e3,
+                    sapling::probe::fmt_bytes(summary.reduce_bytes)
+                );
+                if world.rank() != 0 {
+                    return Ok(());
+                }
             }
             let first = summary.losses.first().map(|l| l.1).unwrap_or(f64::NAN);
             let last = summary.losses.last().map(|l| l.1).unwrap_or(f64::NAN);

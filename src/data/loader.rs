@@ -56,9 +56,10 @@ impl SkipLog {
 /// The background loader; dropping it stops its threads.
 pub struct Loader {
     receivers: Vec<Receiver<Result<Batch>>>,
-    /// The next micro-batch to hand out.
+    /// The next of this rank's micro-batches to hand out.
     next: u64,
-    batch: u64,
+    /// Samples all ranks read per micro-batch of each.
+    round: u64,
     workers: Vec<JoinHandle<()>>,
     skips: Arc<SkipLog>,
 }
@@ -74,12 +75,35 @@ impl Loader {
         seed: u64,
         start_sample: u64,
     ) -> Self {
-        if !start_sample.is_multiple_of(batch as u64) {
+        Self::sharded(
+            source,
+            config,
+            img_size,
+            batch,
+            seed,
+            start_sample,
+            Shard::WHOLE,
+        )
+    }
+
+    /// One rank's share of the stream: global micro-batches `j · size + rank`, so the ranks
+    /// together read every sample once and `start_sample` counts samples of all ranks.
+    pub fn sharded(
+        source: ImageSource,
+        config: &DataConfig,
+        img_size: usize,
+        batch: usize,
+        seed: u64,
+        start_sample: u64,
+        shard: Shard,
+    ) -> Self {
+        let round = (batch * shard.size) as u64;
+        if !start_sample.is_multiple_of(round) {
             tracing::warn!(
-                "the stream position {start_sample} is not a multiple of the micro-batch {batch}; continuing from the batch boundary below it"
+                "the stream position {start_sample} is not a multiple of micro-batch x ranks = {round}; continuing from the boundary below it"
             );
         }
-        let start = start_sample / batch as u64;
+        let start = start_sample / round;
         let source = Arc::new(source);
         let skips = Arc::new(SkipLog::default());
         let n_workers = config.workers;
@@ -89,6 +113,7 @@ impl Loader {
             let (tx, rx) = sync_channel(config.prefetch.div_ceil(n_workers).max(1));
             receivers.push(rx);
             let job = Worker {
+                shard,
                 source: source.clone(),
                 config: config.clone(),
                 img_size,
@@ -106,7 +131,7 @@ impl Loader {
         Loader {
             receivers,
             next: start,
-            batch: batch as u64,
+            round,
             workers,
             skips,
         }
@@ -124,9 +149,9 @@ impl Loader {
         })
     }
 
-    /// Samples handed out so far, counted from the start of the stream.
+    /// Samples handed out so far by all ranks, counted from the start of the stream.
     pub fn position(&self) -> u64 {
-        self.next * self.batch
+        self.next * self.round
     }
 
     /// Files skipped because they could not be decoded.
@@ -145,7 +170,20 @@ impl Drop for Loader {
     }
 }
 
+/// Which part of the stream a process reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl Shard {
+    /// The whole stream (a world of one).
+    pub const WHOLE: Shard = Shard { rank: 0, size: 1 };
+}
+
 struct Worker {
+    shard: Shard,
     source: Arc<ImageSource>,
     config: DataConfig,
     img_size: usize,
@@ -168,7 +206,8 @@ impl Worker {
         }
     }
 
-    fn build(&self, m: u64, epoch_perm: &mut Option<(u64, Vec<usize>)>) -> Result<Batch> {
+    fn build(&self, local: u64, epoch_perm: &mut Option<(u64, Vec<usize>)>) -> Result<Batch> {
+        let m = local * self.shard.size as u64 + self.shard.rank as u64;
         let n = self.source.len() as u64;
         let mut images = Vec::with_capacity(self.batch * 3 * self.img_size * self.img_size);
         for s in 0..self.batch as u64 {

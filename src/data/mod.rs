@@ -9,5 +9,5 @@ pub mod loader;
 /// Image folders and the embedded photos.
 pub mod source;
 
-pub use loader::{Batch, Loader};
+pub use loader::{Batch, Loader, Shard};
 pub use source::ImageSource;

@@ -41,7 +41,11 @@ pub enum PlanSource {
 pub struct BatchPlan {
     pub micro_batch: usize,
     pub accum: usize,
+    /// Images per optimizer step over all ranks: `world_size · micro_batch · accum`.
     pub effective_batch: usize,
+    /// MPI ranks training together.
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// Peak learning rate after scaling from the effective batch.
     pub lr: f64,
     /// The modelled step at `micro_batch`.
@@ -55,8 +59,13 @@ pub struct BatchPlan {
 impl BatchPlan {
     /// One line for logs.
     pub fn summary(&self) -> String {
+        let ranks = if self.world_size > 1 {
+            format!(" x {} ranks", self.world_size)
+        } else {
+            String::new()
+        };
         format!(
-            "micro-batch {} x {} accumulation = {} images/step, peak lr {:.3e}, predicted {} per step (budget {}), largest buffer {} ({})",
+            "micro-batch {} x {} accumulation{ranks} = {} images/step, peak lr {:.3e}, predicted {} per step (budget {}), largest buffer {} ({})",
             self.micro_batch,
             self.accum,
             self.effective_batch,
@@ -67,6 +76,10 @@ impl BatchPlan {
             self.predicted.largest.name,
         )
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// How much probing to do.
@@ -139,6 +152,7 @@ pub fn plan(
         micro_batch: micro,
         accum: effective / micro,
         effective_batch: effective,
+        world_size: 1,
         lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
         predicted: step_memory(model, micro, effective / micro),
         limits: limits.clone(),

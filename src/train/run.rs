@@ -13,18 +13,20 @@ use crate::atomic;
 use crate::checkpoint::{self, Loaded, TrainState};
 use crate::config::Config;
 use crate::data::augment::fixed_batch;
-use crate::data::{ImageSource, Loader};
+use crate::data::{ImageSource, Loader, Shard};
 use crate::device;
+use crate::dist::flat::flat_params;
+use crate::dist::{Collective, Solo, World};
 use crate::error::{Result, SaplingError};
 use crate::model::MaskPlan;
-use crate::optim::Schedule;
-use crate::probe::{BatchPlan, DeviceLimits, plan_for_run};
+use crate::optim::{Schedule, scaled_lr};
+use crate::probe::{BatchPlan, DeviceLimits, plan_for_run, step_memory};
 use crate::seed::mix;
 use crate::viz::plot::plot_metrics;
 use crate::viz::{recon_grid, save_png};
 
 /// How the loop reports to a person and where it starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Draw a progress bar and print metric lines on stdout.
     pub interactive: bool,
@@ -32,6 +34,8 @@ pub struct RunOptions {
     pub resume: Option<Arc<Loaded>>,
     /// Set (e.g. by Ctrl-C) to stop after the current step with a checkpoint.
     pub stop: Option<Arc<AtomicBool>>,
+    /// The processes training together (MPI); `None` is a world of one.
+    pub world: Option<World>,
 }
 
 /// What a finished run leaves behind.
@@ -53,24 +57,46 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// The batch plan the run used.
     pub plan: BatchPlan,
+    /// CRC-32 of every parameter value at the end, in module order: equal on every rank.
+    pub weights_crc32: u32,
+    /// Largest difference of any weight from rank 0's at the end (0 in a world of one).
+    pub max_diff_from_rank0: f32,
+    /// Mean seconds per step spent reading gradients back, all-reducing and uploading them.
+    pub reduce_seconds: f64,
+    /// Gradient bytes each rank exchanged per step.
+    pub reduce_bytes: u64,
 }
 
 /// Trains as `config` says, writing the config, metrics and checkpoints into `config.train.out`.
 pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     config.validate()?;
+    let world: World = options.world.clone().unwrap_or_else(|| Arc::new(Solo));
+    let (rank, ranks) = (world.rank(), world.size());
+    let lead = rank == 0;
+    if !config.train.effective_batch.is_multiple_of(ranks) {
+        return Err(SaplingError::config(
+            "train.effective_batch",
+            format!(
+                "{} is not divisible by the {ranks} MPI ranks; each rank must take an equal share",
+                config.train.effective_batch
+            ),
+        ));
+    }
     if let Some(loaded) = &options.resume {
         loaded.check_model(config)?;
     }
     // Data problems are reported before any device work starts.
     let source = ImageSource::new(config.data.dir.as_deref())?;
     let out = config.train.out.clone();
-    std::fs::create_dir_all(&out).map_err(|e| SaplingError::io(&out, e))?;
-    atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    if lead {
+        std::fs::create_dir_all(&out).map_err(|e| SaplingError::io(&out, e))?;
+        atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    }
 
     let selected = device::select(config.train.device)?;
     let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
     let previous = options.resume.as_ref().and_then(|l| l.state.plan.as_ref());
-    let plan = plan_for_run(config, &selected.device, &limits, previous)?;
+    let plan = plan_across(config, &selected.device, &limits, previous, world.as_ref())?;
     let (batch, accum, effective) = (plan.micro_batch, plan.accum, plan.effective_batch);
     let total = config.train.total_steps(source.len());
     let schedule = Schedule::new(&config.optim, effective, total);
@@ -84,10 +110,13 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         }
         None => (0, 0),
     };
+    // After a restore every rank holds the same weights already; a fresh start copies rank 0's.
+    let mut trainer = trainer.join(world.clone());
     tracing::info!(
-        "{} on {}: steps {}..{}, {} ({:?}), warmup {} steps, data: {}",
+        "{} on {} ({}): steps {}..{}, {} ({:?}), warmup {} steps, data: {}",
         config.preset.name(),
         selected.describe(),
+        world.describe(),
         start_step,
         total,
         plan.summary(),
@@ -106,16 +135,19 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         mix(config.train.seed, 0x0f16),
     );
     let recon_dir = out.join("recon");
-    let mut loader = Loader::new(
+    let mut loader = Loader::sharded(
         source,
         &config.data,
         config.model.img_size,
         batch,
         config.train.seed,
         start_sample,
+        Shard { rank, size: ranks },
     );
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
-    let bar = progress_bar(total, start_step, options.interactive);
+    let mut metrics = lead
+        .then(|| MetricsLog::open(&out.join("metrics.jsonl")))
+        .transpose()?;
+    let bar = progress_bar(total, start_step, options.interactive && lead);
 
     let mut summary = RunSummary {
         losses: Vec::new(),
@@ -127,7 +159,12 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         checkpoint: None,
         interrupted: false,
         plan: plan.clone(),
+        weights_crc32: 0,
+        max_diff_from_rank0: 0.0,
+        reduce_seconds: 0.0,
+        reduce_bytes: 0,
     };
+    let (mut reduce_secs, mut reduce_steps) = (0.0f64, 0u64);
     let (mut timed_images, mut timed_secs) = (0usize, 0.0f64);
     for step in start_step..total {
         let started = Instant::now();
@@ -137,6 +174,11 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         let lr = schedule.lr_at(step);
         let stats = trainer.step(step, lr, batches)?;
         let secs = started.elapsed().as_secs_f64();
+        if stats.reduce.buckets > 0 {
+            reduce_secs += stats.reduce.seconds;
+            reduce_steps += 1;
+            summary.reduce_bytes = stats.reduce.bytes;
+        }
         let images_per_sec = effective as f64 / secs;
         if step > start_step {
             timed_images += effective;
@@ -150,7 +192,9 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
             "loss {:.4}  lr {:.2e}  {:.1} img/s",
             stats.loss, lr, images_per_sec
         ));
-        if done % config.train.log_every == 0 || done == total {
+        if let Some(metrics) = metrics.as_mut()
+            && (done % config.train.log_every == 0 || done == total)
+        {
             let line = MetricLine {
                 step: done,
                 epoch: (done as usize * effective) as f64 / data_len as f64,
@@ -165,7 +209,8 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
                 bar.suspend(|| println!("{json}"));
             }
         }
-        if recon_n > 0
+        if lead
+            && recon_n > 0
             && config.train.recon_every > 0
             && (done % config.train.recon_every == 0 || done == total)
         {
@@ -190,14 +235,18 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
                 plan: Some(plan.clone()),
                 config: config.clone(),
             };
-            let path = checkpoint::save(
-                &out,
-                trainer.model(),
-                trainer.optim(),
-                &state,
-                config.train.keep_checkpoints,
-            )?;
-            summary.checkpoint = Some(path);
+            if lead {
+                let path = checkpoint::save(
+                    &out,
+                    trainer.model(),
+                    trainer.optim(),
+                    &state,
+                    config.train.keep_checkpoints,
+                )?;
+                summary.checkpoint = Some(path);
+            }
+            // No rank runs ahead of a checkpoint it might have to resume from.
+            world.barrier();
         }
         if stopping {
             summary.interrupted = true;
@@ -215,7 +264,61 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     if timed_secs > 0.0 {
         summary.images_per_sec = timed_images as f64 / timed_secs;
     }
+    if reduce_steps > 0 {
+        summary.reduce_seconds = reduce_secs / reduce_steps as f64;
+    }
+    let weights = flat_params(trainer.model());
+    let mut crc = crc32fast::Hasher::new();
+    for v in &weights {
+        crc.update(&v.to_le_bytes());
+    }
+    summary.weights_crc32 = crc.finalize();
+    if ranks > 1 {
+        // Ranks on different backends round AdamW differently; say by how much they drifted.
+        let mut lead_weights = weights.clone();
+        world.broadcast(&mut lead_weights, 0);
+        summary.max_diff_from_rank0 = weights
+            .iter()
+            .zip(&lead_weights)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+    }
     Ok(summary)
+}
+
+/// Each rank plans for its share of the effective batch; the smallest micro-batch of any rank
+/// is used by all, so every rank runs the same number of accumulation steps.
+fn plan_across(
+    config: &Config,
+    device: &burn::tensor::Device,
+    limits: &DeviceLimits,
+    previous: Option<&BatchPlan>,
+    world: &dyn Collective,
+) -> Result<BatchPlan> {
+    let ranks = world.size();
+    let global = config.train.effective_batch;
+    let mut share = config.clone();
+    share.train.effective_batch = global / ranks;
+    let previous = previous.filter(|p| p.world_size == ranks).map(|p| {
+        let mut p = p.clone();
+        p.effective_batch = global / ranks;
+        p
+    });
+    let mut plan = plan_for_run(&share, device, limits, previous.as_ref())?;
+    let micro = world.all_reduce_min(plan.micro_batch as u64) as usize;
+    if micro != plan.micro_batch {
+        tracing::info!(
+            "another rank fits only micro-batch {micro}; using it instead of {}",
+            plan.micro_batch
+        );
+    }
+    plan.micro_batch = micro;
+    plan.accum = global / ranks / micro;
+    plan.predicted = step_memory(&config.model, micro, plan.accum);
+    plan.world_size = ranks;
+    plan.effective_batch = global;
+    plan.lr = scaled_lr(config.optim.base_lr, global, config.optim.lr_base_batch);
+    Ok(plan)
 }
 
 fn progress_bar(total: u64, start: u64, interactive: bool) -> ProgressBar {

@@ -4,8 +4,11 @@
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::data::Batch;
+use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights};
 use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder};
 use crate::optim::{self, clip};
@@ -34,10 +37,12 @@ fn flex_default_device<T>(f: impl FnOnce() -> T) -> T {
 /// What a step reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
-    /// Mean loss over the step's micro-batches.
+    /// Mean loss over the step's micro-batches (and over every rank's).
     pub loss: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// The gradient all-reduce over ranks (zero in a world of one).
+    pub reduce: ReduceStats,
 }
 
 /// Seconds spent in each phase of a timed step.
@@ -58,6 +63,9 @@ pub struct Trainer {
     seed: u64,
     /// Patches per image and kept patches per image, for drawing masks.
     mask_shape: (usize, usize),
+    world: World,
+    bucket_bytes: usize,
+    overlap: bool,
 }
 
 impl Trainer {
@@ -80,7 +88,21 @@ impl Trainer {
             clip_grad: config.optim.clip_grad,
             seed: config.train.seed,
             mask_shape,
+            world: Arc::new(Solo),
+            bucket_bytes: (config.train.allreduce_bucket_mib << 20) as usize,
+            overlap: config.train.allreduce_overlap,
         }
+    }
+
+    /// Joins `world`: rank 0's weights are copied to every rank (initialisation differs per
+    /// process and backend), and every step averages gradients over the ranks.
+    pub fn join(mut self, world: World) -> Self {
+        if world.size() > 1 {
+            let model = self.model.take().expect("model is present between steps");
+            self.model = Some(broadcast_weights(model, world.as_ref()));
+        }
+        self.world = world;
+        self
     }
 
     /// Restores weights and optimizer moments from a checkpoint of the same model config.
@@ -170,6 +192,17 @@ impl Trainer {
             });
         }
         let mut grads = acc.grads();
+        let reduce = if self.world.size() > 1 {
+            all_reduce_grads(
+                &model,
+                &mut grads,
+                self.world.as_ref(),
+                self.bucket_bytes,
+                self.overlap,
+            )
+        } else {
+            ReduceStats::default()
+        };
         let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
         // One readback per step: the loss and the norm together.
         let values = Tensor::cat(
@@ -181,7 +214,11 @@ impl Trainer {
         .expect("f32 scalars");
         // The readback waited for every gradient: forward and backward are done.
         let forward_backward = started.elapsed().as_secs_f64();
-        let (loss, grad_norm) = (values[0] as f64, values[1] as f64);
+        let mut loss = [values[0]];
+        if self.world.size() > 1 {
+            self.world.all_reduce_sum(&mut loss);
+        }
+        let (loss, grad_norm) = (loss[0] as f64 / self.world.size() as f64, values[1] as f64);
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
                 self.model = Some(model);
@@ -203,6 +240,13 @@ impl Trainer {
         } else {
             None
         };
-        Ok((StepStats { loss, grad_norm }, times))
+        Ok((
+            StepStats {
+                loss,
+                grad_norm,
+                reduce,
+            },
+            times,
+        ))
     }
 }

@@ -6,7 +6,10 @@
 mod common;
 mod config;
 mod data;
+mod dist;
 mod model;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod optim;
 mod outputs;
 mod probe;

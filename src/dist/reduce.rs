@@ -1,0 +1,129 @@
+//! The gradient all-reduce: buckets of tens of MB are read back, summed over ranks by MPI on
+//! the host, averaged, and uploaded again; and the broadcast of rank 0's initial weights.
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use web_time::Instant;
+
+use super::flat::{flat_grads, flat_params, set_flat_grads, with_flat_params};
+use super::world::Collective;
+
+/// What one all-reduce cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReduceStats {
+    /// Seconds from the first readback to the last upload.
+    pub seconds: f64,
+    /// Gradient bytes this rank sent (and received) through MPI.
+    pub bytes: u64,
+    pub buckets: usize,
+}
+
+/// Replaces `grads` by their mean over the ranks of `world`.
+///
+/// Gradients are grouped, in module order, into buckets of about `bucket_bytes`; each bucket
+/// is one readback, one MPI all-reduce and one upload. With `overlap`, a second thread reads
+/// bucket `k + 1` back while MPI reduces bucket `k`.
+pub fn all_reduce_grads<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    world: &dyn Collective,
+    bucket_bytes: usize,
+    overlap: bool,
+) -> ReduceStats {
+    let started = Instant::now();
+    let flat = flat_grads(module, grads);
+    let Some(device) = flat.first().map(|t| t.device()) else {
+        return ReduceStats::default();
+    };
+    let lengths: Vec<usize> = flat.iter().map(|t| t.dims()[0]).collect();
+    let buckets = bucketize(flat, bucket_bytes / 4);
+    let n_buckets = buckets.len();
+    let scale = 1.0 / world.size() as f32;
+    let mut reduced: Vec<Vec<f32>> = Vec::with_capacity(n_buckets);
+    let mut reduce = |mut host: Vec<f32>| {
+        world.all_reduce_sum(&mut host);
+        host.iter_mut().for_each(|v| *v *= scale);
+        reduced.push(host);
+    };
+    if overlap {
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(1);
+            s.spawn(move || {
+                for b in buckets {
+                    if tx.send(read_back(b)).is_err() {
+                        return;
+                    }
+                }
+            });
+            for host in rx {
+                reduce(host);
+            }
+        });
+    } else {
+        for b in buckets {
+            reduce(read_back(b));
+        }
+    }
+    let bytes = reduced.iter().map(|b| b.len() as u64 * 4).sum();
+    let flat = split(reduced, &lengths, &device);
+    set_flat_grads(module, grads, flat);
+    ReduceStats {
+        seconds: started.elapsed().as_secs_f64(),
+        bytes,
+        buckets: n_buckets,
+    }
+}
+
+/// Rank 0's parameter values on every rank (initialisation differs per process and backend).
+pub fn broadcast_weights<M: Module>(module: M, world: &dyn Collective) -> M {
+    if world.size() == 1 {
+        return module;
+    }
+    let mut values = flat_params(&module);
+    world.broadcast(&mut values, 0);
+    with_flat_params(module, &values)
+}
+
+/// Groups flat tensors, in order, into buckets of at least `elements` (the last may be
+/// smaller); a tensor is never split.
+fn bucketize(flat: Vec<Tensor<1>>, elements: usize) -> Vec<Vec<Tensor<1>>> {
+    let mut buckets = vec![Vec::new()];
+    let mut filled = 0;
+    for t in flat {
+        if filled >= elements.max(1) {
+            buckets.push(Vec::new());
+            filled = 0;
+        }
+        filled += t.dims()[0];
+        buckets.last_mut().expect("non-empty").push(t);
+    }
+    buckets
+}
+
+/// One readback for a whole bucket.
+fn read_back(bucket: Vec<Tensor<1>>) -> Vec<f32> {
+    Tensor::cat(bucket, 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 gradients")
+}
+
+/// Uploads the reduced buckets as one tensor each and cuts them back into per-parameter
+/// pieces of `lengths`.
+fn split(reduced: Vec<Vec<f32>>, lengths: &[usize], device: &Device) -> Vec<Tensor<1>> {
+    let mut out = Vec::with_capacity(lengths.len());
+    let mut lengths = lengths.iter();
+    for host in reduced {
+        let n = host.len();
+        let whole = Tensor::<1>::from_data(TensorData::new(host, [n]), device);
+        let mut at = 0;
+        while at < n {
+            let len = *lengths.next().expect("lengths cover the buckets");
+            out.push(whole.clone().narrow(0, at, len));
+            at += len;
+        }
+    }
+    out
+}

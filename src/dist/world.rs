@@ -1,0 +1,111 @@
+//! Who this process is among its peers, and the three collectives sapling needs.
+
+use std::sync::Arc;
+
+/// The collectives data-parallel training uses. Every rank calls them in the same order.
+pub trait Collective {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum(&self, buf: &mut [f32]);
+    /// The smallest value any rank passed.
+    fn all_reduce_min(&self, value: u64) -> u64;
+    /// Rank `root`'s buffer, copied into every rank's.
+    fn broadcast(&self, buf: &mut [f32], root: usize);
+    /// Returns once every rank has called it.
+    fn barrier(&self);
+    /// A name for logs.
+    fn describe(&self) -> String;
+}
+
+/// A world of one: every collective is the identity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Solo;
+
+impl Collective for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _: &mut [f32]) {}
+    fn all_reduce_min(&self, value: u64) -> u64 {
+        value
+    }
+    fn broadcast(&self, _: &mut [f32], _: usize) {}
+    fn barrier(&self) {}
+    fn describe(&self) -> String {
+        "a single process".to_string()
+    }
+}
+
+/// The process group a run belongs to.
+pub type World = Arc<dyn Collective>;
+
+/// MPI's world when sapling is built with `--features mpi` (a world of one without `mpirun`),
+/// otherwise [`Solo`].
+pub fn init() -> World {
+    #[cfg(feature = "mpi")]
+    {
+        if let Some(w) = mpi_world::MpiWorld::init() {
+            return Arc::new(w);
+        }
+    }
+    Arc::new(Solo)
+}
+
+#[cfg(feature = "mpi")]
+mod mpi_world {
+    use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+    use mpi::environment::Universe;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+
+    use super::Collective;
+
+    /// `MPI_COMM_WORLD`; the universe is kept so MPI is finalised when the world is dropped.
+    pub struct MpiWorld {
+        _universe: Universe,
+        world: SimpleCommunicator,
+    }
+
+    impl MpiWorld {
+        pub fn init() -> Option<Self> {
+            let universe = mpi::initialize()?;
+            let world = universe.world();
+            Some(MpiWorld {
+                _universe: universe,
+                world,
+            })
+        }
+    }
+
+    impl Collective for MpiWorld {
+        fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+        fn size(&self) -> usize {
+            self.world.size() as usize
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) {
+            let send = buf.to_vec();
+            self.world
+                .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        }
+        fn all_reduce_min(&self, value: u64) -> u64 {
+            let mut out = 0u64;
+            self.world
+                .all_reduce_into(&value, &mut out, SystemOperation::min());
+            out
+        }
+        fn broadcast(&self, buf: &mut [f32], root: usize) {
+            self.world.process_at_rank(root as i32).broadcast_into(buf);
+        }
+        fn barrier(&self) {
+            self.world.barrier();
+        }
+        fn describe(&self) -> String {
+            format!("MPI rank {} of {}", self.rank(), self.size())
+        }
+    }
+}

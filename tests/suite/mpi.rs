@@ -1,0 +1,172 @@
+//! Real MPI worlds (built with `--features mpi`): two processes under `mpirun` end with the
+//! same weights on every rank, equal within float tolerance to one process with the same
+//! global batch — on Flex, and with one rank on wgpu (lavapipe) and one on Flex.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sapling::checkpoint;
+use sapling::dist::flat::flat_params;
+
+use crate::common::{adapter_or_skip, micro_config, temp_dir};
+
+const SAPLING: &str = env!("CARGO_BIN_EXE_sapling");
+const STEPS: &str = "4";
+
+fn run_config(name: &str) -> PathBuf {
+    let mut c = micro_config(name);
+    c.train.log_every = 1;
+    c.train.recon_every = 0;
+    let path = temp_dir(name).join("run.toml");
+    std::fs::write(&path, c.to_toml()).unwrap();
+    path
+}
+
+/// The flags of one rank (or of the single process).
+fn train_args(config: &Path, out: &Path, device: &str) -> Vec<String> {
+    [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        device,
+        "--steps",
+        STEPS,
+        "--batch-size",
+        "2",
+        "--effective-batch",
+        "8",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn mpirun() -> Command {
+    let mut cmd = Command::new("mpirun");
+    // Root in containers and CI; more ranks than cores on small machines.
+    cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+    cmd
+}
+
+fn check(out: std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `(crc, max difference from rank 0)` of each rank's final weights, from its report line.
+fn rank_lines(stdout: &str) -> Vec<(String, f64)> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("rank "))
+        .map(|l| {
+            let crc = l.split("crc32 ").nth(1).unwrap()[..8].to_string();
+            let diff = l
+                .split("max difference from rank 0 ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (crc, diff)
+        })
+        .collect()
+}
+
+fn final_weights(out: &Path) -> Vec<f32> {
+    let loaded = checkpoint::latest(out).unwrap();
+    flat_params(&loaded.model(&burn::tensor::Device::flex()).unwrap())
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Compares a two-rank run with the single-process run of the same global batch.
+fn assert_matches_single(config: &Path, two: &Path, name: &str, tolerance: f32) {
+    let one = temp_dir(&format!("{name}-single"));
+    check(
+        Command::new(SAPLING)
+            .args(train_args(config, &one, "cpu"))
+            .output()
+            .unwrap(),
+        "single process",
+    );
+    let (a, b) = (final_weights(two), final_weights(&one));
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst <= tolerance,
+        "{name}: weights differ from one process by {worst}"
+    );
+    for (x, y) in losses(two).iter().zip(losses(&one)) {
+        assert!((x - y).abs() <= 1e-4 * y.abs(), "{name}: loss {x} vs {y}");
+    }
+    assert_eq!(losses(two).len(), STEPS.parse::<usize>().unwrap());
+}
+
+#[test]
+fn two_cpu_ranks_match_one_process() {
+    let config = run_config("mpi-cpu");
+    let two = temp_dir("mpi-cpu-two");
+    let stdout = check(
+        mpirun()
+            .args(["-n", "2", SAPLING])
+            .args(train_args(&config, &two, "cpu"))
+            .output()
+            .unwrap(),
+        "mpirun -n 2",
+    );
+    let ranks = rank_lines(&stdout);
+    assert_eq!(ranks.len(), 2, "{stdout}");
+    assert_eq!(ranks[0].0, ranks[1].0, "ranks end with different weights");
+    assert_eq!(ranks[1].1, 0.0);
+    assert_matches_single(&config, &two, "mpi-cpu", 1e-5);
+}
+
+#[test]
+fn a_wgpu_rank_and_a_cpu_rank_match_one_process() {
+    if !adapter_or_skip("a_wgpu_rank_and_a_cpu_rank_match_one_process") {
+        return;
+    }
+    let config = run_config("mpi-mixed");
+    let two = temp_dir("mpi-mixed-two");
+    // Rank 0 on the CPU, so the weights it broadcasts are the ones the single CPU process
+    // starts from (initialisation draws differ between backends).
+    let stdout = check(
+        mpirun()
+            .args(["-n", "1", SAPLING])
+            .args(train_args(&config, &two, "cpu"))
+            .arg(":")
+            .args(["-n", "1", SAPLING])
+            .args(train_args(&config, &two, "wgpu"))
+            .output()
+            .unwrap(),
+        "mpirun wgpu : cpu",
+    );
+    let ranks = rank_lines(&stdout);
+    assert_eq!(ranks.len(), 2, "{stdout}");
+    // Different backends round AdamW differently in the last bits.
+    assert!(ranks[1].1 < 1e-5, "rank 1 drifted by {}", ranks[1].1);
+    assert_matches_single(&config, &two, "mpi-mixed", 1e-4);
+}
