@@ -1,6 +1,6 @@
 //! Who this process is among its peers, and the three collectives sapling needs.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 /// The collectives data-parallel training uses. Every rank calls them in the same order.
 pub trait Collective {
@@ -41,7 +41,7 @@ impl Collective for Solo {
 }
 
 /// The process group a run belongs to.
-pub type World = Arc<dyn Collective>;
+pub type World = Rc<dyn Collective>;
 
 /// MPI's world when sapling is built with `--features mpi` (a world of one without `mpirun`),
 /// otherwise [`Solo`].
@@ -49,10 +49,10 @@ pub fn init() -> World {
     #[cfg(feature = "mpi")]
     {
         if let Some(w) = mpi_world::MpiWorld::init() {
-            return Arc::new(w);
+            return Rc::new(w);
         }
     }
-    Arc::new(Solo)
+    Rc::new(Solo)
 }
 
 #[cfg(feature = "mpi")]

@@ -1,6 +1,7 @@
 //! The training loop: data and device set-up, the step loop, logging and checkpoints.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -70,7 +71,7 @@ pub struct RunSummary {
 /// Trains as `config` says, writing the config, metrics and checkpoints into `config.train.out`.
 pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     config.validate()?;
-    let world: World = options.world.clone().unwrap_or_else(|| Arc::new(Solo));
+    let world: World = options.world.clone().unwrap_or_else(|| Rc::new(Solo));
     let (rank, ranks) = (world.rank(), world.size());
     let lead = rank == 0;
     if !config.train.effective_batch.is_multiple_of(ranks) {

@@ -4,7 +4,7 @@
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use crate::config::Config;
 use crate::data::Batch;
@@ -88,7 +88,7 @@ impl Trainer {
             clip_grad: config.optim.clip_grad,
             seed: config.train.seed,
             mask_shape,
-            world: Arc::new(Solo),
+            world: Rc::new(Solo),
             bucket_bytes: (config.train.allreduce_bucket_mib << 20) as usize,
             overlap: config.train.allreduce_overlap,
         }
