@@ -68,11 +68,11 @@ pub enum Command {
 pub struct BatchProbeArgs {
     #[command(flatten)]
     pub run: TrainArgs,
-    /// Micro-batch sizes to run for real (0: memory model only).
-    #[arg(long, default_value_t = 3)]
+    /// Most micro-batch sizes to run for real (0: memory model only).
+    #[arg(long, default_value_t = 6)]
     pub trial_sizes: usize,
     /// Timed steps per size, after a warm-up step.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 5)]
     pub trial_steps: usize,
     /// Pretend the adapter's storage-binding limit is this many MiB.
     #[arg(long, value_name = "MIB")]
@@ -90,7 +90,7 @@ pub enum BenchCommand {
         #[command(flatten)]
         run: TrainArgs,
         /// Timed optimizer steps per micro-batch, after a warm-up step.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 9)]
         timed_steps: usize,
         /// Skip micro-batches needing more accumulation steps than this.
         #[arg(long, default_value_t = 32)]

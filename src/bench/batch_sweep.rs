@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::{BatchSize, Config};
 use crate::error::Result;
-use crate::probe::trial::synthetic_batch;
+use crate::probe::trial::{median, synthetic_batch};
 use crate::probe::{BatchPlan, DeviceLimits, ProbeOptions, plan};
 use crate::train::Trainer;
 
@@ -77,7 +77,8 @@ pub fn batch_sweep(
     })
 }
 
-/// Images per second of whole steps at micro-batch `micro`, after one warm-up step.
+/// Images per second of whole steps at micro-batch `micro` (median step), after one warm-up
+/// step.
 fn time_steps(config: &Config, device: &Device, micro: usize, steps: usize) -> Result<f64> {
     let mut config = config.clone();
     config.train.batch_size = BatchSize::Fixed(micro);
@@ -86,12 +87,12 @@ fn time_steps(config: &Config, device: &Device, micro: usize, steps: usize) -> R
     let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
     let batches = || vec![batch.clone(); accum];
     trainer.step_timed(0, 1e-8, batches())?;
-    let mut secs = 0.0;
+    let mut secs = Vec::new();
     for step in 1..=steps.max(1) as u64 {
         let (_, t) = trainer.step_timed(step, 1e-8, batches())?;
-        secs += t.forward_backward + t.optimizer;
+        secs.push(t.forward_backward + t.optimizer);
     }
-    Ok((config.train.effective_batch * steps.max(1)) as f64 / secs)
+    Ok(config.train.effective_batch as f64 / median(secs))
 }
 
 impl fmt::Display for SweepReport {

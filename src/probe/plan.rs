@@ -20,7 +20,10 @@ use crate::optim::scaled_lr;
 pub const SAFETY_MARGIN: f64 = 0.85;
 /// Trials within this share of the best throughput count as ties, won by the larger size
 /// (fewer accumulation passes, less launch overhead).
-pub const THROUGHPUT_TIE: f64 = 0.02;
+pub const THROUGHPUT_TIE: f64 = 0.05;
+
+/// A trial this much slower than the best so far ends the search.
+pub const PAST_PEAK: f64 = 0.10;
 
 /// How a plan was arrived at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +88,7 @@ fn one() -> usize {
 /// How much probing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeOptions {
-    /// Micro-batch sizes to run for real (0: trust the memory model).
+    /// Most micro-batch sizes to run for real, largest first (0: trust the memory model).
     pub sizes: usize,
     /// Timed steps per size, after one warm-up step.
     pub steps: usize,
@@ -93,7 +96,7 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { sizes: 3, steps: 2 }
+        ProbeOptions { sizes: 6, steps: 5 }
     }
 }
 
@@ -173,9 +176,20 @@ pub fn plan(
     if options.sizes == 0 {
         return Ok(make(largest, PlanSource::Modelled, Vec::new()));
     }
-    let mut trials = Vec::new();
+    let mut trials: Vec<Trial> = Vec::new();
     for &(micro, _) in &fitting {
-        if trials.iter().filter(|t: &&Trial| t.ok()).count() == options.sizes {
+        let ok: Vec<&Trial> = trials.iter().filter(|t| t.ok()).collect();
+        if ok.len() == options.sizes {
+            break;
+        }
+        // Smaller sizes are tried while they keep up: stop once the last one fell clearly
+        // behind the best so far (past the peak, smaller only gets slower).
+        let best = ok.iter().map(|t| t.images_per_sec).fold(0.0, f64::max);
+        if ok.len() >= 2
+            && ok
+                .last()
+                .is_some_and(|t| t.images_per_sec < best * (1.0 - PAST_PEAK))
+        {
             break;
         }
         tracing::info!("probe: trying micro-batch {micro}");

@@ -20,9 +20,9 @@ pub struct Trial {
     pub micro_batch: usize,
     /// Why the size was rejected; `None` when every step ran.
     pub error: Option<String>,
-    /// Mean forward + backward time of one micro-batch, after the first step.
+    /// Median forward + backward time of one micro-batch, after the first step.
     pub forward_backward_ms: f64,
-    /// Mean clipping + AdamW time.
+    /// Median clipping + AdamW time.
     pub optimizer_ms: f64,
     /// Images per second of a whole optimizer step at the plan's accumulation, from the two
     /// phases: `effective / (accum · forward_backward + optimizer)`.
@@ -88,7 +88,8 @@ pub fn run_trial(
     trial
 }
 
-/// Mean seconds of (forward + backward, optimizer) over the timed steps.
+/// Median seconds of (forward + backward, optimizer) over the timed steps: a shared machine's
+/// hiccups move the mean, not the median.
 fn measure(
     config: &Config,
     device: &Device,
@@ -102,14 +103,24 @@ fn measure(
     // A tiny learning rate: the trial measures, it does not need to learn.
     let lr = 1e-8;
     trainer.step_timed(0, lr, vec![batch.clone()])?;
-    let (mut fb, mut opt) = (0.0, 0.0);
+    let (mut fb, mut opt) = (Vec::new(), Vec::new());
     for step in 1..=timed.max(1) as u64 {
         let (_, times) = trainer.step_timed(step, lr, vec![batch.clone()])?;
-        fb += times.forward_backward;
-        opt += times.optimizer;
+        fb.push(times.forward_backward);
+        opt.push(times.optimizer);
     }
-    let n = timed.max(1) as f64;
-    Ok((fb / n, opt / n))
+    Ok((median(fb), median(opt)))
+}
+
+/// The median of a non-empty list.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Normalised-looking noise: the step's cost does not depend on the pixels.
