@@ -85,6 +85,35 @@ pub struct BatchProbeArgs {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// One training step: images/s, forward / backward / optimizer time, FLOPs, peak memory.
+    Step {
+        #[command(flatten)]
+        run: TrainArgs,
+        /// Timed steps, after two warm-up steps.
+        #[arg(long, default_value_t = 5)]
+        timed_steps: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the weights, images, masks and sapling's losses of a few steps for
+    /// `benches/torch_mae.py` to replay in PyTorch.
+    ReferenceCase {
+        #[command(flatten)]
+        run: TrainArgs,
+        /// Folder to write into.
+        #[arg(long = "case-dir")]
+        dir: PathBuf,
+        /// Micro-batch (no accumulation).
+        #[arg(long, default_value_t = 4)]
+        micro_batch: usize,
+        /// Steps to record.
+        #[arg(long, default_value_t = 3)]
+        record_steps: usize,
+        /// Constant learning rate of the recorded steps.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+    },
     /// The probe's micro-batch against every micro-batch that fits, as whole optimizer steps.
     BatchSweep {
         #[command(flatten)]

@@ -17,6 +17,7 @@ use burn::tensor::Tensor;
 use crate::atomic;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
+use crate::model::block::Block;
 
 /// One exported tensor: name, shape, row-major values.
 pub struct Exported {
@@ -67,35 +68,80 @@ pub fn encoder_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
         vec![d],
         host(bias(&model.patch_embed)),
     );
-    let linear =
-        |name: String, lin: &Linear, push: &mut dyn FnMut(String, Vec<usize>, Vec<f32>)| {
-            let [d_in, d_out] = lin.weight.val().dims();
-            push(
-                format!("{name}.weight"),
-                vec![d_out, d_in],
-                host(lin.weight.val().transpose()),
-            );
-            push(format!("{name}.bias"), vec![d_out], host(bias(lin)));
-        };
-    let norm = |name: String, n: &LayerNorm, push: &mut dyn FnMut(String, Vec<usize>, Vec<f32>)| {
-        push(format!("{name}.weight"), vec![d], host(n.gamma.val()));
-        let beta = n
-            .beta
-            .as_ref()
-            .map(|b| b.val())
-            .expect("LayerNorm has a bias");
-        push(format!("{name}.bias"), vec![d], host(beta));
-    };
     for (i, b) in model.blocks.iter().enumerate() {
-        norm(format!("blocks.{i}.norm1"), &b.norm1, &mut push);
-        linear(format!("blocks.{i}.attn.qkv"), &b.attn.qkv, &mut push);
-        linear(format!("blocks.{i}.attn.proj"), &b.attn.proj, &mut push);
-        norm(format!("blocks.{i}.norm2"), &b.norm2, &mut push);
-        linear(format!("blocks.{i}.mlp.fc1"), &b.mlp.fc1, &mut push);
-        linear(format!("blocks.{i}.mlp.fc2"), &b.mlp.fc2, &mut push);
+        push_block(&format!("blocks.{i}"), b, &mut out);
     }
-    norm("norm".into(), &model.norm, &mut push);
+    push_norm("norm", &model.norm, &mut out);
     out
+}
+
+/// Every trained tensor of the model (encoder as [`encoder_tensors`], then MAE's decoder names:
+/// `decoder_embed`, `mask_token`, `decoder_pos_embed`, `decoder_blocks.i.*`, `decoder_norm`,
+/// `decoder_pred`), e.g. to start a PyTorch reference from the same weights.
+pub fn model_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
+    let c = &model.config;
+    let (dd, l) = (c.decoder_dim, c.num_patches());
+    let mut out = encoder_tensors(model);
+    push_linear("decoder_embed", &model.decoder_embed, &mut out);
+    out.push(Exported {
+        name: "mask_token".into(),
+        shape: vec![1, 1, dd],
+        values: host(model.mask_token.val()),
+    });
+    out.push(Exported {
+        name: "decoder_pos_embed".into(),
+        shape: vec![1, 1 + l, dd],
+        values: host(model.decoder_pos_embed.clone()),
+    });
+    for (i, b) in model.decoder_blocks.iter().enumerate() {
+        push_block(&format!("decoder_blocks.{i}"), b, &mut out);
+    }
+    push_norm("decoder_norm", &model.decoder_norm, &mut out);
+    push_linear("decoder_pred", &model.decoder_pred, &mut out);
+    out
+}
+
+fn push_block(name: &str, b: &Block, out: &mut Vec<Exported>) {
+    push_norm(&format!("{name}.norm1"), &b.norm1, out);
+    push_linear(&format!("{name}.attn.qkv"), &b.attn.qkv, out);
+    push_linear(&format!("{name}.attn.proj"), &b.attn.proj, out);
+    push_norm(&format!("{name}.norm2"), &b.norm2, out);
+    push_linear(&format!("{name}.mlp.fc1"), &b.mlp.fc1, out);
+    push_linear(&format!("{name}.mlp.fc2"), &b.mlp.fc2, out);
+}
+
+/// A linear as PyTorch stores it: weight `[out, in]`, bias `[out]`.
+fn push_linear(name: &str, lin: &Linear, out: &mut Vec<Exported>) {
+    let [d_in, d_out] = lin.weight.val().dims();
+    out.push(Exported {
+        name: format!("{name}.weight"),
+        shape: vec![d_out, d_in],
+        values: host(lin.weight.val().transpose()),
+    });
+    out.push(Exported {
+        name: format!("{name}.bias"),
+        shape: vec![d_out],
+        values: host(bias(lin)),
+    });
+}
+
+fn push_norm(name: &str, n: &LayerNorm, out: &mut Vec<Exported>) {
+    let [d] = n.gamma.val().dims();
+    let beta = n
+        .beta
+        .as_ref()
+        .map(|b| b.val())
+        .expect("LayerNorm has a bias");
+    out.push(Exported {
+        name: format!("{name}.weight"),
+        shape: vec![d],
+        values: host(n.gamma.val()),
+    });
+    out.push(Exported {
+        name: format!("{name}.bias"),
+        shape: vec![d],
+        values: host(beta),
+    });
 }
 
 fn bias(lin: &Linear) -> Tensor<1> {
@@ -108,30 +154,56 @@ fn bias(lin: &Linear) -> Tensor<1> {
 /// Writes the encoder of `model` to `path` (atomically), with the preset in the metadata.
 pub fn write_encoder(model: &MaskedAutoencoder, preset: &str, path: &Path) -> Result<usize> {
     let tensors = encoder_tensors(model);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let n = tensors.len();
+    let metadata = [("layout", "timm-vit"), ("sapling_preset", preset)];
+    write_f32_tensors(tensors, &metadata, path)?;
+    Ok(n)
+}
+
+/// Writes f32 tensors as one safetensors file (atomically), with `format = pt` and `metadata`.
+pub fn write_f32_tensors(
+    tensors: Vec<Exported>,
+    metadata: &[(&str, &str)],
+    path: &Path,
+) -> Result<()> {
+    let raw: Vec<RawTensor> = tensors
         .into_iter()
-        .map(|t| {
-            let raw = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (t.name, t.shape, raw)
+        .map(|t| RawTensor {
+            name: t.name,
+            dtype: safetensors::Dtype::F32,
+            shape: t.shape,
+            bytes: t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         })
         .collect();
-    let views = bytes.iter().map(|(name, shape, raw)| {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
-                .expect("shape matches data");
-        (name.clone(), view)
+    write_safetensors(&raw, metadata, path)
+}
+
+/// A tensor already in little-endian bytes.
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// Writes tensors of any dtype as one safetensors file (atomically).
+pub fn write_safetensors(
+    tensors: &[RawTensor],
+    metadata: &[(&str, &str)],
+    path: &Path,
+) -> Result<()> {
+    let views = tensors.iter().map(|t| {
+        let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+            .expect("shape matches data");
+        (t.name.clone(), view)
     });
-    let metadata = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("layout".to_string(), "timm-vit".to_string()),
-        ("sapling_preset".to_string(), preset.to_string()),
-    ]);
-    let file = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| {
+    let mut meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    meta.extend(metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let file = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| {
         SaplingError::Checkpoint {
             path: path.to_path_buf(),
             message: format!("cannot serialise: {e}"),
         }
     })?;
-    atomic::write(path, &file)?;
-    Ok(bytes.len())
+    atomic::write(path, &file)
 }

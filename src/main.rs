@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use sapling::cli::{BenchCommand, Cli, Command, EvalCommand, TrainArgs};
+use sapling::config::BatchSize;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
 use sapling::probe::{DeviceLimits, ProbeOptions};
 use sapling::train::{RunOptions, train};
@@ -139,6 +140,64 @@ fn main() -> anyhow::Result<()> {
             } else {
                 println!("{plan}");
             }
+        }
+        Command::Bench(BenchCommand::Step {
+            run,
+            timed_steps,
+            json,
+        }) => {
+            let config = run.resolve()?;
+            let selected = sapling::device::select(config.train.device)?;
+            let micro = match config.train.batch_size {
+                BatchSize::Fixed(b) => b,
+                BatchSize::Auto => {
+                    let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
+                    sapling::probe::plan(
+                        &config,
+                        &selected.device,
+                        &limits,
+                        ProbeOptions::default(),
+                    )?
+                    .micro_batch
+                }
+            };
+            let result = sapling::bench::bench_step(
+                &config,
+                &selected.device,
+                &selected.describe(),
+                micro,
+                timed_steps,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                println!("{result}");
+            }
+        }
+        Command::Bench(BenchCommand::ReferenceCase {
+            run,
+            dir,
+            micro_batch,
+            record_steps,
+            lr,
+        }) => {
+            let config = run.resolve()?;
+            let selected = sapling::device::select(config.train.device)?;
+            let case = sapling::bench::write_reference_case(
+                &config,
+                &selected.device,
+                micro_batch,
+                record_steps,
+                lr,
+                &dir,
+            )?;
+            println!(
+                "wrote {} steps to {}: losses {:?}, grad norms {:?}",
+                record_steps,
+                dir.display(),
+                case.losses,
+                case.grad_norms
+            );
         }
         Command::Bench(BenchCommand::BatchSweep {
             run,

@@ -2,5 +2,11 @@
 
 /// The batch planner's choice against a sweep of every micro-batch.
 pub mod batch_sweep;
+/// Weights, batches, masks and results of a few steps, for the PyTorch reference.
+pub mod reference;
+/// One training step, phase by phase, with FLOPs.
+pub mod step;
 
 pub use batch_sweep::{SweepReport, SweepRow, batch_sweep};
+pub use reference::{ReferenceCase, write_reference_case};
+pub use step::{StepBench, bench_step};

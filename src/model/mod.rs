@@ -2,6 +2,8 @@
 
 /// Transformer blocks: attention, MLP, pre-norm block.
 pub mod block;
+/// Analytic FLOP counts.
+pub mod flops;
 /// MAE's initialisation helpers.
 pub mod init;
 /// The norm-pix masked reconstruction loss.
@@ -15,5 +17,6 @@ pub mod patch;
 /// Fixed 2-D sin-cos position embeddings.
 pub mod pos_embed;
 
+pub use flops::{FlopCount, flops_per_image};
 pub use mae::{MaeOutput, MaskedAutoencoder, ParamCount, analytic_params};
 pub use masking::MaskPlan;

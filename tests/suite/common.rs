@@ -68,16 +68,6 @@ pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
     if !adapter_or_skip(test) {
         return None;
     }
-    if device::adapters().is_empty() {
-        assert!(
-            !required,
-            "{test}: {REQUIRE_GPU_ENV}=1 but no WebGPU adapter was found (install mesa-vulkan-drivers for lavapipe)"
-        );
-        eprintln!(
-            "SKIPPED {test}: no WebGPU adapter found (set {REQUIRE_GPU_ENV}=1 to make this a failure)"
-        );
-        return None;
-    }
     match device::wgpu_device() {
         Ok(s) => Some(s),
         Err(e) => {

@@ -80,7 +80,7 @@ fn loading_is_deterministic_whatever_the_worker_count() {
     assert_eq!(one, batches(3, 3));
     assert_ne!(one, batches(1, 4));
     assert_ne!(one[0], one[1]);
-    // Starting mid-stream gives the same batches as reading up to there.
-    let mut late = Loader::new(ImageSource::Embedded, &config(2), 32, 5, 3, 4);
+    // Starting mid-stream (at sample 20) gives the same batches as reading up to there.
+    let mut late = Loader::new(ImageSource::Embedded, &config(2), 32, 5, 3, 4 * 5);
     assert_eq!(late.next_batch().unwrap().images, one[4]);
 }

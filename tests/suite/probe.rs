@@ -136,29 +136,36 @@ fn vit_b_memory_model_matches_the_wgpu_memory_pool() {
 
 #[test]
 fn small_limits_shrink_the_micro_batch_and_raise_accumulation() {
-    let config = preset(Preset::VitB, 256, BatchSize::Auto);
-    let roomy = probe::plan(&config, &flex(), &flex_limits(), MODEL_ONLY).unwrap();
-    assert_eq!(roomy.source, PlanSource::Modelled);
-    for (binding, budget) in [
-        (128u64 << 20, 8u64 << 30),
-        (16 << 20, 8 << 30),
-        (128 << 20, 3 << 30),
-    ] {
+    let cases = [
+        (Preset::VitB, 256, 128u64 << 20, 8u64 << 30),
+        (Preset::VitB, 256, 16 << 20, 8 << 30),
+        (Preset::VitB, 256, 128 << 20, 3 << 30),
+        // A browser-class adapter: WebGPU's default binding cap and a 512 MiB budget.
+        (Preset::Tiny, 1024, 128 << 20, 512 << 20),
+    ];
+    for (p, effective, binding, budget) in cases {
+        let config = preset(p, effective, BatchSize::Auto);
+        let roomy = probe::plan(&config, &flex(), &flex_limits(), MODEL_ONLY).unwrap();
+        assert_eq!(roomy.source, PlanSource::Modelled);
         let limits = flex_limits().simulated(Some(binding), Some(budget));
         let plan = probe::plan(&config, &flex(), &limits, MODEL_ONLY).unwrap();
+        let case = format!("{} under {binding} B binding, {budget} B budget", p.name());
         assert!(
             plan.micro_batch < roomy.micro_batch,
-            "{} vs {}",
+            "{case}: {} vs {}",
             plan.micro_batch,
             roomy.micro_batch
         );
-        assert_eq!(plan.micro_batch * plan.accum, 256);
-        assert!(plan.accum > roomy.accum);
-        assert!(plan.predicted.largest.bytes <= binding);
-        assert!(plan.predicted.total <= budget);
+        assert_eq!(plan.micro_batch * plan.accum, effective, "{case}");
+        assert!(plan.accum > roomy.accum, "{case}");
+        assert!(plan.predicted.largest.bytes <= binding, "{case}");
+        assert!(plan.predicted.total <= budget, "{case}");
         // The next size up would not have fitted: the plan is the largest that does.
         let next = probe::step_memory(&config.model, plan.micro_batch * 2, plan.accum / 2);
-        assert!(next.largest.bytes > binding || next.total as f64 > budget as f64 * 0.85);
+        assert!(
+            next.largest.bytes > binding || next.total as f64 > budget as f64 * 0.85,
+            "{case}"
+        );
     }
 }
 
