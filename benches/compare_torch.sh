@@ -12,6 +12,7 @@ SAPLING=${SAPLING:-${CARGO_TARGET_DIR:-target}/release/sapling}
 CASES=${CASES:-"tiny:32 vit-b:4"}
 STEPS=${STEPS:-5}
 WGPU_PRESETS=${WGPU_PRESETS:-tiny}
+[[ -x $SAPLING ]] || { echo "no sapling binary at $SAPLING: cargo build --release, or set SAPLING" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -17,6 +17,7 @@ BATCH=${BATCH:-16}
 EFFECTIVE=${EFFECTIVE:-32}
 BUCKET_MIB=${BUCKET_MIB:-1}
 DEVICE=${DEVICE:-cpu}
+[[ -x $SAPLING ]] || { echo "no sapling binary at $SAPLING: cargo build --release --features mpi, or set SAPLING" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
