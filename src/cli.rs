@@ -96,6 +96,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Steps/s against the micro-batch and against the image size (tokens), with plots.
+    Scaling {
+        #[command(flatten)]
+        run: TrainArgs,
+        /// Micro-batches to measure at the preset's image size.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+        batches: Vec<usize>,
+        /// Image sizes (multiples of the patch size) to measure at `--size-batch`.
+        #[arg(long, value_delimiter = ',', default_value = "32,48,64,96,128")]
+        img_sizes: Vec<usize>,
+        /// Micro-batch of the image-size sweep.
+        #[arg(long, default_value_t = 8)]
+        size_batch: usize,
+        /// Timed steps per point, after two warm-up steps.
+        #[arg(long, default_value_t = 7)]
+        timed_steps: usize,
+        /// Folder for the plots.
+        #[arg(long = "plots", default_value = "runs/scaling")]
+        plots: PathBuf,
+    },
     /// Write the weights, images, masks and sapling's losses of a few steps for
     /// `benches/torch_mae.py` to replay in PyTorch.
     ReferenceCase {

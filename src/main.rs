@@ -174,6 +174,42 @@ fn main() -> anyhow::Result<()> {
                 println!("{result}");
             }
         }
+        Command::Bench(BenchCommand::Scaling {
+            run,
+            batches,
+            img_sizes,
+            size_batch,
+            timed_steps,
+            plots,
+        }) => {
+            let config = run.resolve()?;
+            let selected = sapling::device::select(config.train.device)?;
+            let result = sapling::bench::scaling(
+                &config,
+                &selected.device,
+                &selected.describe(),
+                &sapling::bench::Sweeps {
+                    batches,
+                    sizes: img_sizes,
+                    batch_for_sizes: size_batch,
+                    timed: timed_steps,
+                },
+                &plots,
+            )?;
+            println!(
+                "{:>8} {:>6} {:>8} {:>10} {:>10}",
+                "micro", "px", "tokens", "steps/s", "images/s"
+            );
+            for p in result.by_batch.iter().chain(&result.by_tokens) {
+                println!(
+                    "{:>8} {:>6} {:>8} {:>10.3} {:>10.1}",
+                    p.micro_batch, p.img_size, p.tokens, p.steps_per_sec, p.images_per_sec
+                );
+            }
+            for p in &result.plots {
+                println!("wrote {}", p.display());
+            }
+        }
         Command::Bench(BenchCommand::ReferenceCase {
             run,
             dir,

@@ -4,9 +4,12 @@
 pub mod batch_sweep;
 /// Weights, batches, masks and results of a few steps, for the PyTorch reference.
 pub mod reference;
+/// Steps/s against micro-batch and tokens, plotted.
+pub mod scaling;
 /// One training step, phase by phase, with FLOPs.
 pub mod step;
 
 pub use batch_sweep::{SweepReport, SweepRow, batch_sweep};
 pub use reference::{ReferenceCase, write_reference_case};
+pub use scaling::{Scaling, ScalingPoint, Sweeps, scaling};
 pub use step::{StepBench, bench_step};

@@ -225,10 +225,15 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
             save_png(&grid, &recon_dir.join(format!("step-{done:08}.png")))?;
             plot_metrics(&out)?;
         }
-        let stopping = options
+        let mut stopping = options
             .stop
             .as_ref()
             .is_some_and(|s| s.load(Ordering::SeqCst));
+        if ranks > 1 {
+            // A Ctrl-C may reach only some ranks; all must stop at the same step, or the others
+            // would wait in the next all-reduce forever.
+            stopping = world.all_reduce_min(u64::from(!stopping)) == 0;
+        }
         if done % config.train.checkpoint_every == 0 || done == total || stopping {
             let state = TrainState {
                 step: done,

@@ -14,7 +14,13 @@ const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (800, 400);
 
 /// Draws `points` as a line with labelled axes and writes the PNG atomically.
-pub fn line_plot(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)]) -> Result<()> {
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(f64, f64)],
+) -> Result<()> {
     static FONT_ONCE: Once = Once::new();
     FONT_ONCE.call_once(|| {
         // Registration fails only for an unparsable font, which include_bytes! rules out.
@@ -64,7 +70,7 @@ pub fn line_plot(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)])
             .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
             .map_err(|e| err(e.to_string()))?;
         c.configure_mesh()
-            .x_desc("step")
+            .x_desc(x_label)
             .y_desc(y_label)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&y_format)
@@ -96,8 +102,9 @@ pub fn plot_metrics(out: &Path) -> Result<()> {
     line_plot(
         &out.join("loss.png"),
         "training loss (masked patches)",
+        "step",
         "loss",
         &loss,
     )?;
-    line_plot(&out.join("lr.png"), "learning rate", "lr", &lr)
+    line_plot(&out.join("lr.png"), "learning rate", "step", "lr", &lr)
 }
