@@ -31,6 +31,11 @@ pub struct StepBench {
     pub flops: FlopCount,
     /// `flops.train_step × images/s`.
     pub achieved_flops_per_sec: f64,
+    /// The device's own large-matmul rate (1024² f32, measured in the same run): the practical
+    /// peak the step's FLOP rate is compared with.
+    pub matmul_flops_per_sec: f64,
+    /// `achieved_flops_per_sec / matmul_flops_per_sec`.
+    pub fraction_of_matmul_peak: f64,
     /// Peak memory over the run, where the device reports it, and how it was read.
     pub peak_memory: Option<u64>,
     pub peak_memory_by: Option<String>,
@@ -90,6 +95,8 @@ pub fn bench_step(
     let (f, b, o) = (median(fwd), median(bwd), median(opt));
     let images_per_sec = micro as f64 / (f + b + o);
     let flops = flops_per_image(&config.model);
+    let matmul = matmul_rate(device, 1024, timed.max(3))?;
+    let achieved = flops.train_step * images_per_sec;
     Ok(StepBench {
         preset: config.preset.name().to_string(),
         device: describe.to_string(),
@@ -100,10 +107,31 @@ pub fn bench_step(
         backward_ms: b * 1e3,
         optimizer_ms: o * 1e3,
         flops,
-        achieved_flops_per_sec: flops.train_step * images_per_sec,
+        achieved_flops_per_sec: achieved,
+        matmul_flops_per_sec: matmul,
+        fraction_of_matmul_peak: achieved / matmul,
         peak_memory: peak.map(|p| p.0),
         peak_memory_by: peak.map(|p| p.1.to_string()),
     })
+}
+
+/// FLOP/s of an `n × n` f32 matmul on `device` (median of `timed` after a warm-up).
+pub fn matmul_rate(device: &Device, n: usize, timed: usize) -> Result<f64> {
+    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let mut secs = Vec::new();
+    for i in 0..timed + 1 {
+        let t0 = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        device
+            .sync()
+            .map_err(|e| SaplingError::Device(e.to_string()))?;
+        drop(c);
+        if i > 0 {
+            secs.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(2.0 * (n as f64).powi(3) / median(secs))
 }
 
 impl fmt::Display for StepBench {
@@ -127,8 +155,10 @@ impl fmt::Display for StepBench {
         )?;
         writeln!(
             f,
-            "achieved   {:.2} GFLOP/s",
-            self.achieved_flops_per_sec / 1e9
+            "achieved   {:.2} GFLOP/s = {:.0}% of this device's 1024² matmul rate ({:.2} GFLOP/s)",
+            self.achieved_flops_per_sec / 1e9,
+            100.0 * self.fraction_of_matmul_peak,
+            self.matmul_flops_per_sec / 1e9
         )?;
         write!(
             f,
