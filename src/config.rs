@@ -584,9 +584,9 @@ impl TrainConfig {
                     "train.batch_size",
                     format!(
                         "{b} does not divide train.effective_batch {e}, so no whole number of \
-                         accumulation steps reaches it; use {fits} ({} accumulation steps), \
-                         \"auto\", or change effective_batch",
-                        self.effective_batch / fits,
+                         accumulation steps reaches it; use {fits} ({}), \"auto\", or change \
+                         effective_batch",
+                        accumulation_steps(self.effective_batch / fits),
                         e = self.effective_batch
                     ),
                 ));
@@ -744,6 +744,11 @@ impl<'de> Deserialize<'de> for BatchSize {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// "1 accumulation step", "4 accumulation steps".
+pub fn accumulation_steps(n: usize) -> String {
+    format!("{n} accumulation step{}", if n == 1 { "" } else { "s" })
 }
 
 /// The largest divisor of `n` that is at most `cap` (at least 1).

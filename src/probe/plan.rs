@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::limits::DeviceLimits;
 use super::memory::{StepMemory, fmt_bytes, step_memory};
 use super::trial::{Trial, run_trial};
-use crate::config::{BatchSize, Config, ModelConfig};
+use crate::config::{BatchSize, Config, ModelConfig, accumulation_steps};
 use crate::error::{Result, SaplingError};
 use crate::optim::scaled_lr;
 
@@ -275,8 +275,8 @@ fn does_not_fit(
 ) -> SaplingError {
     let advice = match fitting.first() {
         Some(&(m, _)) => format!(
-            "The largest micro-batch that fits is {m}: use --batch-size {m} ({} accumulation steps keep the effective batch of {effective}), or --batch-size auto",
-            effective / m
+            "The largest micro-batch that fits is {m}: use --batch-size {m} ({} to keep the effective batch of {effective}), or --batch-size auto",
+            accumulation_steps(effective / m)
         ),
         None => "Not even a micro-batch of 1 fits: lower model.img_size, pick a smaller preset, or raise --memory-budget if the device has more memory".to_string(),
     };

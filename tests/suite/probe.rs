@@ -197,7 +197,7 @@ fn a_batch_that_cannot_fit_is_refused_with_what_does() {
     )
     .unwrap();
     let want = format!(
-        "The largest micro-batch that fits is {m}: use --batch-size {m} ({a} accumulation steps keep the effective batch of 256)",
+        "The largest micro-batch that fits is {m}: use --batch-size {m} ({a} accumulation steps to keep the effective batch of 256)",
         m = fits.micro_batch,
         a = fits.accum
     );
