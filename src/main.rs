@@ -135,11 +135,7 @@ fn main() -> anyhow::Result<()> {
                 steps: args.trial_steps,
             };
             let plan = sapling::probe::plan(&config, &selected.device, &limits, options)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
-            } else {
-                println!("{plan}");
-            }
+            print_report(&plan, args.json)?;
         }
         Command::Bench(BenchCommand::Step {
             run,
@@ -161,18 +157,16 @@ fn main() -> anyhow::Result<()> {
                     .micro_batch
                 }
             };
+            let matmul = sapling::bench::matmul_rate(&selected.device, 1024, timed_steps.max(3))?;
             let result = sapling::bench::bench_step(
                 &config,
                 &selected.device,
                 &selected.describe(),
                 micro,
                 timed_steps,
+                matmul,
             )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
-            } else {
-                println!("{result}");
-            }
+            print_report(&result, json)?;
         }
         Command::Bench(BenchCommand::Scaling {
             run,
@@ -251,11 +245,7 @@ fn main() -> anyhow::Result<()> {
                 timed_steps,
                 max_accum,
             )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json)?;
         }
         Command::Info => {
             let adapters = sapling::device::adapters();
@@ -266,6 +256,19 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             }
         }
+    }
+    Ok(())
+}
+
+/// A report as people read it, or as JSON for scripts.
+fn print_report<T: serde::Serialize + std::fmt::Display>(
+    report: &T,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
     }
     Ok(())
 }

@@ -12,4 +12,4 @@ pub mod step;
 pub use batch_sweep::{SweepReport, SweepRow, batch_sweep};
 pub use reference::{ReferenceCase, write_reference_case};
 pub use scaling::{Scaling, ScalingPoint, Sweeps, scaling};
-pub use step::{StepBench, bench_step};
+pub use step::{StepBench, bench_step, matmul_rate};

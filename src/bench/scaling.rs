@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use super::step::bench_step;
+use super::step::{bench_step, matmul_rate};
 use crate::config::Config;
 use crate::error::{Result, SaplingError};
 use crate::viz::plot::line_plot;
@@ -64,9 +64,10 @@ pub fn scaling(
             format!("{bad} is not a positive multiple of the patch size {p}"),
         ));
     }
+    let matmul = matmul_rate(device, 1024, 3)?;
     let point = |c: &Config, b: usize| -> Result<ScalingPoint> {
         tracing::info!("scaling: micro-batch {b}, {} px", c.model.img_size);
-        let r = bench_step(c, device, describe, b, timed)?;
+        let r = bench_step(c, device, describe, b, timed, matmul)?;
         Ok(ScalingPoint {
             micro_batch: b,
             img_size: c.model.img_size,

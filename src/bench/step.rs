@@ -42,13 +42,15 @@ pub struct StepBench {
 }
 
 /// Times `timed` steps (after two warm-up steps) of micro-batch `micro` on a fresh model,
-/// waiting for the device between phases.
+/// waiting for the device between phases; `matmul_flops_per_sec` is the device's
+/// [`matmul_rate`], measured once by the caller however many steps it benchmarks.
 pub fn bench_step(
     config: &Config,
     device: &Device,
     describe: &str,
     micro: usize,
     timed: usize,
+    matmul_flops_per_sec: f64,
 ) -> Result<StepBench> {
     let sync = |d: &Device| d.sync().map_err(|e| SaplingError::Device(e.to_string()));
     let meter = PeakMeter::start(device);
@@ -95,7 +97,6 @@ pub fn bench_step(
     let (f, b, o) = (median(fwd), median(bwd), median(opt));
     let images_per_sec = micro as f64 / (f + b + o);
     let flops = flops_per_image(&config.model);
-    let matmul = matmul_rate(device, 1024, timed.max(3))?;
     let achieved = flops.train_step * images_per_sec;
     Ok(StepBench {
         preset: config.preset.name().to_string(),
@@ -108,8 +109,8 @@ pub fn bench_step(
         optimizer_ms: o * 1e3,
         flops,
         achieved_flops_per_sec: achieved,
-        matmul_flops_per_sec: matmul,
-        fraction_of_matmul_peak: achieved / matmul,
+        matmul_flops_per_sec,
+        fraction_of_matmul_peak: achieved / matmul_flops_per_sec,
         peak_memory: peak.map(|p| p.0),
         peak_memory_by: peak.map(|p| p.1.to_string()),
     })
