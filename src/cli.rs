@@ -1,5 +1,6 @@
 //! The command line: clap definitions and the resolution of flags into a [`Config`].
 
+use crate::kernels::KernelPath;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -92,6 +93,17 @@ pub enum BenchCommand {
         /// Timed steps, after two warm-up steps.
         #[arg(long, default_value_t = 5)]
         timed_steps: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each WGSL kernel against its reference at a preset's shapes: time, ratio, memory kept.
+    Kernels {
+        #[command(flatten)]
+        run: TrainArgs,
+        /// Timed repetitions per kernel, after one warm-up.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -215,6 +227,9 @@ pub struct TrainArgs {
     /// Device memory the batch planner may use, in MiB.
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
+    /// Hot paths on burn's ops (`reference`) or sapling's WGSL kernels (`wgsl`, wgpu only).
+    #[arg(long, value_name = "reference|wgsl")]
+    pub kernels: Option<KernelPath>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -302,6 +317,9 @@ impl TrainArgs {
         }
         if let Some(m) = self.memory_budget {
             t.memory_budget_mib = Some(m);
+        }
+        if let Some(k) = self.kernels {
+            t.kernels = k;
         }
         if let Some(s) = self.seed {
             t.seed = s;

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kernels::KernelPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaplingError};
@@ -515,6 +516,10 @@ pub struct TrainConfig {
     pub allreduce_bucket_mib: u64,
     /// Read the next bucket back while MPI reduces the current one.
     pub allreduce_overlap: bool,
+    /// `reference` (burn's ops) or `wgsl` (sapling's kernels for gather, loss, attention and
+    /// AdamW; wgpu devices only).
+    #[serde(default)]
+    pub kernels: KernelPath,
 }
 
 impl Default for TrainConfig {
@@ -534,6 +539,7 @@ impl Default for TrainConfig {
             recon_every: 100,
             allreduce_bucket_mib: 25,
             allreduce_overlap: true,
+            kernels: KernelPath::Reference,
         }
     }
 }

@@ -128,6 +128,19 @@ fn cpu() -> Selected {
     }
 }
 
+/// The device of a run, checked against its kernel path: sapling's WGSL kernels need wgpu.
+pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
+    let selected = select(train.device)?;
+    if train.kernels == crate::kernels::KernelPath::Wgsl && selected.adapter.is_none() {
+        return Err(SaplingError::config(
+            "train.kernels",
+            "the WGSL kernels run on wgpu devices only and this run is on the CPU (Flex): \
+             use --device wgpu, or --kernels reference",
+        ));
+    }
+    Ok(selected)
+}
+
 /// The process's wgpu device. burn's runtime can be initialised once per process, so the first
 /// result is kept and handed to every later caller.
 pub fn wgpu_device() -> Result<Selected> {

@@ -28,6 +28,8 @@ pub mod error;
 pub mod eval;
 /// The encoder as timm-layout safetensors.
 pub mod export;
+/// Hand-written WGSL kernels and their references.
+pub mod kernels;
 /// The masked autoencoder.
 pub mod model;
 /// AdamW groups, clipping, the lr schedule.

@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Probe(args) => {
             let config = args.run.resolve()?;
-            let selected = sapling::device::select(config.train.device)?;
+            let selected = sapling::device::select_for(&config.train)?;
             let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib)
                 .simulated(args.simulate_binding.map(|m| m << 20), None);
             let options = ProbeOptions {
@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             json,
         }) => {
             let config = run.resolve()?;
-            let selected = sapling::device::select(config.train.device)?;
+            let selected = sapling::device::select_for(&config.train)?;
             let micro = match config.train.batch_size {
                 BatchSize::Fixed(b) => b,
                 BatchSize::Auto => {
@@ -168,6 +168,24 @@ fn main() -> anyhow::Result<()> {
             )?;
             print_report(&result, json)?;
         }
+        Command::Bench(BenchCommand::Kernels { run, reps, json }) => {
+            let mut config = run.resolve()?;
+            // Both paths run in the benchmark; it needs the device the kernels run on.
+            config.train.kernels = sapling::kernels::KernelPath::Wgsl;
+            let selected = sapling::device::select_for(&config.train)?;
+            let micro = match config.train.batch_size {
+                BatchSize::Fixed(b) => b,
+                BatchSize::Auto => 1,
+            };
+            let report = sapling::bench::bench_kernels(
+                &config,
+                &selected.device,
+                &selected.describe(),
+                micro,
+                reps,
+            )?;
+            print_report(&report, json)?;
+        }
         Command::Bench(BenchCommand::Scaling {
             run,
             batches,
@@ -177,7 +195,7 @@ fn main() -> anyhow::Result<()> {
             plots,
         }) => {
             let config = run.resolve()?;
-            let selected = sapling::device::select(config.train.device)?;
+            let selected = sapling::device::select_for(&config.train)?;
             let result = sapling::bench::scaling(
                 &config,
                 &selected.device,
@@ -212,7 +230,7 @@ fn main() -> anyhow::Result<()> {
             lr,
         }) => {
             let config = run.resolve()?;
-            let selected = sapling::device::select(config.train.device)?;
+            let selected = sapling::device::select_for(&config.train)?;
             let case = sapling::bench::write_reference_case(
                 &config,
                 &selected.device,
@@ -236,7 +254,7 @@ fn main() -> anyhow::Result<()> {
             json,
         }) => {
             let config = run.resolve()?;
-            let selected = sapling::device::select(config.train.device)?;
+            let selected = sapling::device::select_for(&config.train)?;
             let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
             let report = sapling::bench::batch_sweep(
                 &config,

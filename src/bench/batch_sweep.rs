@@ -45,26 +45,28 @@ pub fn batch_sweep(
     auto.train.batch_size = BatchSize::Auto;
     let plan = plan(&auto, device, limits, ProbeOptions::default())?;
     let effective = config.train.effective_batch;
-    let rows: Vec<SweepRow> = crate::probe::plan::candidates(&config.model, effective, limits)
-        .into_iter()
-        .filter(|(m, _)| effective / m <= max_accum)
-        .map(|(m, _)| {
-            tracing::info!("sweep: micro-batch {m}");
-            let result = catch_unwind(AssertUnwindSafe(|| time_steps(config, device, m, steps)));
-            device.memory_cleanup();
-            let (images_per_sec, error) = match result {
-                Ok(Ok(v)) => (v, None),
-                Ok(Err(e)) => (0.0, Some(e.to_string())),
-                Err(_) => (0.0, Some("the step panicked".to_string())),
-            };
-            SweepRow {
-                micro_batch: m,
-                accum: effective / m,
-                images_per_sec,
-                error,
-            }
-        })
-        .collect();
+    let rows: Vec<SweepRow> =
+        crate::probe::plan::candidates(&config.model, config.train.kernels, effective, limits)
+            .into_iter()
+            .filter(|(m, _)| effective / m <= max_accum)
+            .map(|(m, _)| {
+                tracing::info!("sweep: micro-batch {m}");
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| time_steps(config, device, m, steps)));
+                device.memory_cleanup();
+                let (images_per_sec, error) = match result {
+                    Ok(Ok(v)) => (v, None),
+                    Ok(Err(e)) => (0.0, Some(e.to_string())),
+                    Err(_) => (0.0, Some("the step panicked".to_string())),
+                };
+                SweepRow {
+                    micro_batch: m,
+                    accum: effective / m,
+                    images_per_sec,
+                    error,
+                }
+            })
+            .collect();
     let best = rows.iter().map(|r| r.images_per_sec).fold(0.0, f64::max);
     let chosen = rows
         .iter()

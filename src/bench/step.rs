@@ -56,8 +56,9 @@ pub fn bench_step(
     let meter = PeakMeter::start(device);
     let ad = device.clone().autodiff();
     ad.seed(config.train.seed);
-    let mut model = MaskedAutoencoder::new(&config.model, &ad);
-    let mut optim = optim::adamw(&config.optim, &model);
+    let kernels = config.train.kernels;
+    let mut model = MaskedAutoencoder::new(&config.model, &ad).with_kernels(kernels);
+    let mut optim = optim::adamw(&config.optim, &model, kernels);
     let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
     let size = config.model.img_size;
     let plan = MaskPlan::random(

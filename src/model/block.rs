@@ -5,10 +5,11 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::init;
+use crate::kernels::{KernelPath, attention, ops};
 
 /// Multi-head self-attention with a fused qkv projection.
 #[derive(Module, Debug)]
@@ -17,6 +18,9 @@ pub struct Attention {
     pub proj: Linear,
     #[module(skip)]
     heads: usize,
+    /// Reference (scores materialised) or the WGSL flash kernel; set by the model.
+    #[module(skip)]
+    pub(crate) kernels: KernelPath,
 }
 
 impl Attention {
@@ -25,6 +29,7 @@ impl Attention {
             qkv: init::linear(dim, 3 * dim, device),
             proj: init::linear(dim, dim, device),
             heads,
+            kernels: KernelPath::Reference,
         }
     }
 
@@ -44,10 +49,13 @@ impl Attention {
             qkv.next().expect("k"),
             qkv.next().expect("v"),
         );
-        // Scaling q before the product touches N·hd values instead of N·N.
-        let q = q.mul_scalar((hd as f64).powf(-0.5));
-        let scores = softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, N, N]
-        let out = scores.matmul(v).swap_dims(1, 2).reshape([b, n, d]); // [B, N, D]
+        let scale = (hd as f32).powf(-0.5);
+        let out = match self.kernels {
+            KernelPath::Wgsl if attention::supports(hd) => ops::flash_attention(q, k, v, scale),
+            // Scores [B, H, N, N]; also the WGSL path's fallback for head dims it does not take.
+            _ => attention::reference(q, k, v, scale),
+        };
+        let out = out.swap_dims(1, 2).reshape([b, n, d]); // [B, N, D]
         self.proj.forward(out)
     }
 }

@@ -10,6 +10,7 @@ use super::masking::MaskPlan;
 use super::patch::patchify;
 use super::{init, pos_embed};
 use crate::config::ModelConfig;
+use crate::kernels::{KernelPath, ops};
 
 /// MAE with a ViT encoder and decoder.
 ///
@@ -34,6 +35,9 @@ pub struct MaskedAutoencoder {
     pub decoder_pos_embed: Tensor<2>,
     #[module(skip)]
     pub config: ModelConfig,
+    /// Reference burn ops or sapling's WGSL kernels for gather, loss and attention.
+    #[module(skip)]
+    kernels: KernelPath,
 }
 
 /// What one forward pass returns.
@@ -73,7 +77,22 @@ impl MaskedAutoencoder {
             pos_embed: table(d),
             decoder_pos_embed: table(dd),
             config: config.clone(),
+            kernels: KernelPath::Reference,
         }
+    }
+
+    /// The same model running its hot paths on `kernels` (WGSL needs a wgpu device).
+    pub fn with_kernels(mut self, kernels: KernelPath) -> Self {
+        self.kernels = kernels;
+        for block in self.blocks.iter_mut().chain(self.decoder_blocks.iter_mut()) {
+            block.attn.kernels = kernels;
+        }
+        self
+    }
+
+    /// The kernel path this model runs on.
+    pub fn kernels(&self) -> KernelPath {
+        self.kernels
     }
 
     /// Masks, encodes, decodes and scores one batch.
@@ -84,18 +103,33 @@ impl MaskedAutoencoder {
         let device = imgs.device();
         let [b, _, _, _] = imgs.dims();
         let (l, k) = (plan.num_patches, plan.num_visible);
-        let patches = patchify(imgs, self.config.patch_size); // [B, L, P]
         let rows = |ids: Vec<i64>| {
             let n = ids.len();
             Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
         };
         let keep_rows = plan.keep_rows();
         let keep_pos: Vec<i64> = keep_rows.iter().map(|r| r % l as i64).collect();
-        let latent = self.forward_encoder(patches.clone(), rows(keep_rows), rows(keep_pos), k);
-        let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
         let mask = Tensor::<2>::from_data(TensorData::new(plan.mask.clone(), [b, l]), &device);
-        let loss = masked_mse(pred.clone(), patches, mask, self.config.norm_pix);
-        MaeOutput { loss, pred }
+        let p = self.config.patch_size;
+        match self.kernels {
+            KernelPath::Reference => {
+                let patches = patchify(imgs, p); // [B, L, P]
+                let latent =
+                    self.forward_encoder(patches.clone(), rows(keep_rows), rows(keep_pos), k);
+                let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
+                let loss = masked_mse(pred.clone(), patches, mask, self.config.norm_pix);
+                MaeOutput { loss, pred }
+            }
+            KernelPath::Wgsl => {
+                // Neither the gather nor the loss materialises the [B, L, P] patches.
+                let visible = ops::patch_gather(imgs.clone(), rows(keep_rows), p); // [B·K, P]
+                let latent = self.encode_visible(visible, rows(keep_pos), b, k);
+                let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
+                let per_patch = ops::norm_pix_loss(pred.clone(), imgs, p, self.config.norm_pix);
+                let loss = (per_patch * mask.clone()).sum() / mask.sum();
+                MaeOutput { loss, pred }
+            }
+        }
     }
 
     /// Embeds the kept patches only, adds their position embeddings, prepends cls, runs blocks.
@@ -110,9 +144,24 @@ impl MaskedAutoencoder {
         k: usize,
     ) -> Tensor<3> {
         let [b, l, p] = patches.dims();
-        let d = self.config.dim;
         // Gathering before the embedding multiplies only the K kept patches.
         let visible = patches.reshape([b * l, p]).select(0, keep_rows); // [B·K, P]
+        self.encode_visible(visible, keep_pos, b, k)
+    }
+
+    /// Embeds already-gathered visible patches, adds their position embeddings, prepends cls,
+    /// runs the blocks.
+    ///
+    /// # Shapes
+    /// `visible`: `[B·K, P]`; `keep_pos`: `[B·K]` (patch index of each row) → `[B, 1 + K, D]`
+    pub fn encode_visible(
+        &self,
+        visible: Tensor<2>,
+        keep_pos: Tensor<1, Int>,
+        b: usize,
+        k: usize,
+    ) -> Tensor<3> {
+        let (d, l) = (self.config.dim, self.config.num_patches());
         let pos = self.pos_embed.clone().narrow(0, 1, l).select(0, keep_pos); // [B·K, D]
         let x = (self.patch_embed.forward(visible) + pos).reshape([b, k, d]); // [B, K, D]
         let cls = (self.cls_token.val() + self.pos_embed.clone().narrow(0, 0, 1).unsqueeze())

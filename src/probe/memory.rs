@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
+use crate::kernels::KernelPath;
 use crate::model::analytic_params;
 
 const F32: u64 = 4;
@@ -71,16 +72,30 @@ impl Stack {
     fn nd(&self, b: u64) -> u64 {
         b * self.tokens * self.dim * F32
     }
-    fn saved(&self, b: u64) -> u64 {
+    /// Softmax probabilities kept for backward: the scores, or with the flash kernel one
+    /// logsumexp per row.
+    fn attention_saved(&self, b: u64, kernels: KernelPath) -> u64 {
+        match kernels {
+            KernelPath::Reference => BLOCK_SAVED_SCORES * self.scores(b),
+            KernelPath::Wgsl => b * self.heads * self.tokens * F32,
+        }
+    }
+    fn saved(&self, b: u64, kernels: KernelPath) -> u64 {
         self.depth
             * (BLOCK_SAVED_ND * self.nd(b)
                 + BLOCK_SAVED_HIDDEN * self.hidden(b)
-                + BLOCK_SAVED_SCORES * self.scores(b))
+                + self.attention_saved(b, kernels))
     }
 }
 
-/// The step memory of `model` at micro-batch `micro` with `accum` micro-batches per step.
-pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize) -> StepMemory {
+/// The step memory of `model` at micro-batch `micro` with `accum` micro-batches per step, on
+/// the reference ops or sapling's WGSL kernels.
+pub fn step_memory(
+    model: &ModelConfig,
+    micro: usize,
+    accum: usize,
+    kernels: KernelPath,
+) -> StepMemory {
     let b = micro as u64;
     let counts = analytic_params(model);
     let learnable = counts.learnable as u64 * F32;
@@ -102,25 +117,25 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize) -> StepMemor
     };
     let pixels = b * model.in_chans as u64 * (model.img_size as u64).pow(2) * F32;
     let patch_rows = b * l * pd * F32;
-    // Outside the blocks: the image, its patches, the gathered visible rows, the embedding
-    // with position and cls; the final norm, decoder embedding, mask tokens, the restored
-    // order with positions, the decoder norm; the prediction and the norm-pix target, its
-    // normalised form and the squared error.
-    let around = pixels
-        + 2 * patch_rows
-        + 4 * encoder.nd(b)
-        + 2 * decoder.nd(b)
-        + 6 * decoder.nd(b)
-        + 5 * patch_rows;
-    let activations = encoder.saved(b) + decoder.saved(b) + around;
+    let visible_rows = b * k * pd * F32;
+    let (patches, scores) = match kernels {
+        // The image, its patches, the gathered visible rows; the prediction and the norm-pix
+        // target, its normalised form, the difference and its square.
+        KernelPath::Reference => (7 * patch_rows, encoder.scores(b).max(decoder.scores(b))),
+        // Gather and loss read the image: the visible rows, the prediction and its gradient.
+        KernelPath::Wgsl => (visible_rows + 2 * patch_rows, 0),
+    };
+    // Outside the blocks: the embedding with position and cls; the final norm, decoder
+    // embedding, mask tokens, the restored order with positions, the decoder norm.
+    let around = pixels + patches + 4 * encoder.nd(b) + 8 * decoder.nd(b);
+    let activations = encoder.saved(b, kernels) + decoder.saved(b, kernels) + around;
     // At the peak: the gradient of the softmax output and of the scores of the last block
     // differentiated, next to the hidden-width gradients of its MLP.
-    let transient =
-        2 * encoder.scores(b).max(decoder.scores(b)) + 2 * encoder.hidden(b).max(decoder.hidden(b));
+    let transient = 2 * scores + 2 * encoder.hidden(b).max(decoder.hidden(b));
     let params = (counts.learnable + counts.fixed) as u64 * F32;
     let grads = learnable * if accum > 1 { 2 } else { 1 };
     let optim_state = 2 * learnable;
-    let largest = largest_tensor(model, &encoder, &decoder, b, pixels);
+    let largest = largest_tensor(model, &encoder, &decoder, b, pixels, kernels);
     StepMemory {
         micro_batch: micro,
         params,
@@ -133,12 +148,25 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize) -> StepMemor
     }
 }
 
-fn largest_tensor(model: &ModelConfig, enc: &Stack, dec: &Stack, b: u64, pixels: u64) -> Tensor {
+fn largest_tensor(
+    model: &ModelConfig,
+    enc: &Stack,
+    dec: &Stack,
+    b: u64,
+    pixels: u64,
+    kernels: KernelPath,
+) -> Tensor {
     let (d, dd) = (model.dim as u64, model.decoder_dim as u64);
     let pd = model.patch_dim() as u64;
+    let materialised = u64::from(kernels == KernelPath::Reference);
     let candidates = [
-        ("encoder attention scores", enc.scores(b)),
-        ("decoder attention scores", dec.scores(b)),
+        ("encoder attention scores", materialised * enc.scores(b)),
+        ("decoder attention scores", materialised * dec.scores(b)),
+        (
+            "patches",
+            materialised * b * model.num_patches() as u64 * pd * F32,
+        ),
+        ("prediction", b * model.num_patches() as u64 * pd * F32),
         ("encoder MLP hidden", enc.hidden(b)),
         ("decoder MLP hidden", dec.hidden(b)),
         ("encoder qkv", 3 * enc.nd(b)),
@@ -180,23 +208,46 @@ mod tests {
     use super::*;
     use crate::config::Preset;
 
+    const REF: KernelPath = KernelPath::Reference;
+
     #[test]
     fn memory_grows_with_the_batch_and_parameters_do_not() {
         let cfg = Preset::VitB.config().model;
-        let (m1, m8) = (step_memory(&cfg, 1, 1), step_memory(&cfg, 8, 1));
+        let (m1, m8) = (step_memory(&cfg, 1, 1, REF), step_memory(&cfg, 8, 1, REF));
         assert_eq!(m1.params, m8.params);
         assert_eq!(m1.optim_state, 2 * m1.grads);
         assert!(m8.activations > 7 * m1.activations);
         assert!(m8.total > m1.total);
-        assert_eq!(step_memory(&cfg, 8, 2).grads, 2 * m8.grads);
+        assert_eq!(step_memory(&cfg, 8, 2, REF).grads, 2 * m8.grads);
     }
 
     #[test]
     fn sapiens_scores_dominate_at_1024_px() {
         // 4097 decoder tokens, 16 heads: one sample's scores are 16·4097²·4 bytes ≈ 1 GiB.
-        let m = step_memory(&Preset::Sapiens03b.config().model, 1, 1);
+        let m = step_memory(&Preset::Sapiens03b.config().model, 1, 1, REF);
         assert_eq!(m.largest.name, "decoder attention scores");
         assert_eq!(m.largest.bytes, 16 * 4097 * 4097 * 4);
+    }
+
+    #[test]
+    fn with_the_wgsl_kernels_no_sapiens_tensor_exceeds_128_mib() {
+        // WebGPU's default storage-binding limit is 128 MiB: every buffer of a step must fit.
+        for preset in [
+            Preset::Sapiens03b,
+            Preset::Sapiens06b,
+            Preset::Sapiens1b,
+            Preset::Sapiens2b,
+        ] {
+            let m = step_memory(&preset.config().model, 1, 1, KernelPath::Wgsl);
+            assert!(
+                m.largest.bytes <= 128 << 20,
+                "{preset:?}: {} is {}",
+                m.largest.name,
+                fmt_bytes(m.largest.bytes)
+            );
+            let reference = step_memory(&preset.config().model, 1, 1, REF);
+            assert!(m.total < reference.total);
+        }
     }
 
     #[test]

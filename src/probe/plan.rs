@@ -13,6 +13,7 @@ use super::memory::{StepMemory, fmt_bytes, step_memory};
 use super::trial::{Trial, run_trial};
 use crate::config::{BatchSize, Config, ModelConfig, accumulation_steps};
 use crate::error::{Result, SaplingError};
+use crate::kernels::KernelPath;
 use crate::optim::scaled_lr;
 
 /// Share of the budget a planned step may use: the model is an estimate, and allocators
@@ -127,13 +128,14 @@ pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
 /// Micro-batches that divide `effective` and fit, largest first, with their modelled steps.
 pub fn candidates(
     model: &ModelConfig,
+    kernels: KernelPath,
     effective: usize,
     limits: &DeviceLimits,
 ) -> Vec<(usize, StepMemory)> {
     (1..=effective)
         .rev()
         .filter(|m| effective.is_multiple_of(*m))
-        .map(|m| (m, step_memory(model, m, effective / m)))
+        .map(|m| (m, step_memory(model, m, effective / m, kernels)))
         .filter(|(_, mem)| misfit(mem, limits).is_none())
         .collect()
 }
@@ -150,27 +152,28 @@ pub fn plan(
 ) -> Result<BatchPlan> {
     let model = &config.model;
     let effective = config.train.effective_batch;
-    let fitting = candidates(model, effective, limits);
+    let kernels = config.train.kernels;
+    let fitting = candidates(model, kernels, effective, limits);
     let make = |micro: usize, source, trials| BatchPlan {
         micro_batch: micro,
         accum: effective / micro,
         effective_batch: effective,
         world_size: 1,
         lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
-        predicted: step_memory(model, micro, effective / micro),
+        predicted: step_memory(model, micro, effective / micro, kernels),
         limits: limits.clone(),
         source,
         trials,
     };
     if let BatchSize::Fixed(micro) = config.train.batch_size {
-        let memory = step_memory(model, micro, effective / micro);
+        let memory = step_memory(model, micro, effective / micro, kernels);
         if let Some(why) = misfit(&memory, limits) {
             return Err(does_not_fit(micro, why, &fitting, effective, limits));
         }
         return Ok(make(micro, PlanSource::Given, Vec::new()));
     }
     let Some(&(largest, _)) = fitting.first() else {
-        let why = misfit(&step_memory(model, 1, effective), limits).unwrap_or_default();
+        let why = misfit(&step_memory(model, 1, effective, kernels), limits).unwrap_or_default();
         return Err(does_not_fit(1, why, &fitting, effective, limits));
     };
     if options.sizes == 0 {

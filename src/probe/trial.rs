@@ -58,7 +58,7 @@ pub fn run_trial(
         forward_backward_ms: 0.0,
         optimizer_ms: 0.0,
         images_per_sec: 0.0,
-        predicted_peak: step_memory(&config.model, micro, accum).total,
+        predicted_peak: step_memory(&config.model, micro, accum, config.train.kernels).total,
         measured_peak: None,
         measured_by: None,
     };

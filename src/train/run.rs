@@ -94,7 +94,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
         atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
     }
 
-    let selected = device::select(config.train.device)?;
+    let selected = device::select_for(&config.train)?;
     let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
     let previous = options.resume.as_ref().and_then(|l| l.state.plan.as_ref());
     let plan = plan_across(config, &selected.device, &limits, previous, world.as_ref())?;
@@ -320,7 +320,7 @@ fn plan_across(
     }
     plan.micro_batch = micro;
     plan.accum = global / ranks / micro;
-    plan.predicted = step_memory(&config.model, micro, plan.accum);
+    plan.predicted = step_memory(&config.model, micro, plan.accum, config.train.kernels);
     plan.world_size = ranks;
     plan.effective_batch = global;
     plan.lr = scaled_lr(config.optim.base_lr, global, config.optim.lr_base_batch);

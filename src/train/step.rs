@@ -79,7 +79,8 @@ impl Trainer {
 
     /// Trains an existing model (already on `device`).
     pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Self {
-        let optim = optim::adamw(&config.optim, &model);
+        let model = model.with_kernels(config.train.kernels);
+        let optim = optim::adamw(&config.optim, &model, config.train.kernels);
         let mask_shape = (model.config.num_patches(), model.config.num_visible());
         Trainer {
             model: Some(model),
@@ -108,10 +109,10 @@ impl Trainer {
     /// Restores weights and optimizer moments from a checkpoint of the same model config.
     pub fn restore(&mut self, loaded: &crate::checkpoint::Loaded, config: &Config) -> Result<()> {
         let model = self.model.take().expect("model is present between steps");
-        let model = loaded.load_model(model)?;
+        let model = loaded.load_model(model)?.with_kernels(config.train.kernels);
         // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
         // ids, so it must be rebuilt from the restored model before the moments are loaded.
-        let optim = optim::adamw(&config.optim, &model);
+        let optim = optim::adamw(&config.optim, &model, config.train.kernels);
         self.optim = if self.device == Device::flex() {
             flex_default_device(|| loaded.load_optim(optim))?
         } else {

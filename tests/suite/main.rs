@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod data;
 mod dist;
+mod kernels;
 mod model;
 #[cfg(feature = "mpi")]
 mod mpi;

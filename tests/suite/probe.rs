@@ -161,7 +161,12 @@ fn small_limits_shrink_the_micro_batch_and_raise_accumulation() {
         assert!(plan.predicted.largest.bytes <= binding, "{case}");
         assert!(plan.predicted.total <= budget, "{case}");
         // The next size up would not have fitted: the plan is the largest that does.
-        let next = probe::step_memory(&config.model, plan.micro_batch * 2, plan.accum / 2);
+        let next = probe::step_memory(
+            &config.model,
+            plan.micro_batch * 2,
+            plan.accum / 2,
+            config.train.kernels,
+        );
         assert!(
             next.largest.bytes > binding || next.total as f64 > budget as f64 * 0.85,
             "{case}"

@@ -1,0 +1,18 @@
+// Patchify and gather in one pass: output row r is the patch at flat index rows[r] = b·L + l,
+// read straight from the image in MAE's (p, q, c) order. The patches that are not kept are
+// never touched, and no [B, L, P] tensor exists.
+@group(0) @binding(0) var<storage, read_write> imgs: array<f32>;      // [B, C, H, W]
+@group(0) @binding(1) var<storage, read_write> rows: array<{{ int }}>; // [R]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;       // [R, P]
+@group(0) @binding(3) var<storage, read_write> sizes: array<u32>;     // [R · P]
+
+// Constants and pixel come from patch_common.wgsl, prepended.
+
+@compute @workgroup_size({{ workgroup }}, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * groups.x + wid.x) * WG + lid;
+    if (i >= sizes[0]) { return; }
+    let row = u32(rows[i / P]);
+    out[i] = imgs[pixel(row / L, row % L, i % P)];
+}

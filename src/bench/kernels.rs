@@ -1,0 +1,334 @@
+//! `sapling bench kernels`: each WGSL kernel against its reference on the same adapter in the
+//! same run, at the shapes of a preset's step: time (median after warm-up, the device drained
+//! before and after each repetition), the ratio, and the device memory each path keeps alive
+//! between forward and backward.
+
+use std::fmt;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use serde::Serialize;
+use web_time::Instant;
+
+use crate::config::Config;
+use crate::error::{Result, SaplingError};
+use crate::kernels::adamw::FusedAdamW;
+use crate::kernels::{attention, norm_pix, ops, patch_gather};
+use crate::model::{MaskPlan, MaskedAutoencoder};
+use crate::probe::fmt_bytes;
+use crate::probe::trial::median;
+
+/// One kernel against its reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelCase {
+    pub kernel: String,
+    /// What runs, with its shapes.
+    pub work: String,
+    pub reference_ms: f64,
+    pub wgsl_ms: f64,
+    /// `reference_ms / wgsl_ms`: above 1, the kernel is faster.
+    pub speedup: f64,
+    /// Device memory in use after the forward pass minus before, i.e. the output and what is
+    /// kept for backward (wgpu pool, bytes in use); `None` where nothing is kept for backward.
+    pub reference_kept: Option<u64>,
+    pub wgsl_kept: Option<u64>,
+    /// Memory the reference writes that the kernel never does, worked out from the shapes.
+    pub reference_extra: Option<u64>,
+}
+
+/// All kernels at one preset's shapes.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelReport {
+    pub preset: String,
+    pub device: String,
+    pub micro_batch: usize,
+    pub repetitions: usize,
+    pub cases: Vec<KernelCase>,
+}
+
+/// Times `work` `reps` times after one warm-up, draining the device around each.
+fn time(device: &Device, reps: usize, mut work: impl FnMut()) -> Result<f64> {
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| SaplingError::Device(e.to_string()))
+    };
+    work();
+    sync()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        work();
+        sync()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(median(times) * 1e3)
+}
+
+/// Bytes in use after `forward` (its result held) minus before.
+fn kept<T>(device: &Device, forward: impl FnOnce() -> T) -> Result<Option<u64>> {
+    device
+        .sync()
+        .map_err(|e| SaplingError::Device(e.to_string()))?;
+    device.memory_cleanup();
+    let before = device.memory_pool_usage().map(|u| u.bytes_in_use);
+    let held = forward();
+    device
+        .sync()
+        .map_err(|e| SaplingError::Device(e.to_string()))?;
+    let after = device.memory_pool_usage().map(|u| u.bytes_in_use);
+    drop(held);
+    Ok(before.zip(after).map(|(b, a)| a.saturating_sub(b)))
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn case(
+    kernel: &str,
+    work: String,
+    (reference_ms, wgsl_ms): (f64, f64),
+    (reference_kept, wgsl_kept): (Option<u64>, Option<u64>),
+    reference_extra: Option<u64>,
+) -> KernelCase {
+    KernelCase {
+        kernel: kernel.to_string(),
+        work,
+        reference_ms,
+        wgsl_ms,
+        speedup: reference_ms / wgsl_ms,
+        reference_kept,
+        wgsl_kept,
+        reference_extra,
+    }
+}
+
+/// Benchmarks every kernel at `config`'s shapes with micro-batch `micro` on a wgpu `device`.
+pub fn bench_kernels(
+    config: &Config,
+    device: &Device,
+    describe: &str,
+    micro: usize,
+    reps: usize,
+) -> Result<KernelReport> {
+    let m = &config.model;
+    let (b, s, p) = (micro, m.img_size, m.patch_size);
+    let (l, k, pd) = (m.num_patches(), m.num_visible(), m.patch_dim());
+    let ad = device.clone().autodiff();
+    ad.seed(config.train.seed);
+    let mut cases = Vec::new();
+
+    let imgs: Tensor<4> = random([b, m.in_chans, s, s], device);
+    let plan = MaskPlan::random(b, l, k, config.train.seed);
+    let keep = plan.keep_rows();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(keep.clone(), [keep.len()]), device);
+    let t = (
+        time(device, reps, || {
+            let _ = patch_gather::reference(imgs.clone(), rows.clone(), p);
+        })?,
+        time(device, reps, || {
+            let _ = ops::patch_gather(imgs.clone(), rows.clone(), p);
+        })?,
+    );
+    cases.push(case(
+        "patch_gather",
+        format!("[{b}, {}, {s}, {s}] → [{}, {pd}]", m.in_chans, b * k),
+        t,
+        (None, None),
+        Some((b * l * pd * 4) as u64),
+    ));
+
+    let imgs_ad = Tensor::<4>::from_data(imgs.to_data(), &ad);
+    let mask = Tensor::<2>::from_data(TensorData::new(plan.mask.clone(), [b, l]), &ad);
+    let pred_data = random::<3>([b, l, pd], device).into_data();
+    let loss = |wgsl: bool| {
+        let pred = Tensor::<3>::from_data(pred_data.clone(), &ad).require_grad();
+        let per_patch = if wgsl {
+            ops::norm_pix_loss(pred, imgs_ad.clone(), p, m.norm_pix)
+        } else {
+            norm_pix::reference(pred, imgs_ad.clone(), p, m.norm_pix)
+        };
+        (per_patch * mask.clone()).sum() / mask.clone().sum()
+    };
+    let t = (
+        time(device, reps, || {
+            let _ = loss(false).backward();
+        })?,
+        time(device, reps, || {
+            let _ = loss(true).backward();
+        })?,
+    );
+    let held = (kept(device, || loss(false))?, kept(device, || loss(true))?);
+    cases.push(case(
+        "norm_pix_loss (fwd+bwd)",
+        format!(
+            "pred [{b}, {l}, {pd}], image [{b}, {}, {s}, {s}]",
+            m.in_chans
+        ),
+        t,
+        held,
+        None,
+    ));
+
+    let stacks = [
+        ("encoder", 1 + k, m.heads, m.dim / m.heads),
+        (
+            "decoder",
+            1 + l,
+            m.decoder_heads,
+            m.decoder_dim / m.decoder_heads,
+        ),
+    ];
+    for (stack, n, h, hd) in stacks {
+        let scale = (hd as f32).powf(-0.5);
+        let qkv: Vec<TensorData> = (0..3)
+            .map(|_| random::<4>([b, h, n, hd], device).into_data())
+            .collect();
+        let forward = |wgsl: bool| {
+            let [q, k, v] =
+                [0, 1, 2].map(|i| Tensor::<4>::from_data(qkv[i].clone(), &ad).require_grad());
+            if wgsl {
+                ops::flash_attention(q, k, v, scale)
+            } else {
+                attention::reference(q, k, v, scale)
+            }
+        };
+        let t = (
+            time(device, reps, || {
+                let _ = forward(false).sum().backward();
+            })?,
+            time(device, reps, || {
+                let _ = forward(true).sum().backward();
+            })?,
+        );
+        let held = (
+            kept(device, || forward(false))?,
+            kept(device, || forward(true))?,
+        );
+        cases.push(case(
+            &format!("attention, {stack} (fwd+bwd)"),
+            format!("q, k, v [{b}, {h}, {n}, {hd}]"),
+            t,
+            held,
+            Some((b * h * n * n * 4) as u64),
+        ));
+    }
+
+    // AdamW over tensors of every parameter shape of the model, moments already there.
+    let shapes = param_sizes(&MaskedAutoencoder::new(m, device));
+    let params: Vec<(Tensor<1>, Tensor<1>)> = shapes
+        .iter()
+        .map(|&n| {
+            (
+                random([n], device),
+                random::<1>([n], device).mul_scalar(1e-2),
+            )
+        })
+        .collect();
+    let o = &config.optim;
+    let reference = AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .build();
+    let fused = FusedAdamW::new(o, o.weight_decay);
+    let t = (
+        time_optimizer(device, reps, &reference, &params)?,
+        time_optimizer(device, reps, &fused, &params)?,
+    );
+    let n: usize = shapes.iter().sum();
+    cases.push(case(
+        "adamw (whole model)",
+        format!("{} tensors, {n} parameters", shapes.len()),
+        t,
+        (None, None),
+        None,
+    ));
+
+    Ok(KernelReport {
+        preset: config.preset.name().to_string(),
+        device: describe.to_string(),
+        micro_batch: micro,
+        repetitions: reps,
+        cases,
+    })
+}
+
+fn time_optimizer<O: Optimizer>(
+    device: &Device,
+    reps: usize,
+    optim: &O,
+    params: &[(Tensor<1>, Tensor<1>)],
+) -> Result<f64> {
+    // A first step creates the moments; the timed ones update existing moments. Each update
+    // takes the previous parameter by value, as in training, so the fused kernel may write in
+    // place.
+    let mut live: Vec<_> = params
+        .iter()
+        .map(|(p, g)| {
+            let (p, s) = optim.step(1e-4, p.clone(), g.clone(), None);
+            (Some(p), s)
+        })
+        .collect();
+    time(device, reps, || {
+        for ((_, g), (p, state)) in params.iter().zip(live.iter_mut()) {
+            let (next_p, next_s) =
+                optim.step(1e-4, p.take().expect("param"), g.clone(), state.take());
+            *p = Some(next_p);
+            *state = next_s;
+        }
+    })
+}
+
+/// Element counts of every parameter tensor, in module order.
+fn param_sizes(model: &MaskedAutoencoder) -> Vec<usize> {
+    struct Sizes(Vec<usize>);
+    impl ModuleVisitor for Sizes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.shape().num_elements());
+        }
+    }
+    let mut sizes = Sizes(Vec::new());
+    model.visit(&mut sizes);
+    sizes.0
+}
+
+impl fmt::Display for KernelReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} at micro-batch {} on {} (median of {} after a warm-up)",
+            self.preset, self.micro_batch, self.device, self.repetitions
+        )?;
+        writeln!(
+            f,
+            "{:<28} {:>12} {:>10} {:>8} {:>13} {:>13} {:>14}  work",
+            "kernel",
+            "reference ms",
+            "wgsl ms",
+            "speedup",
+            "ref kept",
+            "wgsl kept",
+            "ref also writes"
+        )?;
+        let mem = |b: Option<u64>| b.map(fmt_bytes).unwrap_or_else(|| "-".into());
+        for c in &self.cases {
+            writeln!(
+                f,
+                "{:<28} {:>12.2} {:>10.2} {:>7.2}× {:>13} {:>13} {:>14}  {}",
+                c.kernel,
+                c.reference_ms,
+                c.wgsl_ms,
+                c.speedup,
+                mem(c.reference_kept),
+                mem(c.wgsl_kept),
+                mem(c.reference_extra),
+                c.work
+            )?;
+        }
+        Ok(())
+    }
+}

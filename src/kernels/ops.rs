@@ -1,0 +1,185 @@
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Dispatch, backend_extension};
+use burn::tensor::{Int, Shape, Tensor};
+
+/// The operations sapling implements in WGSL.
+///
+/// `Cube` is the wgpu backend (the kernels live in the sibling modules), `Fusion` records them as
+/// opaque operations in burn's lazy graph, and `Autodiff` adds the hand-written backward passes.
+/// Flex is deliberately absent: the reference path runs there.
+#[backend_extension(Autodiff, Cube, Fusion)]
+pub trait SaplingKernels: burn::backend::Backend {
+    /// One AdamW update of a parameter tensor → `(param, moment_1, moment_2)`.
+    ///
+    /// `moment_1`/`moment_2` are ignored when `fresh` (the first step: zero moments).
+    #[fusion(meta = |p, _g, _m1, _m2, _h| (p.clone(), p.clone(), p.clone()))]
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        hyper: super::adamw::Hyper,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Per-patch squared error of `pred` `[B, L, P]` against the (norm-pix) patches of `imgs`
+    /// `[B, C, H, W]` → `[B, L]`.
+    #[fusion(dtype = pred, shape = per_patch_shape(pred))]
+    fn norm_pix_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of [`Self::norm_pix_loss`] w.r.t. `pred`, given the gradient per patch.
+    #[fusion(dtype = pred, shape = pred)]
+    fn norm_pix_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self>;
+
+    /// The patches of `imgs` `[B, C, H, W]` at flat rows `rows` (`b·L + l`) → `[rows, p·p·C]`.
+    #[fusion(dtype = imgs, shape = gather_shape(imgs, rows, patch))]
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Softmax attention over `[B, H, N, hd]` without the `N × N` scores → `(out, logsumexp)`,
+    /// `logsumexp` `[B, H, N]` being what the backward pass needs.
+    #[fusion(meta = |q, _k, _v, _s| (q.clone(), TensorSpec::new(lse_shape(&q.shape), q.dtype)))]
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients of [`Self::flash_attention`] w.r.t. `(q, k, v)`; `delta` is `rowsum(dO ∘ O)`.
+    #[fusion(meta = |q, _k, _v, _l, _d, _g, _s| (q.clone(), q.clone(), q.clone()))]
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+pub(crate) fn per_patch_shape(pred: &Shape) -> Shape {
+    Shape::new([pred[0], pred[1]])
+}
+
+pub(crate) fn gather_shape(imgs: &Shape, rows: &Shape, patch: &usize) -> Shape {
+    Shape::new([rows[0], imgs[1] * patch * patch])
+}
+
+pub(crate) fn lse_shape(q: &Shape) -> Shape {
+    Shape::new([q[0], q[1], q[2]])
+}
+
+/// Per-patch (norm-pix) squared error, differentiable w.r.t. `pred`.
+///
+/// # Shapes
+/// `pred`: `[B, L, p·p·C]`, `imgs`: `[B, C, H, W]` → `[B, L]`
+pub fn norm_pix_loss(pred: Tensor<3>, imgs: Tensor<4>, patch: usize, norm_pix: bool) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SaplingKernels>::norm_pix_loss(
+        pred.into_dispatch(),
+        imgs.into_dispatch(),
+        patch,
+        norm_pix,
+    ))
+}
+
+/// The patches of `imgs` at flat rows `b·L + l`, without patchifying the rest.
+///
+/// # Shapes
+/// `imgs`: `[B, C, H, W]`, `rows`: `[R]` → `[R, p·p·C]`
+pub fn patch_gather(imgs: Tensor<4>, rows: Tensor<1, Int>, patch: usize) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SaplingKernels>::patch_gather(
+        imgs.into_dispatch(),
+        rows.into_dispatch(),
+        patch,
+    ))
+}
+
+/// `softmax(scale · q·kᵀ)·v` without materialising the scores; differentiable in `q`, `k`, `v`.
+///
+/// # Shapes
+/// `q`, `k`, `v`: `[B, H, N, hd]` → `[B, H, N, hd]`
+pub fn flash_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<4> {
+    let (out, _lse) = <Dispatch as SaplingKernels>::flash_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        scale,
+    );
+    Tensor::from_dispatch(out)
+}
+
+impl SaplingKernels for burn::backend::wgpu::CubeBackend {
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        hyper: super::adamw::Hyper,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        super::adamw::launch(param, grad, moment_1, moment_2, hyper)
+    }
+
+    fn norm_pix_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        super::norm_pix::forward(pred, imgs, patch, norm_pix)
+    }
+
+    fn norm_pix_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        super::norm_pix::backward(pred, imgs, grad, patch, norm_pix)
+    }
+
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self> {
+        super::patch_gather::forward(imgs, rows, patch)
+    }
+
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::attention::forward(q, k, v, scale)
+    }
+
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        super::attention::backward(q, k, v, lse, delta, grad, scale)
+    }
+}
