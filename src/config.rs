@@ -516,8 +516,8 @@ pub struct TrainConfig {
     pub allreduce_bucket_mib: u64,
     /// Read the next bucket back while MPI reduces the current one.
     pub allreduce_overlap: bool,
-    /// `reference` (burn's ops) or `wgsl` (sapling's kernels for gather, loss, attention and
-    /// AdamW; wgpu devices only).
+    /// `reference` (burn's ops) or `wgsl` (sapling's kernels for the patch gather, the norm-pix
+    /// loss and attention; wgpu devices only).
     #[serde(default)]
     pub kernels: KernelPath,
 }

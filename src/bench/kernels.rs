@@ -5,17 +5,14 @@
 
 use std::fmt;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 use web_time::Instant;
 
 use crate::config::Config;
 use crate::error::{Result, SaplingError};
-use crate::kernels::adamw::FusedAdamW;
 use crate::kernels::{attention, norm_pix, ops, patch_gather};
-use crate::model::{MaskPlan, MaskedAutoencoder};
+use crate::model::MaskPlan;
 use crate::probe::fmt_bytes;
 use crate::probe::trial::median;
 
@@ -216,38 +213,6 @@ pub fn bench_kernels(
         ));
     }
 
-    // AdamW over tensors of every parameter shape of the model, moments already there.
-    let shapes = param_sizes(&MaskedAutoencoder::new(m, device));
-    let params: Vec<(Tensor<1>, Tensor<1>)> = shapes
-        .iter()
-        .map(|&n| {
-            (
-                random([n], device),
-                random::<1>([n], device).mul_scalar(1e-2),
-            )
-        })
-        .collect();
-    let o = &config.optim;
-    let reference = AdamWConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
-        .build();
-    let fused = FusedAdamW::new(o, o.weight_decay);
-    let t = (
-        time_optimizer(device, reps, &reference, &params)?,
-        time_optimizer(device, reps, &fused, &params)?,
-    );
-    let n: usize = shapes.iter().sum();
-    cases.push(case(
-        "adamw (whole model)",
-        format!("{} tensors, {n} parameters", shapes.len()),
-        t,
-        (None, None),
-        None,
-    ));
-
     Ok(KernelReport {
         preset: config.preset.name().to_string(),
         device: describe.to_string(),
@@ -255,45 +220,6 @@ pub fn bench_kernels(
         repetitions: reps,
         cases,
     })
-}
-
-fn time_optimizer<O: Optimizer>(
-    device: &Device,
-    reps: usize,
-    optim: &O,
-    params: &[(Tensor<1>, Tensor<1>)],
-) -> Result<f64> {
-    // A first step creates the moments; the timed ones update existing moments. Each update
-    // takes the previous parameter by value, as in training, so the fused kernel may write in
-    // place.
-    let mut live: Vec<_> = params
-        .iter()
-        .map(|(p, g)| {
-            let (p, s) = optim.step(1e-4, p.clone(), g.clone(), None);
-            (Some(p), s)
-        })
-        .collect();
-    time(device, reps, || {
-        for ((_, g), (p, state)) in params.iter().zip(live.iter_mut()) {
-            let (next_p, next_s) =
-                optim.step(1e-4, p.take().expect("param"), g.clone(), state.take());
-            *p = Some(next_p);
-            *state = next_s;
-        }
-    })
-}
-
-/// Element counts of every parameter tensor, in module order.
-fn param_sizes(model: &MaskedAutoencoder) -> Vec<usize> {
-    struct Sizes(Vec<usize>);
-    impl ModuleVisitor for Sizes {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.shape().num_elements());
-        }
-    }
-    let mut sizes = Sizes(Vec::new());
-    model.visit(&mut sizes);
-    sizes.0
 }
 
 impl fmt::Display for KernelReport {

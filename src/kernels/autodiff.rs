@@ -8,7 +8,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 
 use super::SaplingKernels;
-use super::adamw::Hyper;
 
 #[derive(Debug)]
 struct NormPixBackward;
@@ -61,28 +60,6 @@ impl<B: SaplingKernels> Backward<B, 3> for AttentionBackward {
 type Ad<B, C> = Autodiff<B, C>;
 
 impl<B: SaplingKernels, C: CheckpointStrategy> SaplingKernels for Ad<B, C> {
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        hyper: Hyper,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        // An optimizer update is never differentiated.
-        let (p, m, v) = B::adamw_step(
-            param.into_primitive(),
-            grad.into_primitive(),
-            moment_1.into_primitive(),
-            moment_2.into_primitive(),
-            hyper,
-        );
-        (
-            FloatTensor::<Self>::new(p),
-            FloatTensor::<Self>::new(m),
-            FloatTensor::<Self>::new(v),
-        )
-    }
-
     fn norm_pix_loss(
         pred: FloatTensor<Self>,
         imgs: FloatTensor<Self>,

@@ -6,13 +6,10 @@
 //!
 //! | shader | launcher | reference |
 //! |---|---|---|
-//! | `adamw.wgsl` | [`adamw`] | burn's `AdamW` |
 //! | `norm_pix_loss.wgsl`, `norm_pix_loss_backward.wgsl` | [`norm_pix`] | [`crate::model::loss::masked_mse`] |
 //! | `patch_gather.wgsl` | [`patch_gather`] | patchify, then `select` |
 //! | `attention.wgsl`, `attention_backward_dq.wgsl`, `attention_backward_dkdv.wgsl` | [`attention`] | softmax(q·kᵀ)·v |
 
-/// Fused AdamW: one dispatch per parameter tensor.
-pub mod adamw;
 /// Memory-efficient (online-softmax) attention, forward and backward.
 pub mod attention;
 /// The autodiff side of the custom ops: hand-written backward passes.

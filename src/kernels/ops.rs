@@ -10,18 +10,6 @@ use burn::tensor::{Int, Shape, Tensor};
 /// Flex is deliberately absent: the reference path runs there.
 #[backend_extension(Autodiff, Cube, Fusion)]
 pub trait SaplingKernels: burn::backend::Backend {
-    /// One AdamW update of a parameter tensor → `(param, moment_1, moment_2)`.
-    ///
-    /// `moment_1`/`moment_2` are ignored when `fresh` (the first step: zero moments).
-    #[fusion(meta = |p, _g, _m1, _m2, _h| (p.clone(), p.clone(), p.clone()))]
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        hyper: super::adamw::Hyper,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
     /// Per-patch squared error of `pred` `[B, L, P]` against the (norm-pix) patches of `imgs`
     /// `[B, C, H, W]` → `[B, L]`.
     #[fusion(dtype = pred, shape = per_patch_shape(pred))]
@@ -125,16 +113,6 @@ pub fn flash_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> 
 }
 
 impl SaplingKernels for burn::backend::wgpu::CubeBackend {
-    fn adamw_step(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        hyper: super::adamw::Hyper,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        super::adamw::launch(param, grad, moment_1, moment_2, hyper)
-    }
-
     fn norm_pix_loss(
         pred: FloatTensor<Self>,
         imgs: FloatTensor<Self>,

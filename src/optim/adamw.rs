@@ -5,19 +5,9 @@ use burn::optim::{AdamWConfig, ModuleOptimizer};
 
 use super::decay::no_decay_ids;
 use crate::config::OptimConfig;
-use crate::kernels::KernelPath;
-use crate::kernels::adamw::FusedAdamW;
 
 /// AdamW over `module`'s parameters; the no-decay group is fixed by [`super::decay::decays`].
-/// `kernels` picks burn's `AdamW` or the fused WGSL update; both keep the same state.
-pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: KernelPath) -> ModuleOptimizer {
-    if kernels == KernelPath::Wgsl {
-        return ModuleOptimizer::from(FusedAdamW::new(config, config.weight_decay)).with_group(
-            ParamGroup::from_ids(no_decay_ids(module)),
-            FusedAdamW::new(config, 0.0),
-            None,
-        );
-    }
+pub fn adamw<M: Module>(config: &OptimConfig, module: &M) -> ModuleOptimizer {
     let with_decay = |wd: f64| {
         AdamWConfig::new()
             .with_beta_1(config.beta1 as f32)
