@@ -5,7 +5,7 @@ pub mod plot;
 /// MAE's reconstruction figure.
 pub mod recon;
 
-pub use recon::recon_grid;
+pub use recon::{image_grid, recon_grid};
 
 use std::path::Path;
 

@@ -60,9 +60,16 @@ pub fn recon_grid(
             .expect("f32 images")
     });
 
+    image_grid(&columns, b, s, data)
+}
+
+/// Normalised `[B, 3, S, S]` images side by side: one row per sample, one column per entry of
+/// `columns`, magnified by [`zoom`], on white with gutters.
+pub fn image_grid(columns: &[Vec<f32>], b: usize, s: usize, data: &DataConfig) -> RgbImage {
     let z = zoom(s);
     let tile = s as u32 * z;
-    let width = 4 * tile + 5 * GUTTER;
+    let cols = columns.len() as u32;
+    let width = cols * tile + (cols + 1) * GUTTER;
     let height = b as u32 * tile + (b as u32 + 1) * GUTTER;
     let mut grid = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
     for (col, values) in columns.iter().enumerate() {

@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod data;
 mod dist;
+mod examples;
 mod kernels;
 mod model;
 #[cfg(feature = "mpi")]
