@@ -14,5 +14,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let i = (wid.y * groups.x + wid.x) * WG + lid;
     if (i >= sizes[0]) { return; }
     let row = u32(rows[i / P]);
-    out[i] = imgs[pixel(row / L, row % L, i % P)];
+    // wgpu's bounds checks are off for these kernels: an index past the batch reads zero here
+    // instead of another tensor's memory.
+    let at = pixel(row / L, row % L, i % P);
+    out[i] = select(0.0, imgs[min(at, arrayLength(&imgs) - 1u)], at < arrayLength(&imgs));
 }

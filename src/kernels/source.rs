@@ -8,7 +8,8 @@ use burn::tensor::{DType, Shape};
 ///
 /// Sizes that bound loops around a `workgroupBarrier` are baked in as constants: WGSL only
 /// allows barriers in uniform control flow, and a value read from a storage buffer is not
-/// uniform. A run has few distinct shapes, so each compiles once.
+/// uniform. A run has few distinct shapes, so each compiles once. cubecl compiles these
+/// modules with wgpu's bounds checks off: a kernel must keep every index in range itself.
 #[derive(Debug)]
 pub(crate) struct Wgsl {
     name: &'static str,
@@ -33,7 +34,7 @@ impl Wgsl {
         self
     }
 
-    /// Launches on `client` with the tensors' buffers bound in order, `@binding(0)` first.
+    /// Launches on `anchor`'s device with the buffers bound in order, `@binding(0)` first.
     pub(crate) fn launch(self, anchor: &CubeTensor, count: CubeCount, bindings: Vec<BindingOf>) {
         let buffers = bindings
             .into_iter()
