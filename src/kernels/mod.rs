@@ -6,9 +6,9 @@
 //!
 //! | shader | launcher | reference |
 //! |---|---|---|
-//! | `norm_pix_loss.wgsl`, `norm_pix_loss_backward.wgsl` | [`norm_pix`] | [`crate::model::loss::masked_mse`] |
-//! | `patch_gather.wgsl` | [`patch_gather`] | patchify, then `select` |
-//! | `attention.wgsl`, `attention_backward_dq.wgsl`, `attention_backward_dkdv.wgsl` | [`attention`] | softmax(q·kᵀ)·v |
+//! | `norm_pix_loss.wgsl`, `norm_pix_loss_backward.wgsl` | [`norm_pix`] | [`norm_pix::reference`]: patchify, `var_mean`, squared error |
+//! | `patch_gather.wgsl` | [`patch_gather`] | [`patch_gather::reference`]: patchify, then `select` |
+//! | `attention.wgsl`, `attention_backward_dq.wgsl`, `attention_backward_dkdv.wgsl` | [`attention`] | [`attention::reference`]: softmax(q·kᵀ)·v |
 
 /// Memory-efficient (online-softmax) attention, forward and backward.
 pub mod attention;

@@ -77,3 +77,50 @@ pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
         }
     }
 }
+
+/// The same weights as `model`, on `device`.
+pub fn copy_model(
+    model: &sapling::model::MaskedAutoencoder,
+    device: &Device,
+) -> sapling::model::MaskedAutoencoder {
+    use burn::module::Module;
+    let bytes = model.clone().into_record().into_bytes().unwrap();
+    sapling::model::MaskedAutoencoder::new(&model.config, device)
+        .load_record(burn::store::ModuleRecord::from_bytes(bytes).unwrap())
+}
+
+/// Steps `a` and `b` on the same embedded-photo micro-batches of 4 for `steps` steps, asserting
+/// their losses and gradient norms agree within the relative tolerances.
+pub fn lockstep(
+    (name_a, a): (&str, &mut sapling::train::Trainer),
+    (name_b, b): (&str, &mut sapling::train::Trainer),
+    steps: u64,
+    loss_tol: f64,
+    norm_tol: f64,
+) {
+    use sapling::config::DataConfig;
+    use sapling::data::{ImageSource, Loader};
+    let data = DataConfig {
+        workers: 1,
+        ..DataConfig::default()
+    };
+    let size = a.model().config.img_size;
+    let mut loader = Loader::new(ImageSource::Embedded, &data, size, 4, 0, 0);
+    for step in 0..steps {
+        let batch = loader.next_batch().unwrap();
+        let x = a.step(step, 1e-3, vec![batch.clone()]).unwrap();
+        let y = b.step(step, 1e-3, vec![batch]).unwrap();
+        eprintln!(
+            "step {step}: {name_a} loss {:.7} norm {:.6} | {name_b} loss {:.7} norm {:.6}",
+            x.loss, x.grad_norm, y.loss, y.grad_norm
+        );
+        assert!(
+            (x.loss - y.loss).abs() <= loss_tol * x.loss.abs(),
+            "step {step}: {x:?} vs {y:?}"
+        );
+        assert!(
+            (x.grad_norm - y.grad_norm).abs() <= norm_tol * x.grad_norm,
+            "step {step}: {x:?} vs {y:?}"
+        );
+    }
+}

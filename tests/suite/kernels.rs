@@ -1,17 +1,14 @@
 //! Every WGSL kernel against its plain-Burn reference on the WebGPU adapter (lavapipe in CI):
-//! values and gradients, on shapes that are not multiples of the workgroup, head dims 60/64/80,
+//! values and gradients, on shapes that are not multiples of the workgroup, head dims 32/60/64/80,
 //! batch 1.
 
-use burn::module::Module;
-use burn::store::ModuleRecord;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use sapling::config::{DataConfig, DeviceChoice};
-use sapling::data::{ImageSource, Loader};
+use sapling::config::DeviceChoice;
 use sapling::kernels::{KernelPath, attention, norm_pix, ops, patch_gather};
 use sapling::model::MaskedAutoencoder;
 use sapling::train::Trainer;
 
-use crate::common::{micro_config, wgpu_or_skip};
+use crate::common::{copy_model, lockstep, micro_config, wgpu_or_skip};
 
 fn data<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     t.to_data().try_into_vec::<f32>().expect("f32 tensor")
@@ -159,35 +156,18 @@ fn wgsl_and_reference_paths_train_alike() {
     let dev = gpu.device.clone().autodiff();
     dev.seed(13);
     let model = MaskedAutoencoder::new(&cfg.model, &dev);
-    let bytes = model.clone().into_record().into_bytes().unwrap();
-    let copy = MaskedAutoencoder::new(&cfg.model, &dev)
-        .load_record(ModuleRecord::from_bytes(bytes).unwrap());
+    let copy = copy_model(&model, &dev);
     let mut reference = Trainer::from_model(&cfg, model, &dev);
     cfg.train.kernels = KernelPath::Wgsl;
     let mut wgsl = Trainer::from_model(&cfg, copy, &dev);
     assert_eq!(wgsl.model().kernels(), KernelPath::Wgsl);
-    let data = DataConfig {
-        workers: 1,
-        ..DataConfig::default()
-    };
-    let mut loader = Loader::new(ImageSource::Embedded, &data, cfg.model.img_size, 4, 0, 0);
-    for step in 0..4 {
-        let batch = loader.next_batch().unwrap();
-        let a = reference.step(step, 1e-3, vec![batch.clone()]).unwrap();
-        let b = wgsl.step(step, 1e-3, vec![batch]).unwrap();
-        eprintln!(
-            "step {step}: reference loss {:.7} norm {:.6} | wgsl loss {:.7} norm {:.6}",
-            a.loss, a.grad_norm, b.loss, b.grad_norm
-        );
-        assert!(
-            (a.loss - b.loss).abs() <= 1e-5 * a.loss.abs(),
-            "step {step}: {a:?} vs {b:?}"
-        );
-        assert!(
-            (a.grad_norm - b.grad_norm).abs() <= 1e-4 * a.grad_norm,
-            "step {step}: {a:?} vs {b:?}"
-        );
-    }
+    lockstep(
+        ("reference", &mut reference),
+        ("wgsl", &mut wgsl),
+        4,
+        1e-5,
+        1e-4,
+    );
 }
 
 #[test]
