@@ -7,7 +7,7 @@
 //! visible patches pasted back), and `loss.png`/`lr.png` are redrawn. A checkpoint is written at
 //! the end — `sapling train --resume` would continue from it.
 //!
-//! Run: `cargo run --release --example 07_training_run` (about half a minute on two cores)
+//! Run: `cargo run --release --example 07_training_run` (40 s on two cores)
 
 mod common;
 
