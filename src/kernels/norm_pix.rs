@@ -8,7 +8,7 @@ use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::tensor::{Shape, Tensor};
 
 use super::source::{BindingOf, Wgsl, cover, empty, float_type};
-use crate::model::loss::norm_pix_target;
+use crate::model::loss::per_patch_mse;
 use crate::model::patch::patchify;
 
 const WORKGROUP: u32 = 64;
@@ -19,14 +19,7 @@ const COMMON: &str = include_str!("../../shaders/patch_common.wgsl");
 /// # Shapes
 /// `pred`: `[B, L, P]`, `imgs`: `[B, C, H, W]` → `[B, L]`
 pub fn reference(pred: Tensor<3>, imgs: Tensor<4>, patch: usize, norm_pix: bool) -> Tensor<2> {
-    let [b, l, _] = pred.dims();
-    let target = patchify(imgs, patch);
-    let target = if norm_pix {
-        norm_pix_target(target)
-    } else {
-        target
-    };
-    (pred - target).square().mean_dim(2).reshape([b, l])
+    per_patch_mse(pred, patchify(imgs, patch), norm_pix)
 }
 
 /// The patch-geometry template values shared by the loss and gather kernels.

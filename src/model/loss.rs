@@ -22,12 +22,27 @@ pub fn masked_mse(
     mask: Tensor<2>,
     norm_pix: bool,
 ) -> Tensor<1> {
+    masked_mean(per_patch_mse(pred, target, norm_pix), mask)
+}
+
+/// Each patch's mean squared error against its (norm-pix) target.
+///
+/// # Shapes
+/// `pred`, `target`: `[B, L, P]` → `[B, L]`
+pub fn per_patch_mse(pred: Tensor<3>, target: Tensor<3>, norm_pix: bool) -> Tensor<2> {
     let [b, l, _] = pred.dims();
     let target = if norm_pix {
         norm_pix_target(target)
     } else {
         target
     };
-    let per_patch = (pred - target).square().mean_dim(2).reshape([b, l]); // [B, L]
+    (pred - target).square().mean_dim(2).reshape([b, l])
+}
+
+/// The mean of per-patch losses over the removed patches (`mask` 1 = removed).
+///
+/// # Shapes
+/// `per_patch`, `mask`: `[B, L]` → `[1]`
+pub fn masked_mean(per_patch: Tensor<2>, mask: Tensor<2>) -> Tensor<1> {
     (per_patch * mask.clone()).sum() / mask.sum()
 }

@@ -5,7 +5,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::block::{Block, block_params};
-use super::loss::masked_mse;
+use super::loss::{masked_mean, masked_mse};
 use super::masking::MaskPlan;
 use super::patch::patchify;
 use super::{init, pos_embed};
@@ -126,7 +126,7 @@ impl MaskedAutoencoder {
                 let latent = self.encode_visible(visible, rows(keep_pos), b, k);
                 let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
                 let per_patch = ops::norm_pix_loss(pred.clone(), imgs, p, self.config.norm_pix);
-                let loss = (per_patch * mask.clone()).sum() / mask.sum();
+                let loss = masked_mean(per_patch, mask);
                 MaeOutput { loss, pred }
             }
         }
