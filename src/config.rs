@@ -237,7 +237,8 @@ impl ModelConfig {
         l - (l as f64 * self.mask_ratio).floor() as usize
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
         let positive = [
             ("model.img_size", self.img_size),
             ("model.patch_size", self.patch_size),

@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use burn::tensor::wgpu::wgpu;
 use serde::Serialize;
 
+#[cfg(not(target_family = "wasm"))]
 use crate::config::DeviceChoice;
 use crate::error::{Result, SaplingError};
 
@@ -82,6 +83,7 @@ impl Selected {
 
 /// Every adapter wgpu can see through the WebGPU-class APIs (Vulkan, Metal, DX12, browser
 /// WebGPU); OpenGL is left out, as sapling does not target it.
+#[cfg(not(target_family = "wasm"))]
 pub fn adapters() -> Vec<AdapterSummary> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
@@ -95,6 +97,7 @@ pub fn adapters() -> Vec<AdapterSummary> {
 ///
 /// `auto` uses a hardware adapter if there is one and Flex otherwise (a software adapter is
 /// far slower than Flex, so it is only used when asked for with `wgpu`).
+#[cfg(not(target_family = "wasm"))]
 pub fn select(choice: DeviceChoice) -> Result<Selected> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
@@ -121,6 +124,7 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn cpu() -> Selected {
     Selected {
         device: Device::flex(),
@@ -129,6 +133,7 @@ fn cpu() -> Selected {
 }
 
 /// The device of a run, checked against its kernel path: sapling's WGSL kernels need wgpu.
+#[cfg(not(target_family = "wasm"))]
 pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
     let selected = select(train.device)?;
     if train.kernels == crate::kernels::KernelPath::Wgsl && selected.adapter.is_none() {
@@ -141,19 +146,36 @@ pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
     Ok(selected)
 }
 
-/// The process's wgpu device. burn's runtime can be initialised once per process, so the first
-/// result is kept and handed to every later caller.
-pub fn wgpu_device() -> Result<Selected> {
-    static WGPU: OnceLock<std::result::Result<Selected, String>> = OnceLock::new();
-    WGPU.get_or_init(|| {
-        let (device, setup) = Device::wgpu_options()
-            .init_with_setup()
-            .map_err(|e| format!("no usable WebGPU adapter: {e}"))?;
-        Ok(Selected {
-            device,
-            adapter: Some(AdapterSummary::from_adapter(&setup.adapter)),
-        })
+/// burn's wgpu runtime can be initialised once per process, so the first result is kept and
+/// handed to every later caller.
+static WGPU: OnceLock<std::result::Result<Selected, String>> = OnceLock::new();
+
+fn initialised(
+    result: std::result::Result<(Device, burn::tensor::wgpu::WgpuSetup), impl std::fmt::Display>,
+) -> std::result::Result<Selected, String> {
+    let (device, setup) = result.map_err(|e| format!("no usable WebGPU adapter: {e}"))?;
+    Ok(Selected {
+        device,
+        adapter: Some(AdapterSummary::from_adapter(&setup.adapter)),
     })
-    .clone()
-    .map_err(SaplingError::Device)
+}
+
+/// The process's wgpu device.
+#[cfg(not(target_family = "wasm"))]
+pub fn wgpu_device() -> Result<Selected> {
+    WGPU.get_or_init(|| initialised(Device::wgpu_options().init_with_setup()))
+        .clone()
+        .map_err(SaplingError::Device)
+}
+
+/// The wgpu device, acquired without blocking: the only way in a browser, where requesting
+/// the adapter and the device are promises.
+pub async fn wgpu_device_async() -> Result<Selected> {
+    if let Some(done) = WGPU.get() {
+        return done.clone().map_err(SaplingError::Device);
+    }
+    let result = initialised(Device::wgpu_options().init_with_setup_async().await);
+    WGPU.get_or_init(|| result)
+        .clone()
+        .map_err(SaplingError::Device)
 }

@@ -59,7 +59,8 @@ pub enum SaplingError {
 }
 
 impl SaplingError {
-    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A bad setting, named by its field.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Config {
             field: field.into(),
             message: message.into(),

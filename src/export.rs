@@ -26,20 +26,80 @@ pub struct Exported {
     pub values: Vec<f32>,
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
+/// A tensor to export, still on the device (flattened).
+struct OnDevice {
+    name: String,
+    shape: Vec<usize>,
+    values: Tensor<1>,
+}
+
+impl OnDevice {
+    fn read(self) -> Exported {
+        Exported {
+            values: f32s(self.values.into_data()),
+            name: self.name,
+            shape: self.shape,
+        }
+    }
+
+    async fn read_async(self) -> Result<Exported> {
+        let data = self
+            .values
+            .into_data_async()
+            .await
+            .map_err(|e| SaplingError::Device(e.to_string()))?;
+        Ok(Exported {
+            values: f32s(data),
+            name: self.name,
+            shape: self.shape,
+        })
+    }
+}
+
+fn f32s(data: burn::tensor::TensorData) -> Vec<f32> {
+    data.convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 tensor")
 }
 
+fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    let n = t.shape().num_elements();
+    t.reshape([n])
+}
+
 /// The encoder's tensors under timm's names.
 pub fn encoder_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
+    encoder_on_device(model)
+        .into_iter()
+        .map(OnDevice::read)
+        .collect()
+}
+
+/// The encoder as safetensors bytes (what [`write_encoder`] writes), read back without
+/// blocking: the browser's download.
+pub async fn encoder_safetensors_async(model: &MaskedAutoencoder, preset: &str) -> Result<Vec<u8>> {
+    let mut tensors = Vec::new();
+    for t in encoder_on_device(model) {
+        tensors.push(t.read_async().await?);
+    }
+    safetensors_bytes(&raw_f32(tensors), &encoder_metadata(preset)).map_err(|message| {
+        SaplingError::Data {
+            path: "<encoder.safetensors>".into(),
+            message,
+        }
+    })
+}
+
+fn encoder_metadata(preset: &str) -> [(&str, &str); 2] {
+    [("layout", "timm-vit"), ("sapling_preset", preset)]
+}
+
+fn encoder_on_device(model: &MaskedAutoencoder) -> Vec<OnDevice> {
     let c = &model.config;
     let (d, p, ch, l) = (c.dim, c.patch_size, c.in_chans, c.num_patches());
     let mut out = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, values: Vec<f32>| {
-        out.push(Exported {
+    let mut push = |name: String, shape: Vec<usize>, values: Tensor<1>| {
+        out.push(OnDevice {
             name,
             shape,
             values,
@@ -48,12 +108,12 @@ pub fn encoder_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
     push(
         "cls_token".into(),
         vec![1, 1, d],
-        host(model.cls_token.val()),
+        flat(model.cls_token.val()),
     );
     push(
         "pos_embed".into(),
         vec![1, 1 + l, d],
-        host(model.pos_embed.clone()),
+        flat(model.pos_embed.clone()),
     );
     // sapling's patch vector is (row, column, channel); the convolution is [D, C, row, column].
     let w = model
@@ -62,11 +122,11 @@ pub fn encoder_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
         .val()
         .reshape([p, p, ch, d])
         .permute([3, 2, 0, 1]);
-    push("patch_embed.proj.weight".into(), vec![d, ch, p, p], host(w));
+    push("patch_embed.proj.weight".into(), vec![d, ch, p, p], flat(w));
     push(
         "patch_embed.proj.bias".into(),
         vec![d],
-        host(bias(&model.patch_embed)),
+        flat(bias(&model.patch_embed)),
     );
     for (i, b) in model.blocks.iter().enumerate() {
         push_block(&format!("blocks.{i}"), b, &mut out);
@@ -81,27 +141,27 @@ pub fn encoder_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
 pub fn model_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
     let c = &model.config;
     let (dd, l) = (c.decoder_dim, c.num_patches());
-    let mut out = encoder_tensors(model);
+    let mut out = encoder_on_device(model);
     push_linear("decoder_embed", &model.decoder_embed, &mut out);
-    out.push(Exported {
+    out.push(OnDevice {
         name: "mask_token".into(),
         shape: vec![1, 1, dd],
-        values: host(model.mask_token.val()),
+        values: flat(model.mask_token.val()),
     });
-    out.push(Exported {
+    out.push(OnDevice {
         name: "decoder_pos_embed".into(),
         shape: vec![1, 1 + l, dd],
-        values: host(model.decoder_pos_embed.clone()),
+        values: flat(model.decoder_pos_embed.clone()),
     });
     for (i, b) in model.decoder_blocks.iter().enumerate() {
         push_block(&format!("decoder_blocks.{i}"), b, &mut out);
     }
     push_norm("decoder_norm", &model.decoder_norm, &mut out);
     push_linear("decoder_pred", &model.decoder_pred, &mut out);
-    out
+    out.into_iter().map(OnDevice::read).collect()
 }
 
-fn push_block(name: &str, b: &Block, out: &mut Vec<Exported>) {
+fn push_block(name: &str, b: &Block, out: &mut Vec<OnDevice>) {
     push_norm(&format!("{name}.norm1"), &b.norm1, out);
     push_linear(&format!("{name}.attn.qkv"), &b.attn.qkv, out);
     push_linear(&format!("{name}.attn.proj"), &b.attn.proj, out);
@@ -111,36 +171,36 @@ fn push_block(name: &str, b: &Block, out: &mut Vec<Exported>) {
 }
 
 /// A linear as PyTorch stores it: weight `[out, in]`, bias `[out]`.
-fn push_linear(name: &str, lin: &Linear, out: &mut Vec<Exported>) {
+fn push_linear(name: &str, lin: &Linear, out: &mut Vec<OnDevice>) {
     let [d_in, d_out] = lin.weight.val().dims();
-    out.push(Exported {
+    out.push(OnDevice {
         name: format!("{name}.weight"),
         shape: vec![d_out, d_in],
-        values: host(lin.weight.val().transpose()),
+        values: flat(lin.weight.val().transpose()),
     });
-    out.push(Exported {
+    out.push(OnDevice {
         name: format!("{name}.bias"),
         shape: vec![d_out],
-        values: host(bias(lin)),
+        values: flat(bias(lin)),
     });
 }
 
-fn push_norm(name: &str, n: &LayerNorm, out: &mut Vec<Exported>) {
+fn push_norm(name: &str, n: &LayerNorm, out: &mut Vec<OnDevice>) {
     let [d] = n.gamma.val().dims();
     let beta = n
         .beta
         .as_ref()
         .map(|b| b.val())
         .expect("LayerNorm has a bias");
-    out.push(Exported {
+    out.push(OnDevice {
         name: format!("{name}.weight"),
         shape: vec![d],
-        values: host(n.gamma.val()),
+        values: flat(n.gamma.val()),
     });
-    out.push(Exported {
+    out.push(OnDevice {
         name: format!("{name}.bias"),
         shape: vec![d],
-        values: host(beta),
+        values: flat(beta),
     });
 }
 
@@ -155,8 +215,7 @@ fn bias(lin: &Linear) -> Tensor<1> {
 pub fn write_encoder(model: &MaskedAutoencoder, preset: &str, path: &Path) -> Result<usize> {
     let tensors = encoder_tensors(model);
     let n = tensors.len();
-    let metadata = [("layout", "timm-vit"), ("sapling_preset", preset)];
-    write_f32_tensors(tensors, &metadata, path)?;
+    write_f32_tensors(tensors, &encoder_metadata(preset), path)?;
     Ok(n)
 }
 
@@ -166,7 +225,11 @@ pub fn write_f32_tensors(
     metadata: &[(&str, &str)],
     path: &Path,
 ) -> Result<()> {
-    let raw: Vec<RawTensor> = tensors
+    write_safetensors(&raw_f32(tensors), metadata, path)
+}
+
+fn raw_f32(tensors: Vec<Exported>) -> Vec<RawTensor> {
+    tensors
         .into_iter()
         .map(|t| RawTensor {
             name: t.name,
@@ -174,8 +237,7 @@ pub fn write_f32_tensors(
             shape: t.shape,
             bytes: t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         })
-        .collect();
-    write_safetensors(&raw, metadata, path)
+        .collect()
 }
 
 /// A tensor already in little-endian bytes.
@@ -192,6 +254,19 @@ pub fn write_safetensors(
     metadata: &[(&str, &str)],
     path: &Path,
 ) -> Result<()> {
+    let file =
+        safetensors_bytes(tensors, metadata).map_err(|message| SaplingError::Checkpoint {
+            path: path.to_path_buf(),
+            message,
+        })?;
+    atomic::write(path, &file)
+}
+
+/// Tensors of any dtype as the bytes of one safetensors file, with `format = pt`.
+pub fn safetensors_bytes(
+    tensors: &[RawTensor],
+    metadata: &[(&str, &str)],
+) -> std::result::Result<Vec<u8>, String> {
     let views = tensors.iter().map(|t| {
         let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
             .expect("shape matches data");
@@ -199,11 +274,5 @@ pub fn write_safetensors(
     });
     let mut meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     meta.extend(metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let file = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| {
-        SaplingError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("cannot serialise: {e}"),
-        }
-    })?;
-    atomic::write(path, &file)
+    safetensors::tensor::serialize(views, Some(meta)).map_err(|e| format!("cannot serialise: {e}"))
 }

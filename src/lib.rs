@@ -8,7 +8,8 @@
 
 /// Crash-safe file writes.
 pub mod atomic;
-/// Benchmarks printed as side-by-side ratios.
+/// Benchmarks printed as side-by-side ratios (command line only).
+#[cfg(not(target_family = "wasm"))]
 pub mod bench;
 /// Checkpoints: atomic, verified, resumable.
 pub mod checkpoint;

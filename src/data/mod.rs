@@ -8,6 +8,9 @@ pub mod idx;
 pub mod loader;
 /// Image folders and the embedded photos.
 pub mod source;
+/// Which image and augmentation each sample of the stream gets.
+pub mod stream;
 
-pub use loader::{Batch, Loader, Shard};
+pub use loader::Loader;
 pub use source::ImageSource;
+pub use stream::{Batch, Shard, Stream};

@@ -68,6 +68,8 @@ pub enum ImageSource {
     Folder { root: PathBuf, files: Vec<PathBuf> },
     /// The train split of an IDX (MNIST-style) data set folder, e.g. Fashion-MNIST.
     Idx { root: PathBuf, split: Arc<IdxSplit> },
+    /// Images already decoded, with their names (the browser's: no file system there).
+    Decoded(Arc<Vec<(String, RgbImage)>>),
 }
 
 impl ImageSource {
@@ -125,12 +127,24 @@ impl ImageSource {
         })
     }
 
+    /// Images already in memory; an empty list is an error.
+    pub fn decoded(images: Vec<(String, RgbImage)>) -> Result<Self> {
+        if images.is_empty() {
+            return Err(SaplingError::Data {
+                path: "<memory>".into(),
+                message: "no images to train on: add at least one".into(),
+            });
+        }
+        Ok(ImageSource::Decoded(Arc::new(images)))
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         match self {
             ImageSource::Embedded => EMBEDDED.len(),
             ImageSource::Folder { files, .. } => files.len(),
             ImageSource::Idx { split, .. } => split.images.count,
+            ImageSource::Decoded(images) => images.len(),
         }
     }
 
@@ -145,6 +159,7 @@ impl ImageSource {
             ImageSource::Embedded => format!("embedded:{}", EMBEDDED[i].0),
             ImageSource::Folder { files, .. } => files[i].display().to_string(),
             ImageSource::Idx { split, .. } => format!("{}#{i}", split.images_path.display()),
+            ImageSource::Decoded(images) => images[i].0.clone(),
         }
     }
 
@@ -162,6 +177,7 @@ impl ImageSource {
                 split.images.cols,
                 root.display()
             ),
+            ImageSource::Decoded(images) => format!("{} images in memory", images.len()),
         }
     }
 
@@ -174,6 +190,7 @@ impl ImageSource {
                 .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
                 .and_then(|r| r.decode()),
             ImageSource::Idx { split, .. } => return Ok(split.images.rgb(i)),
+            ImageSource::Decoded(images) => return Ok(images[i].1.clone()),
         };
         decoded.map(|img| img.to_rgb8()).map_err(|e| e.to_string())
     }

@@ -16,5 +16,5 @@ pub mod trial;
 
 pub use limits::DeviceLimits;
 pub use memory::{StepMemory, fmt_bytes, step_memory};
-pub use plan::{BatchPlan, PlanSource, ProbeOptions, plan, plan_for_run};
-pub use trial::{Trial, run_trial};
+pub use plan::{BatchPlan, PlanSource, ProbeOptions, plan, plan_async, plan_for_run};
+pub use trial::{Trial, run_trial, run_trial_async};

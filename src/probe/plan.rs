@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::DeviceLimits;
 use super::memory::{StepMemory, fmt_bytes, step_memory};
-use super::trial::{Trial, run_trial};
+use super::trial::{Trial, run_trial, run_trial_async};
 use crate::config::{BatchSize, Config, ModelConfig, accumulation_steps};
 use crate::error::{Result, SaplingError};
 use crate::kernels::KernelPath;
@@ -150,40 +150,102 @@ pub fn plan(
     limits: &DeviceLimits,
     options: ProbeOptions,
 ) -> Result<BatchPlan> {
-    let model = &config.model;
-    let effective = config.train.effective_batch;
-    let kernels = config.train.kernels;
-    let fitting = candidates(model, kernels, effective, limits);
-    let make = |micro: usize, source, trials| BatchPlan {
-        micro_batch: micro,
-        accum: effective / micro,
-        effective_batch: effective,
-        world_size: 1,
-        lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
-        predicted: step_memory(model, micro, effective / micro, kernels),
-        limits: limits.clone(),
-        source,
-        trials,
+    let mut search = match Search::start(config, limits, options)? {
+        Start::Planned(plan) => return Ok(*plan),
+        Start::Trials(search) => search,
     };
-    if let BatchSize::Fixed(micro) = config.train.batch_size {
-        let memory = step_memory(model, micro, effective / micro, kernels);
-        if let Some(why) = misfit(&memory, limits) {
-            return Err(does_not_fit(micro, why, &fitting, effective, limits));
+    while let Some(micro) = search.next_size() {
+        let trial = run_trial(config, device, micro, search.accum(micro), options.steps);
+        search.record(trial);
+    }
+    search.finish()
+}
+
+/// [`plan`] without blocking, for the browser: the same search, with each trial's readbacks
+/// awaited.
+pub async fn plan_async(
+    config: &Config,
+    device: &Device,
+    limits: &DeviceLimits,
+    options: ProbeOptions,
+) -> Result<BatchPlan> {
+    let mut search = match Search::start(config, limits, options)? {
+        Start::Planned(plan) => return Ok(*plan),
+        Start::Trials(search) => search,
+    };
+    while let Some(micro) = search.next_size() {
+        let trial =
+            run_trial_async(config, device, micro, search.accum(micro), options.steps).await;
+        search.record(trial);
+    }
+    search.finish()
+}
+
+/// Where planning stands before any trial step.
+enum Start<'a> {
+    /// Decided by the memory model alone.
+    Planned(Box<BatchPlan>),
+    /// Trials are needed.
+    Trials(Search<'a>),
+}
+
+/// The walk over fitting micro-batches, largest first; the caller runs each trial, so the
+/// blocking and the async probe share every decision.
+struct Search<'a> {
+    config: &'a Config,
+    limits: &'a DeviceLimits,
+    fitting: Vec<(usize, StepMemory)>,
+    sizes: usize,
+    trials: Vec<Trial>,
+}
+
+impl<'a> Search<'a> {
+    fn start(
+        config: &'a Config,
+        limits: &'a DeviceLimits,
+        options: ProbeOptions,
+    ) -> Result<Start<'a>> {
+        let model = &config.model;
+        let effective = config.train.effective_batch;
+        let kernels = config.train.kernels;
+        let search = Search {
+            config,
+            limits,
+            fitting: candidates(model, kernels, effective, limits),
+            sizes: options.sizes,
+            trials: Vec::new(),
+        };
+        if let BatchSize::Fixed(micro) = config.train.batch_size {
+            let memory = step_memory(model, micro, effective / micro, kernels);
+            if let Some(why) = misfit(&memory, limits) {
+                return Err(does_not_fit(micro, why, &search.fitting, effective, limits));
+            }
+            return Ok(Start::Planned(Box::new(
+                search.make(micro, PlanSource::Given),
+            )));
         }
-        return Ok(make(micro, PlanSource::Given, Vec::new()));
+        let Some(&(largest, _)) = search.fitting.first() else {
+            let why =
+                misfit(&step_memory(model, 1, effective, kernels), limits).unwrap_or_default();
+            return Err(does_not_fit(1, why, &search.fitting, effective, limits));
+        };
+        if options.sizes == 0 {
+            return Ok(Start::Planned(Box::new(
+                search.make(largest, PlanSource::Modelled),
+            )));
+        }
+        Ok(Start::Trials(search))
     }
-    let Some(&(largest, _)) = fitting.first() else {
-        let why = misfit(&step_memory(model, 1, effective, kernels), limits).unwrap_or_default();
-        return Err(does_not_fit(1, why, &fitting, effective, limits));
-    };
-    if options.sizes == 0 {
-        return Ok(make(largest, PlanSource::Modelled, Vec::new()));
+
+    fn accum(&self, micro: usize) -> usize {
+        self.config.train.effective_batch / micro
     }
-    let mut trials: Vec<Trial> = Vec::new();
-    for &(micro, _) in &fitting {
-        let ok: Vec<&Trial> = trials.iter().filter(|t| t.ok()).collect();
-        if ok.len() == options.sizes {
-            break;
+
+    /// The next size to try, or `None` when the search is over.
+    fn next_size(&self) -> Option<usize> {
+        let ok: Vec<&Trial> = self.trials.iter().filter(|t| t.ok()).collect();
+        if ok.len() == self.sizes {
+            return None;
         }
         // Smaller sizes are tried while they keep up: stop once the last one fell clearly
         // behind the best so far (past the peak, smaller only gets slower).
@@ -193,39 +255,72 @@ pub fn plan(
                 .last()
                 .is_some_and(|t| t.images_per_sec < best * (1.0 - PAST_PEAK))
         {
-            break;
+            return None;
         }
+        let micro = self.fitting.get(self.trials.len())?.0;
         tracing::info!("probe: trying micro-batch {micro}");
-        let mut trial = run_trial(config, device, micro, effective / micro, options.steps);
+        Some(micro)
+    }
+
+    /// Keeps a trial, rejecting it when its measured peak is over the budget.
+    fn record(&mut self, mut trial: Trial) {
         if trial.ok()
             && let Some(peak) = trial.measured_peak
-            && peak > limits.budget
+            && peak > self.limits.budget
         {
             trial.error = Some(format!(
                 "measured peak {} is over the {} budget",
                 fmt_bytes(peak),
-                fmt_bytes(limits.budget)
+                fmt_bytes(self.limits.budget)
             ));
         }
         if let Some(e) = &trial.error {
-            tracing::warn!("probe: micro-batch {micro} failed: {e}");
+            tracing::warn!("probe: micro-batch {} failed: {e}", trial.micro_batch);
         }
-        trials.push(trial);
+        self.trials.push(trial);
     }
-    let Some(best) = choose(&trials) else {
-        let why = trials
-            .iter()
-            .find_map(|t| t.error.clone())
-            .unwrap_or_default();
-        return Err(does_not_fit(
-            fitting.last().map_or(1, |c| c.0),
-            format!("every trial step failed ({why})"),
-            &[],
-            effective,
-            limits,
-        ));
-    };
-    Ok(make(best, PlanSource::Probed, trials))
+
+    fn finish(mut self) -> Result<BatchPlan> {
+        let effective = self.config.train.effective_batch;
+        let Some(best) = choose(&self.trials) else {
+            let why = self
+                .trials
+                .iter()
+                .find_map(|t| t.error.clone())
+                .unwrap_or_default();
+            return Err(does_not_fit(
+                self.fitting.last().map_or(1, |c| c.0),
+                format!("every trial step failed ({why})"),
+                &[],
+                effective,
+                self.limits,
+            ));
+        };
+        let trials = std::mem::take(&mut self.trials);
+        let mut plan = self.make(best, PlanSource::Probed);
+        plan.trials = trials;
+        Ok(plan)
+    }
+
+    fn make(&self, micro: usize, source: PlanSource) -> BatchPlan {
+        let (config, effective) = (self.config, self.config.train.effective_batch);
+        BatchPlan {
+            micro_batch: micro,
+            accum: effective / micro,
+            effective_batch: effective,
+            world_size: 1,
+            lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
+            predicted: step_memory(
+                &config.model,
+                micro,
+                effective / micro,
+                config.train.kernels,
+            ),
+            limits: self.limits.clone(),
+            source,
+            trials: Vec::new(),
+        }
+    }
 }
 
 /// The fastest successful trial; near-ties go to the larger micro-batch.

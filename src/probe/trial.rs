@@ -12,7 +12,7 @@ use super::memory::step_memory;
 use super::peak::PeakMeter;
 use crate::config::{BatchSize, Config};
 use crate::data::Batch;
-use crate::train::Trainer;
+use crate::train::{PhaseTimes, Trainer};
 
 /// What one micro-batch size did on the device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,40 +52,78 @@ pub fn run_trial(
     accum: usize,
     timed: usize,
 ) -> Trial {
-    let mut trial = Trial {
-        micro_batch: micro,
-        error: None,
-        forward_backward_ms: 0.0,
-        optimizer_ms: 0.0,
-        images_per_sec: 0.0,
-        predicted_peak: step_memory(&config.model, micro, accum, config.train.kernels).total,
-        measured_peak: None,
-        measured_by: None,
-    };
     let meter = PeakMeter::start(device);
-    let result = catch_unwind(AssertUnwindSafe(|| measure(config, device, micro, timed)));
-    if let Some((peak, how)) = meter.finish(device) {
-        trial.measured_peak = Some(peak);
-        trial.measured_by = Some(how.to_string());
-    }
-    match result {
-        Ok(Ok((fb, opt))) => {
-            trial.forward_backward_ms = fb * 1e3;
-            trial.optimizer_ms = opt * 1e3;
-            trial.images_per_sec = (micro * accum) as f64 / (accum as f64 * fb + opt);
-        }
-        Ok(Err(e)) => trial.error = Some(e.to_string()),
-        Err(panic) => {
+    let result = catch_unwind(AssertUnwindSafe(|| measure(config, device, micro, timed)))
+        .unwrap_or_else(|panic| {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the step panicked".to_string());
-            trial.error = Some(message);
+            Err(crate::SaplingError::Device(message))
+        });
+    Trial::conclude(config, device, micro, accum, meter, result)
+}
+
+/// [`run_trial`] without blocking (the browser's probe). A panic cannot be caught there: it
+/// aborts the module, as every panic in wasm32 does.
+pub async fn run_trial_async(
+    config: &Config,
+    device: &Device,
+    micro: usize,
+    accum: usize,
+    timed: usize,
+) -> Trial {
+    let meter = PeakMeter::start(device);
+    let result = measure_async(config, device, micro, timed).await;
+    Trial::conclude(config, device, micro, accum, meter, result)
+}
+
+impl Trial {
+    fn conclude(
+        config: &Config,
+        device: &Device,
+        micro: usize,
+        accum: usize,
+        meter: PeakMeter,
+        result: crate::Result<(f64, f64)>,
+    ) -> Trial {
+        let mut trial = Trial {
+            micro_batch: micro,
+            error: None,
+            forward_backward_ms: 0.0,
+            optimizer_ms: 0.0,
+            images_per_sec: 0.0,
+            predicted_peak: step_memory(&config.model, micro, accum, config.train.kernels).total,
+            measured_peak: None,
+            measured_by: None,
+        };
+        if let Some((peak, how)) = meter.finish(device) {
+            trial.measured_peak = Some(peak);
+            trial.measured_by = Some(how.to_string());
         }
+        match result {
+            Ok((fb, opt)) => {
+                trial.forward_backward_ms = fb * 1e3;
+                trial.optimizer_ms = opt * 1e3;
+                trial.images_per_sec = (micro * accum) as f64 / (accum as f64 * fb + opt);
+            }
+            Err(crate::SaplingError::Device(message)) => trial.error = Some(message),
+            Err(e) => trial.error = Some(e.to_string()),
+        }
+        device.memory_cleanup();
+        trial
     }
-    device.memory_cleanup();
-    trial
+}
+
+/// A throwaway trainer at micro-batch `micro`, its one synthetic batch, and the tiny learning
+/// rate a trial steps at (it measures, it does not need to learn).
+fn trial_trainer(config: &Config, device: &Device, micro: usize) -> (Trainer, Batch, f64) {
+    let mut config = config.clone();
+    config.train.batch_size = BatchSize::Fixed(micro);
+    let trainer = Trainer::new(&config, device);
+    let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
+    (trainer, batch, 1e-8)
 }
 
 /// Median seconds of (forward + backward, optimizer) over the timed steps: a shared machine's
@@ -96,20 +134,41 @@ fn measure(
     micro: usize,
     timed: usize,
 ) -> crate::Result<(f64, f64)> {
-    let mut config = config.clone();
-    config.train.batch_size = BatchSize::Fixed(micro);
-    let mut trainer = Trainer::new(&config, device);
-    let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
-    // A tiny learning rate: the trial measures, it does not need to learn.
-    let lr = 1e-8;
-    trainer.step_timed(0, lr, vec![batch.clone()])?;
-    let (mut fb, mut opt) = (Vec::new(), Vec::new());
-    for step in 1..=timed.max(1) as u64 {
-        let (_, times) = trainer.step_timed(step, lr, vec![batch.clone()])?;
-        fb.push(times.forward_backward);
-        opt.push(times.optimizer);
+    let (mut trainer, batch, lr) = trial_trainer(config, device, micro);
+    let mut times = Vec::new();
+    for step in 0..=timed.max(1) as u64 {
+        times.push(trainer.step_timed(step, lr, vec![batch.clone()])?.1);
     }
-    Ok((median(fb), median(opt)))
+    Ok(medians_after_warmup(times))
+}
+
+/// [`measure`], awaiting each step.
+async fn measure_async(
+    config: &Config,
+    device: &Device,
+    micro: usize,
+    timed: usize,
+) -> crate::Result<(f64, f64)> {
+    let (mut trainer, batch, lr) = trial_trainer(config, device, micro);
+    let mut times = Vec::new();
+    for step in 0..=timed.max(1) as u64 {
+        times.push(
+            trainer
+                .step_timed_async(step, lr, vec![batch.clone()])
+                .await?
+                .1,
+        );
+    }
+    Ok(medians_after_warmup(times))
+}
+
+/// The first step compiles kernels and allocates AdamW's moments: it is left out.
+fn medians_after_warmup(times: Vec<PhaseTimes>) -> (f64, f64) {
+    let timed = &times[1..];
+    (
+        median(timed.iter().map(|t| t.forward_backward).collect()),
+        median(timed.iter().map(|t| t.optimizer).collect()),
+    )
 }
 
 /// The median of a non-empty list.

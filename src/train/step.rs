@@ -132,6 +132,18 @@ impl Trainer {
         self.model.as_ref().expect("model is present between steps")
     }
 
+    /// Masks `ratio` of each sample's patches from the next step on (the browser's slider):
+    /// the weights do not depend on the ratio, only the masks and the work per step do.
+    pub fn set_mask_ratio(&mut self, ratio: f64) -> Result<()> {
+        let model = self.model.as_mut().expect("model is present between steps");
+        let mut config = model.config.clone();
+        config.mask_ratio = ratio;
+        config.validate()?;
+        self.mask_shape = (config.num_patches(), config.num_visible());
+        model.config = config;
+        Ok(())
+    }
+
     /// The masks of `batch` samples starting at stream index `first_sample`: each a pure
     /// function of the seed and the sample's index, so every backend, every resumed run and
     /// every micro-batch size masks the same patches of the same sample.
@@ -164,6 +176,44 @@ impl Trainer {
             .map(|(stats, times)| (stats, times.expect("timed step")))
     }
 
+    /// [`Trainer::step`] without blocking: the one readback per step is awaited, so a
+    /// browser's event loop keeps running while the device works.
+    pub async fn step_async(
+        &mut self,
+        step: u64,
+        lr: f64,
+        batches: Vec<Batch>,
+    ) -> Result<StepStats> {
+        let pending = self.forward_backward(batches);
+        let values = read_scalars(pending.readout.clone().into_data_async().await)?;
+        self.apply(pending, &values, step, lr)
+    }
+
+    /// [`Trainer::step_timed`] without blocking: the optimizer's work is awaited by reading
+    /// one element of an updated parameter (WebGPU has no blocking device sync).
+    pub async fn step_timed_async(
+        &mut self,
+        step: u64,
+        lr: f64,
+        batches: Vec<Batch>,
+    ) -> Result<(StepStats, PhaseTimes)> {
+        let pending = self.forward_backward(batches);
+        let started = pending.started;
+        let values = read_scalars(pending.readout.clone().into_data_async().await)?;
+        let forward_backward = started.elapsed().as_secs_f64();
+        let stats = self.apply(pending, &values, step, lr)?;
+        let updated = self.model().decoder_pred.weight.val().slice([0..1, 0..1]);
+        updated
+            .into_data_async()
+            .await
+            .map_err(|e| SaplingError::Device(e.to_string()))?;
+        let times = PhaseTimes {
+            forward_backward,
+            optimizer: started.elapsed().as_secs_f64() - forward_backward,
+        };
+        Ok((stats, times))
+    }
+
     fn run_step(
         &mut self,
         step: u64,
@@ -171,6 +221,29 @@ impl Trainer {
         batches: Vec<Batch>,
         timed: bool,
     ) -> Result<(StepStats, Option<PhaseTimes>)> {
+        let pending = self.forward_backward(batches);
+        let started = pending.started;
+        let values = read_scalars(pending.readout.clone().try_into_data())?;
+        // The readback waited for every gradient: forward and backward are done.
+        let forward_backward = started.elapsed().as_secs_f64();
+        let stats = self.apply(pending, &values, step, lr)?;
+        let times = if timed {
+            self.device
+                .sync()
+                .map_err(|e| SaplingError::Device(e.to_string()))?;
+            Some(PhaseTimes {
+                forward_backward,
+                optimizer: started.elapsed().as_secs_f64() - forward_backward,
+            })
+        } else {
+            None
+        };
+        Ok((stats, times))
+    }
+
+    /// Forward and backward over every micro-batch, the all-reduce over ranks and the global
+    /// norm: everything up to the step's one readback, queued on the device.
+    fn forward_backward(&mut self, batches: Vec<Batch>) -> Pending {
         let started = Instant::now();
         let accum = batches.len();
         let model = self.model.take().expect("model is present between steps");
@@ -206,15 +279,30 @@ impl Trainer {
         };
         let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
         // One readback per step: the loss and the norm together.
-        let values = Tensor::cat(
+        let readout = Tensor::cat(
             vec![loss_sum.expect("at least one micro-batch"), norm.clone()],
             0,
-        )
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("f32 scalars");
-        // The readback waited for every gradient: forward and backward are done.
-        let forward_backward = started.elapsed().as_secs_f64();
+        );
+        Pending {
+            model,
+            grads,
+            norm,
+            readout,
+            reduce,
+            started,
+        }
+    }
+
+    /// Checks the read-back loss and norm, clips and steps AdamW; a non-finite value fails
+    /// the step with the weights untouched.
+    fn apply(&mut self, pending: Pending, values: &[f32], step: u64, lr: f64) -> Result<StepStats> {
+        let Pending {
+            model,
+            mut grads,
+            norm,
+            reduce,
+            ..
+        } = pending;
         let mut loss = [values[0]];
         if self.world.size() > 1 {
             self.world.all_reduce_sum(&mut loss);
@@ -230,24 +318,28 @@ impl Trainer {
             clip::clip_to(&model, &mut grads, norm, self.clip_grad);
         }
         self.model = Some(self.optim.step(lr, model, grads));
-        let times = if timed {
-            self.device
-                .sync()
-                .map_err(|e| SaplingError::Device(e.to_string()))?;
-            Some(PhaseTimes {
-                forward_backward,
-                optimizer: started.elapsed().as_secs_f64() - forward_backward,
-            })
-        } else {
-            None
-        };
-        Ok((
-            StepStats {
-                loss,
-                grad_norm,
-                reduce,
-            },
-            times,
-        ))
+        Ok(StepStats {
+            loss,
+            grad_norm,
+            reduce,
+        })
     }
+}
+
+/// A step between its forward/backward pass and its one readback.
+struct Pending {
+    model: MaskedAutoencoder,
+    grads: GradientsParams,
+    norm: Tensor<1>,
+    /// `[loss sum, gradient norm]`, read back together.
+    readout: Tensor<1>,
+    reduce: ReduceStats,
+    started: Instant,
+}
+
+fn read_scalars<E: std::fmt::Display>(
+    data: std::result::Result<TensorData, E>,
+) -> Result<Vec<f32>> {
+    data.map_err(|e| SaplingError::Device(e.to_string()))
+        .map(|d| d.try_into_vec::<f32>().expect("f32 scalars"))
 }

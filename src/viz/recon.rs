@@ -30,6 +30,39 @@ pub fn recon_grid(
     plan: &MaskPlan,
     data: &DataConfig,
 ) -> RgbImage {
+    let (columns, b, s) = recon_columns(model, images, plan);
+    let values = columns
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 images");
+    grid_from_columns(&values, b, s, data)
+}
+
+/// [`recon_grid`] without blocking (the browser's): the one readback is awaited.
+pub async fn recon_grid_async(
+    model: &MaskedAutoencoder,
+    images: Vec<f32>,
+    plan: &MaskPlan,
+    data: &DataConfig,
+) -> crate::Result<RgbImage> {
+    let (columns, b, s) = recon_columns(model, images, plan);
+    let values = columns
+        .into_data_async()
+        .await
+        .map_err(|e| crate::SaplingError::Device(e.to_string()))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 images");
+    Ok(grid_from_columns(&values, b, s, data))
+}
+
+/// The figure's four columns stacked as `[4·B, 3, S, S]` on the device, with `B` and `S`.
+fn recon_columns(
+    model: &MaskedAutoencoder,
+    images: Vec<f32>,
+    plan: &MaskPlan,
+) -> (Tensor<4>, usize, usize) {
     let model = model.valid();
     let device = model.pos_embed.device();
     let c = &model.config;
@@ -53,13 +86,11 @@ pub fn recon_grid(
     // Removed patches are shown as 0 in normalised space: the data set's mean colour.
     let masked = imgs.clone() * keep.clone();
     let pasted = imgs.clone() * keep + recon.clone() * mask;
-    let columns = [imgs, masked, recon, pasted].map(|t| {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 images")
-    });
+    (Tensor::cat(vec![imgs, masked, recon, pasted], 0), b, s)
+}
 
+fn grid_from_columns(values: &[f32], b: usize, s: usize, data: &DataConfig) -> RgbImage {
+    let columns: Vec<Vec<f32>> = values.chunks(b * 3 * s * s).map(|c| c.to_vec()).collect();
     image_grid(&columns, b, s, data)
 }
 

@@ -3,6 +3,7 @@
 //! Run with `cargo test --release`. Tests that need a WebGPU adapter skip (saying why) when
 //! there is none, and fail instead when `SAPLING_REQUIRE_GPU=1`.
 
+mod async_paths;
 mod common;
 mod config;
 mod data;

@@ -1,0 +1,158 @@
+//! The sample stream: an endless sequence of samples where sample `n` is image
+//! `perm_e[n mod N]` of epoch `e = n / N`, `perm_e` a shuffle seeded by `(seed, e)`, and its
+//! augmentation draws from a generator seeded by `(seed, n)`. Any micro-batch can be built on
+//! its own, so threads (native) or a browser's event loop build the same batches.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::{SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+
+use super::augment::augment;
+use super::source::ImageSource;
+use crate::config::DataConfig;
+use crate::error::{Result, SaplingError};
+use crate::seed::mix;
+
+/// One micro-batch of normalised images.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, 3, S, S]` row-major.
+    pub images: Vec<f32>,
+    pub batch: usize,
+    pub size: usize,
+    /// Stream index of the first sample; sample `b` of the batch is `first_sample + b`.
+    pub first_sample: u64,
+}
+
+/// Files that failed to decode, shared by the workers so each is reported once.
+#[derive(Debug, Default)]
+pub struct SkipLog {
+    seen: Mutex<HashSet<usize>>,
+    count: AtomicUsize,
+}
+
+impl SkipLog {
+    /// Distinct files skipped so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, source: &ImageSource, i: usize, message: &str) {
+        let mut seen = self.seen.lock().expect("skip log lock");
+        if seen.insert(i) {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("skipping {}: cannot decode ({message})", source.name(i));
+        }
+    }
+}
+
+/// Which part of the stream a process reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl Shard {
+    /// The whole stream (a world of one).
+    pub const WHOLE: Shard = Shard { rank: 0, size: 1 };
+}
+
+/// One reader of the stream: builds any micro-batch of its shard on demand.
+pub struct Stream {
+    shard: Shard,
+    source: Arc<ImageSource>,
+    config: DataConfig,
+    img_size: usize,
+    batch: usize,
+    seed: u64,
+    skips: Arc<SkipLog>,
+    /// The shuffle of the epoch last read from.
+    epoch_perm: Option<(u64, Vec<usize>)>,
+}
+
+impl Stream {
+    /// Micro-batches of `batch` samples at `img_size` pixels from `source`.
+    pub fn new(
+        source: Arc<ImageSource>,
+        config: &DataConfig,
+        img_size: usize,
+        batch: usize,
+        seed: u64,
+        shard: Shard,
+    ) -> Self {
+        Stream {
+            shard,
+            source,
+            config: config.clone(),
+            img_size,
+            batch,
+            seed,
+            skips: Arc::default(),
+            epoch_perm: None,
+        }
+    }
+
+    /// Reports undecodable files into `skips` (shared by several readers).
+    pub fn sharing_skips(mut self, skips: Arc<SkipLog>) -> Self {
+        self.skips = skips;
+        self
+    }
+
+    /// Files skipped because they could not be decoded.
+    pub fn skipped(&self) -> usize {
+        self.skips.count()
+    }
+
+    /// This shard's micro-batch `local`: global micro-batch `local · shards + rank`.
+    pub fn batch(&mut self, local: u64) -> Result<Batch> {
+        let m = local * self.shard.size as u64 + self.shard.rank as u64;
+        let n = self.source.len() as u64;
+        let mut images = Vec::with_capacity(self.batch * 3 * self.img_size * self.img_size);
+        for s in 0..self.batch as u64 {
+            let sample = m * self.batch as u64 + s;
+            let epoch = sample / n;
+            if self.epoch_perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                let mut perm: Vec<usize> = (0..n as usize).collect();
+                perm.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.seed, epoch)));
+                self.epoch_perm = Some((epoch, perm));
+            }
+            let i = self.epoch_perm.as_ref().expect("set above").1[(sample % n) as usize];
+            let img = self.decode_from(i)?;
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x5eed_da7a, sample));
+            augment(
+                &img,
+                self.img_size as u32,
+                &self.config,
+                &mut rng,
+                &mut images,
+            );
+        }
+        Ok(Batch {
+            images,
+            batch: self.batch,
+            size: self.img_size,
+            first_sample: m * self.batch as u64,
+        })
+    }
+
+    /// Decodes image `i`, or the next decodable one after it: a broken file is skipped with one
+    /// warning, and the substitute is the same on every run.
+    fn decode_from(&self, i: usize) -> Result<image::RgbImage> {
+        let n = self.source.len();
+        for k in 0..n {
+            let j = (i + k) % n;
+            match self.source.load(j) {
+                Ok(img) => return Ok(img),
+                Err(message) => self.skips.record(&self.source, j, &message),
+            }
+        }
+        Err(SaplingError::Data {
+            path: self.source.name(0).into(),
+            message: format!("none of the {n} images could be decoded"),
+        })
+    }
+}

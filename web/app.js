@@ -1,0 +1,226 @@
+// The page: starts a sapling trainer on WebGPU, probes the batch, and trains while drawing.
+// Every call into the trainer goes through `serial`, so drops, the slider and downloads wait
+// for the step in flight instead of racing it; nothing here blocks on the GPU.
+import init, { create } from './pkg/sapling_web.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const num = (name, fallback) => (params.has(name) ? Number(params.get(name)) : fallback);
+
+// Page options (URL parameters), e.g. `?effective=8&sizes=2&stop=20&autostart=1`.
+const options = {
+  effective: num('effective', 0), // 0: the tiny preset's 32 images per step
+  sizes: num('sizes', 3), // micro-batch sizes the probe tries for real
+  probeSteps: num('probe-steps', 2), // timed steps per size
+  every: num('every', 10), // steps between reconstruction refreshes
+  stop: num('stop', 0), // pause after this many steps (0: never)
+  kernels: params.get('kernels') || 'reference',
+  autostart: params.get('autostart') === '1',
+};
+
+// Two shims between cubecl's WGSL and Chrome (burn's matmul kernels use subgroups):
+// - Chrome compiles `enable subgroups;` only on a device created with the `subgroups` feature,
+//   and wgpu's browser backend has no name for that feature, so it never asks: ask for it
+//   whenever the adapter has it.
+// - Chrome's compiler runs WGSL's subgroup-uniformity analysis, which naga (native wgpu) does
+//   not, and rejects those kernels' `subgroupAdd`; turn the diagnostic off, as native runs them.
+if (navigator.gpu) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = function (descriptor = {}) {
+    const features = new Set(descriptor.requiredFeatures || []);
+    if (this.features.has('subgroups')) features.add('subgroups');
+    return requestDevice.call(this, { ...descriptor, requiredFeatures: [...features] });
+  };
+  const createShaderModule = GPUDevice.prototype.createShaderModule;
+  GPUDevice.prototype.createShaderModule = function (descriptor) {
+    const code = descriptor.code.replace(
+      'enable subgroups;', 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);');
+    return createShaderModule.call(this, { ...descriptor, code });
+  };
+}
+
+// What the browser test reads.
+const state = (window.sapling = { ready: false, steps: [], reconstructions: 0, done: false, error: null });
+
+let trainer = null;
+let running = false;
+let chain = Promise.resolve();
+
+function serial(work) {
+  const result = chain.then(work);
+  chain = result.catch(() => {});
+  return result;
+}
+
+function status(text, isError = false) {
+  console.log(`sapling: ${text}`);
+  $('status').textContent = text;
+  $('status').classList.toggle('error', isError);
+}
+
+function fail(error) {
+  const message = error instanceof Error ? error.message : String(error);
+  state.error = message;
+  running = false;
+  $('toggle').textContent = 'Start';
+  status(message, true);
+  console.error(error);
+}
+
+function drawLine(canvas, values, format) {
+  const ctx = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  ctx.clearRect(0, 0, w, h);
+  if (values.length < 2) return;
+  const left = 56, pad = 10;
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const span = hi - lo || 1;
+  const x = (i) => left + (i / (values.length - 1)) * (w - left - pad);
+  const y = (v) => pad + (1 - (v - lo) / span) * (h - 2 * pad);
+  ctx.fillStyle = '#777';
+  ctx.font = '11px ui-monospace, monospace';
+  ctx.fillText(format(hi), 2, pad + 8);
+  ctx.fillText(format(lo), 2, h - pad);
+  ctx.strokeStyle = '#2b6cb0';
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  values.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+  ctx.stroke();
+}
+
+function showStep(report) {
+  state.steps.push(report);
+  $('step').textContent = report.step;
+  $('loss').textContent = report.loss.toFixed(4);
+  $('lr').textContent = report.lr.toExponential(2);
+  // Images/s over the last few steps: one step's figure jumps with the page's own work.
+  const recent = state.steps.slice(-5);
+  const seconds = recent.reduce((s, r) => s + r.seconds, 0);
+  const images = recent.reduce((s, r) => s + r.images_per_sec * r.seconds, 0);
+  $('ips').textContent = (images / seconds).toFixed(2);
+  drawLine($('loss-chart'), state.steps.map((r) => r.loss), (v) => v.toFixed(3));
+  drawLine($('lr-chart'), state.steps.map((r) => r.lr), (v) => v.toExponential(1));
+}
+
+async function refreshReconstruction() {
+  const png = await serial(() => trainer.reconstruction());
+  const img = $('recon');
+  const old = img.src;
+  img.src = URL.createObjectURL(new Blob([png], { type: 'image/png' }));
+  await img.decode();
+  if (old) URL.revokeObjectURL(old);
+  state.reconstructions += 1;
+}
+
+async function loop() {
+  while (running) {
+    const report = JSON.parse(await serial(() => trainer.step()));
+    showStep(report);
+    if (report.step % options.every === 0 || report.step === options.stop) {
+      await refreshReconstruction();
+    }
+    if (options.stop && report.step >= options.stop) {
+      running = false;
+      state.done = true;
+      $('toggle').textContent = 'Start';
+      status(`Paused after ${report.step} steps.`);
+    }
+    // Let the page paint and take input between steps.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+function toggle() {
+  running = !running;
+  $('toggle').textContent = running ? 'Pause' : 'Start';
+  if (running) {
+    status('Training…');
+    loop().catch(fail);
+  } else {
+    serial(() => trainer.pause());
+    status('Paused.');
+  }
+}
+
+async function addFiles(files) {
+  for (const file of files) {
+    if (!file.type.startsWith('image/')) continue;
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    try {
+      const count = await serial(() => trainer.addImage(file.name, bytes));
+      $('images').textContent = `${count} training images`;
+    } catch (e) {
+      status(`${file.name}: ${e.message}`, true);
+    }
+  }
+}
+
+async function download() {
+  const bytes = await serial(() => trainer.encoder());
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+  a.download = `sapling-tiny-encoder-step${state.steps.length}.safetensors`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+function wireControls() {
+  $('toggle').onclick = toggle;
+  $('download').onclick = () => download().catch(fail);
+  $('mask').oninput = () => ($('mask-value').textContent = Number($('mask').value).toFixed(2));
+  $('mask').onchange = () =>
+    serial(() => trainer.setMaskRatio(Number($('mask').value))).catch(fail);
+  let depth = 0;
+  addEventListener('dragenter', (e) => { e.preventDefault(); depth += 1; $('drop').hidden = false; });
+  addEventListener('dragleave', () => { depth -= 1; if (depth <= 0) { depth = 0; $('drop').hidden = true; } });
+  addEventListener('dragover', (e) => e.preventDefault());
+  addEventListener('drop', (e) => {
+    e.preventDefault();
+    depth = 0;
+    $('drop').hidden = true;
+    addFiles(e.dataTransfer.files).catch(fail);
+  });
+  for (const id of ['toggle', 'mask', 'download']) $(id).disabled = false;
+}
+
+async function main() {
+  if (!navigator.gpu) {
+    state.error = 'no-webgpu';
+    status('This browser does not offer WebGPU, which sapling trains on. Use a recent Chrome, ' +
+      'Edge, Firefox or Safari (or enable WebGPU in its settings) and reload.', true);
+    return;
+  }
+  if (!(await navigator.gpu.requestAdapter())) {
+    state.error = 'no-adapter';
+    status('WebGPU is there, but no GPU adapter was offered (blocklisted driver or ' +
+      'disabled hardware acceleration?).', true);
+    return;
+  }
+  status('Loading the trainer…');
+  await init();
+  const opts = { kernels: options.kernels };
+  if (options.effective) opts.effective_batch = options.effective;
+  trainer = await create(JSON.stringify(opts));
+  const device = JSON.parse(trainer.device());
+  $('device').textContent = JSON.stringify(device, null, 2);
+  $('images').textContent = `${trainer.imageCount()} training images`;
+  status(`Probing the batch size on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);
+  const plan = JSON.parse(await serial(() => trainer.probe(options.sizes, options.probeSteps)));
+  state.plan = plan;
+  $('plan').textContent =
+    `micro-batch ${plan.micro_batch} × ${plan.accum} accumulation = ${plan.effective_batch} images/step, ` +
+    `peak lr ${plan.lr.toExponential(2)}\n` +
+    plan.trials.map((t) => `  tried ${t.micro_batch}: ` +
+      (t.error ? `failed (${t.error})` : `${t.images_per_sec.toFixed(2)} images/s`)).join('\n');
+  await refreshReconstruction();
+  wireControls();
+  state.ready = true;
+  status('Ready: press Start.');
+  if (options.autostart) toggle();
+}
+
+// A panic in the trainer aborts its module: the call in flight never settles, but the trap
+// surfaces here.
+addEventListener('error', (e) => fail(e.error || e.message));
+addEventListener('unhandledrejection', (e) => fail(e.reason));
+main().catch(fail);

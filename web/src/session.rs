@@ -1,0 +1,244 @@
+//! A training session as the page drives it: the sapling library's trainer, batch probe, data
+//! stream and pictures, with every device readback awaited (a browser cannot block).
+
+use std::sync::Arc;
+
+use image::RgbImage;
+use sapling::config::{BatchSize, Config, Preset};
+use sapling::data::augment::fixed_batch;
+use sapling::data::{ImageSource, Shard, Stream};
+use sapling::device::{AdapterSummary, Selected};
+use sapling::kernels::KernelPath;
+use sapling::model::MaskPlan;
+use sapling::optim::Schedule;
+use sapling::probe::{BatchPlan, DeviceLimits, ProbeOptions, plan_async};
+use sapling::train::Trainer;
+use sapling::{Result, SaplingError};
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+/// Images shown in the reconstruction grid.
+const PREVIEW_IMAGES: usize = 4;
+
+/// What the page may set when it starts a session (JSON; unknown fields are refused).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Images per optimizer step (the probe picks the micro-batch that reaches it).
+    pub effective_batch: usize,
+    /// Steps of the learning-rate schedule.
+    pub steps: u64,
+    pub seed: u64,
+    pub kernels: KernelPath,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let train = Preset::Tiny.config().train;
+        Options {
+            effective_batch: train.effective_batch,
+            steps: train.steps.unwrap_or(400),
+            seed: train.seed,
+            kernels: KernelPath::Reference,
+        }
+    }
+}
+
+/// What one step reports to the page.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Optimizer steps done, this one included.
+    pub step: u64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Wall-clock seconds of this step, from its first batch to the readback of its loss.
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+/// The adapter and the batch plan, for the page's device panel.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub adapter: Option<AdapterSummary>,
+    pub limits: DeviceLimits,
+}
+
+/// The model, its optimizer and its data on the visitor's GPU.
+pub struct Session {
+    config: Config,
+    selected: Selected,
+    trainer: Trainer,
+    images: Vec<(String, RgbImage)>,
+    /// `images` as the data pipeline reads them.
+    source: Arc<ImageSource>,
+    stream: Stream,
+    schedule: Schedule,
+    plan: Option<BatchPlan>,
+    /// Optimizer steps done.
+    step: u64,
+    /// Samples read from the stream (always a whole number of optimizer steps).
+    samples: u64,
+    /// When the last step ended: images/s counts the page's own time between steps too.
+    last_end: Option<Instant>,
+}
+
+impl Session {
+    /// Acquires WebGPU and builds the `tiny` model on the photos bundled with sapling.
+    pub async fn start(options: Options) -> Result<Session> {
+        let selected = sapling::device::wgpu_device_async().await?;
+        let mut config = Preset::Tiny.config();
+        config.train.effective_batch = options.effective_batch;
+        config.train.steps = Some(options.steps);
+        config.train.seed = options.seed;
+        config.train.kernels = options.kernels;
+        config.validate()?;
+        let embedded = ImageSource::Embedded;
+        let images = (0..embedded.len())
+            .map(|i| {
+                let img = embedded.load(i).map_err(|message| SaplingError::Data {
+                    path: embedded.name(i).into(),
+                    message,
+                })?;
+                Ok((embedded.name(i), img))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let trainer = Trainer::new(&config, &selected.device);
+        let schedule = Schedule::new(&config.optim, options.effective_batch, options.steps);
+        let source = Arc::new(ImageSource::decoded(images.clone())?);
+        let stream = stream(&config, &source, 1);
+        Ok(Session {
+            config,
+            selected,
+            trainer,
+            images,
+            source,
+            stream,
+            schedule,
+            plan: None,
+            step: 0,
+            samples: 0,
+            last_end: None,
+        })
+    }
+
+    pub fn device(&self) -> DeviceReport {
+        DeviceReport {
+            adapter: self.selected.adapter.clone(),
+            limits: DeviceLimits::of(&self.selected, None),
+        }
+    }
+
+    /// Picks the micro-batch as native runs do: the memory model, then `sizes` trial sizes of
+    /// `steps` timed steps each (0 sizes: the memory model alone).
+    pub async fn probe(&mut self, sizes: usize, steps: usize) -> Result<BatchPlan> {
+        let mut config = self.config.clone();
+        config.train.batch_size = BatchSize::Auto;
+        let limits = DeviceLimits::of(&self.selected, None);
+        let options = ProbeOptions { sizes, steps };
+        let plan = plan_async(&config, &self.selected.device, &limits, options).await?;
+        self.stream = stream(&self.config, &self.source, plan.micro_batch);
+        self.plan = Some(plan.clone());
+        Ok(plan)
+    }
+
+    /// One optimizer step: `accum` micro-batches from the stream, forward, backward, AdamW.
+    pub async fn step(&mut self) -> Result<StepReport> {
+        let plan = self.plan.as_ref().ok_or_else(|| {
+            SaplingError::config(
+                "batch",
+                "probe the device before training (no batch plan yet)",
+            )
+        })?;
+        let (micro, accum) = (plan.micro_batch, plan.accum);
+        let started = self.last_end.unwrap_or_else(Instant::now);
+        // Steps read whole effective batches, so `samples` is a multiple of the micro-batch.
+        let first = self.samples / micro as u64;
+        let batches = (first..first + accum as u64)
+            .map(|m| self.stream.batch(m))
+            .collect::<Result<Vec<_>>>()?;
+        self.samples += (micro * accum) as u64;
+        let lr = self.schedule.lr_at(self.step);
+        let stats = self.trainer.step_async(self.step, lr, batches).await?;
+        self.step += 1;
+        let now = Instant::now();
+        let seconds = now.duration_since(started).as_secs_f64();
+        self.last_end = Some(now);
+        Ok(StepReport {
+            step: self.step,
+            loss: stats.loss,
+            grad_norm: stats.grad_norm,
+            lr,
+            seconds,
+            images_per_sec: (micro * accum) as f64 / seconds,
+        })
+    }
+
+    /// Forgets the time since the last step (after a pause), so images/s counts training only.
+    pub fn pause(&mut self) {
+        self.last_end = None;
+    }
+
+    /// MAE's figure for the first photos (original | masked | reconstruction | visible pasted
+    /// back), as PNG bytes.
+    pub async fn reconstruction(&self) -> Result<Vec<u8>> {
+        let model_config = &self.trainer.model().config;
+        let size = model_config.img_size as u32;
+        let (values, b) = fixed_batch(&self.source, PREVIEW_IMAGES, size, &self.config.data);
+        let plan = MaskPlan::random(
+            b,
+            model_config.num_patches(),
+            model_config.num_visible(),
+            self.config.train.seed,
+        );
+        let grid =
+            sapling::viz::recon_grid_async(self.trainer.model(), values, &plan, &self.config.data)
+                .await?;
+        sapling::viz::png_bytes(&grid).map_err(|message| SaplingError::Data {
+            path: "<reconstruction.png>".into(),
+            message,
+        })
+    }
+
+    pub fn set_mask_ratio(&mut self, ratio: f64) -> Result<()> {
+        self.trainer.set_mask_ratio(ratio)?;
+        self.config.model.mask_ratio = ratio;
+        Ok(())
+    }
+
+    /// Adds a dropped image to the training set; returns how many there are now.
+    pub fn add_image(&mut self, name: &str, bytes: &[u8]) -> Result<usize> {
+        let img = image::load_from_memory(bytes)
+            .map_err(|e| SaplingError::Data {
+                path: name.into(),
+                message: format!("cannot decode ({e}); drop a PNG, JPEG or WebP image"),
+            })?
+            .to_rgb8();
+        self.images.push((format!("dropped:{name}"), img));
+        self.source = Arc::new(ImageSource::decoded(self.images.clone())?);
+        let micro = self.plan.as_ref().map_or(1, |p| p.micro_batch);
+        self.stream = stream(&self.config, &self.source, micro);
+        Ok(self.images.len())
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.images.len()
+    }
+
+    /// The encoder in timm's ViT layout, as safetensors bytes.
+    pub async fn encoder_safetensors(&self) -> Result<Vec<u8>> {
+        sapling::export::encoder_safetensors_async(self.trainer.model(), self.config.preset.name())
+            .await
+    }
+}
+
+fn stream(config: &Config, source: &Arc<ImageSource>, micro: usize) -> Stream {
+    Stream::new(
+        source.clone(),
+        &config.data,
+        config.model.img_size,
+        micro,
+        config.train.seed,
+        Shard::WHOLE,
+    )
+}

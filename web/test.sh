@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The browser test: builds the demo, serves it on 127.0.0.1, and has headless Chromium train
+# `stop` steps on WebGPU (SwiftShader here). Results and a screenshot land in web/test/out/.
+set -euo pipefail
+cd "$(dirname "$0")"
+./build.sh
+(cd test && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; })
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server "$port" --bind 127.0.0.1 --directory . > test/server.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" > /dev/null && break; sleep 0.1; done
+# A small effective batch keeps each step short on a software rasteriser; the probe still
+# tries two sizes for real.
+query="${SAPLING_WEB_QUERY:-effective=8&sizes=2&probe-steps=1&every=10&stop=30&autostart=1}"
+node test/browser.mjs "http://127.0.0.1:$port/?$query" test/out

@@ -1,0 +1,109 @@
+// Drives Debian's headless Chromium (WebGPU through SwiftShader) through the demo page: waits
+// for the batch probe and `stop` training steps, then checks that the loss fell and that a
+// reconstruction was drawn, and saves a screenshot. Usage: node browser.mjs URL OUT_DIR
+import { chromium } from 'playwright-core';
+import { mkdirSync, writeFileSync } from 'node:fs';
+
+const [url, outDir = 'out'] = process.argv.slice(2);
+const timeoutMs = Number(process.env.SAPLING_WEB_TIMEOUT_S || 1200) * 1000;
+mkdirSync(outDir, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // --enable-unsafe-webgpu: WebGPU on Linux (SwiftShader here); the rest keeps Chromium off
+  // the network, which this machine does not have.
+  args: ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--disable-quic'],
+});
+let failed = null;
+try {
+  const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
+  const errors = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+    console.log(`page ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => errors.push(e.message));
+  if (process.env.SAPLING_WEB_DEBUG_SHADERS) {
+    // Logs each shader module's compilation messages with the offending lines.
+    await page.addInitScript(() => {
+      const create = GPUDevice.prototype.createShaderModule;
+      const t0 = performance.now();
+      let count = 0;
+      GPUDevice.prototype.createShaderModule = function (desc) {
+        count += 1;
+        if (count % 20 === 0) console.log(`shaders: ${count} modules after ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+        const module = create.call(this, desc);
+        module.getCompilationInfo().then((info) => {
+          for (const m of info.messages) {
+            if (m.type !== 'error') continue;
+            const lines = desc.code.split('\n');
+            console.log(`shader ${desc.label}: ${m.message} at ${m.lineNum}:${m.linePos}\n` +
+              lines.slice(Math.max(0, m.lineNum - 3), m.lineNum + 2).join('\n') +
+              `\n--- enables: ${lines.filter((l) => l.startsWith('enable')).join(' ')}`);
+          }
+        });
+        return module;
+      };
+    });
+  }
+  const started = Date.now();
+  await page.goto(url);
+  let last = -1;
+  let state;
+  for (;;) {
+    state = await page.evaluate(() => window.sapling && {
+      ready: window.sapling.ready, done: window.sapling.done, error: window.sapling.error,
+      steps: window.sapling.steps, reconstructions: window.sapling.reconstructions,
+      plan: window.sapling.plan,
+    });
+    if (state?.error || state?.done) break;
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s`);
+    const n = state?.steps?.length ?? 0;
+    if (n !== last) {
+      const s = state?.steps?.at(-1);
+      console.log(`${((Date.now() - started) / 1000).toFixed(0)} s: ${state?.ready ? `step ${n}` : 'starting'}` +
+        (s ? `, loss ${s.loss.toFixed(4)}, ${s.seconds.toFixed(2)} s/step` : ''));
+      last = n;
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  await page.screenshot({ path: `${outDir}/screenshot.png`, fullPage: true });
+  const recon = await page.evaluate(() => {
+    const img = document.getElementById('recon');
+    return { width: img.naturalWidth, height: img.naturalHeight };
+  });
+  const steps = state.steps || [];
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const k = Math.min(3, Math.floor(steps.length / 2));
+  const first = k ? mean(steps.slice(0, k).map((s) => s.loss)) : NaN;
+  const lastLoss = k ? mean(steps.slice(-k).map((s) => s.loss)) : NaN;
+  // Steady-state speed: the first steps after the probe still compile shaders.
+  const steady = steps.slice(Math.floor(steps.length / 2));
+  const secs = steady.reduce((a, s) => a + s.seconds, 0);
+  const result = {
+    url, wall_s: (Date.now() - started) / 1000, error: state.error, plan: state.plan,
+    steps: steps.length, first_loss: first, last_loss: lastLoss,
+    steps_per_s: steady.length / secs,
+    images_per_s: steady.reduce((a, s) => a + s.images_per_sec * s.seconds, 0) / secs,
+    reconstructions: state.reconstructions, recon_png: recon, console_errors: errors,
+    losses: steps.map((s) => s.loss),
+  };
+  writeFileSync(`${outDir}/result.json`, JSON.stringify(result, null, 2));
+  console.log(JSON.stringify({ ...result, losses: undefined, plan: state.plan && {
+    micro_batch: state.plan.micro_batch, accum: state.plan.accum, trials: state.plan.trials.length } }, null, 2));
+  if (state.error) failed = `the page reported an error: ${state.error}`;
+  else if (!(lastLoss < first)) failed = `the loss did not fall: ${first} -> ${lastLoss}`;
+  else if (state.reconstructions < 1 || recon.width === 0) failed = 'no reconstruction was drawn';
+  else if (errors.length) failed = `console errors: ${errors.join(' | ')}`;
+} catch (e) {
+  failed = e.message;
+} finally {
+  await browser.close();
+}
+if (failed) {
+  console.error(`web test FAILED: ${failed}`);
+  process.exit(1);
+}
+console.log(`web test passed; screenshot in ${outDir}/screenshot.png`);
