@@ -190,7 +190,8 @@ async function main() {
       'Edge, Firefox or Safari (or enable WebGPU in its settings) and reload.', true);
     return;
   }
-  if (!(await navigator.gpu.requestAdapter())) {
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) {
     state.error = 'no-adapter';
     status('WebGPU is there, but no GPU adapter was offered (blocklisted driver or ' +
       'disabled hardware acceleration?).', true);
@@ -201,7 +202,10 @@ async function main() {
   const opts = { kernels: options.kernels };
   if (options.effective) opts.effective_batch = options.effective;
   trainer = await create(JSON.stringify(opts));
-  const device = JSON.parse(trainer.device());
+  // Browsers hide the adapter's name from wgpu; their own `adapter.info` says what it is.
+  const info = adapter.info || {};
+  const device = { browser: { vendor: info.vendor, architecture: info.architecture,
+    description: info.description }, ...JSON.parse(trainer.device()) };
   $('device').textContent = JSON.stringify(device, null, 2);
   $('images').textContent = `${trainer.imageCount()} training images`;
   status(`Probing the batch size on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);
