@@ -53,15 +53,14 @@ pub fn run_trial(
     timed: usize,
 ) -> Trial {
     let meter = PeakMeter::start(device);
-    let result = catch_unwind(AssertUnwindSafe(|| measure(config, device, micro, timed)))
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the step panicked".to_string());
-            Err(crate::SaplingError::Device(message))
-        });
+    let result = match catch_unwind(AssertUnwindSafe(|| measure(config, device, micro, timed))) {
+        Ok(measured) => measured.map_err(|e| e.to_string()),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the step panicked".to_string())),
+    };
     Trial::conclude(config, device, micro, accum, meter, result)
 }
 
@@ -75,7 +74,9 @@ pub async fn run_trial_async(
     timed: usize,
 ) -> Trial {
     let meter = PeakMeter::start(device);
-    let result = measure_async(config, device, micro, timed).await;
+    let result = measure_async(config, device, micro, timed)
+        .await
+        .map_err(|e| e.to_string());
     Trial::conclude(config, device, micro, accum, meter, result)
 }
 
@@ -86,7 +87,8 @@ impl Trial {
         micro: usize,
         accum: usize,
         meter: PeakMeter,
-        result: crate::Result<(f64, f64)>,
+        // The medians, or why the size failed (an error's or a panic's message).
+        result: std::result::Result<(f64, f64), String>,
     ) -> Trial {
         let mut trial = Trial {
             micro_batch: micro,
@@ -108,8 +110,7 @@ impl Trial {
                 trial.optimizer_ms = opt * 1e3;
                 trial.images_per_sec = (micro * accum) as f64 / (accum as f64 * fb + opt);
             }
-            Err(crate::SaplingError::Device(message)) => trial.error = Some(message),
-            Err(e) => trial.error = Some(e.to_string()),
+            Err(message) => trial.error = Some(message),
         }
         device.memory_cleanup();
         trial
