@@ -5,41 +5,65 @@
 #   cargo build --release && pip install torch safetensors && benches/compare_torch.sh
 #
 # Environment: SAPLING (binary), CASES ("tiny:32 vit-b:4" = preset:micro-batch), STEPS (5),
-# WGPU_PRESETS ("tiny": presets also run on wgpu; lavapipe needs minutes per vit-b step).
+# ROUNDS (3): PyTorch and sapling on the CPU run alternately this many times and each row is
+# the median round (by images/s), so a busy neighbour on a shared machine shows up as spread
+# (printed as min–max) instead of as a ratio; WGPU_PRESETS ("tiny": presets also run on wgpu
+# once; lavapipe needs minutes per vit-b step). sapling runs with its default kernels (`auto`,
+# i.e. its CPU kernels on Flex); KERNELS="reference" adds a row with burn's ops alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAPLING=${SAPLING:-${CARGO_TARGET_DIR:-target}/release/sapling}
 CASES=${CASES:-"tiny:32 vit-b:4"}
 STEPS=${STEPS:-5}
+ROUNDS=${ROUNDS:-3}
 WGPU_PRESETS=${WGPU_PRESETS:-tiny}
+KERNELS=${KERNELS:-}
 [[ -x $SAPLING ]] || { echo "no sapling binary at $SAPLING: cargo build --release, or set SAPLING" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-field() { python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))[sys.argv[2]], 2))" "$1" "$2"; }
+# The median round of a list of JSON results (by images/s), with min–max of images/s.
+summary() {
+  python3 - "$@" <<'PY'
+import json, sys
+rs = sorted((json.load(open(f)) for f in sys.argv[1:]), key=lambda r: r["images_per_sec"])
+m = rs[len(rs) // 2]
+ips = [r["images_per_sec"] for r in rs]
+print(m["images_per_sec"], m["forward_ms"], m["backward_ms"], m["optimizer_ms"], min(ips), max(ips))
+PY
+}
+row() { # name, images/s, fwd, bwd, opt, min, max, torch images/s
+  printf '%-7s %5s %-28s %9.2f %11s %9.1f %9.1f %9.1f %8.2f\n' "$preset" "$batch" "$1" "$2" \
+    "$(printf '%.1f-%.1f' "$6" "$7")" "$3" "$4" "$5" "$(awk -v a="$2" -v b="$8" 'BEGIN { print a / b }')"
+}
+sapling_step() { # device, kernels, output
+  "$SAPLING" bench step --preset "$preset" --device "$1" --batch-size "$batch" \
+    --effective-batch "$batch" --timed-steps "$STEPS" --kernels "$2" --json 2>/dev/null >"$3"
+}
 
-echo "machine: $(nproc) cores, $(date -u +%F); $(python3 -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())')"
-printf '%-7s %5s %-22s %9s %9s %9s %9s %8s\n' preset batch implementation images/s "fwd ms" "bwd ms" "opt ms" "/torch"
+echo "machine: $(nproc) cores, $(date -u +%F); $(python3 -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())'); $ROUNDS rounds of $STEPS timed steps"
+printf '%-7s %5s %-28s %9s %11s %9s %9s %9s %8s\n' preset batch implementation images/s "(min-max)" "fwd ms" "bwd ms" "opt ms" "/torch"
 for case in $CASES; do
   preset=${case%%:*} batch=${case##*:}
   "$SAPLING" bench reference-case --preset "$preset" --device cpu --case-dir "$work/$preset" \
     --micro-batch 1 --record-steps 1 >/dev/null 2>&1
-  python3 benches/torch_mae.py bench "$work/$preset" --batch "$batch" --steps "$STEPS" >"$work/torch.json"
-  torch_ips=$(field "$work/torch.json" images_per_sec)
-  printf '%-7s %5s %-22s %9s %9s %9s %9s %8s\n' "$preset" "$batch" "pytorch (cpu)" "$torch_ips" \
-    "$(field "$work/torch.json" forward_ms)" "$(field "$work/torch.json" backward_ms)" \
-    "$(field "$work/torch.json" optimizer_ms)" "1.00"
-  devices=cpu
-  [[ " $WGPU_PRESETS " == *" $preset "* ]] && devices="cpu wgpu"
-  for device in $devices; do
-    "$SAPLING" bench step --preset "$preset" --device "$device" --batch-size "$batch" \
-      --effective-batch "$batch" --timed-steps "$STEPS" --json 2>/dev/null >"$work/sapling.json"
-    ips=$(field "$work/sapling.json" images_per_sec)
-    ratio=$(awk -v a="$ips" -v b="$torch_ips" 'BEGIN { printf "%.2f", a / b }')
-    name="sapling ($device)"
-    [[ $device == cpu ]] && name="sapling (cpu, Flex)"
-    printf '%-7s %5s %-22s %9s %9s %9s %9s %8s\n' "$preset" "$batch" "$name" "$ips" \
-      "$(field "$work/sapling.json" forward_ms)" "$(field "$work/sapling.json" backward_ms)" \
-      "$(field "$work/sapling.json" optimizer_ms)" "$ratio"
+  for r in $(seq "$ROUNDS"); do
+    python3 benches/torch_mae.py bench "$work/$preset" --batch "$batch" --steps "$STEPS" >"$work/torch.$r.json"
+    sapling_step cpu auto "$work/cpu.$r.json"
+    [[ -n $KERNELS ]] && sapling_step cpu "$KERNELS" "$work/ref.$r.json"
   done
+  read -r t_ips t_f t_b t_o t_lo t_hi < <(summary "$work"/torch.*.json)
+  row "pytorch (cpu)" "$t_ips" "$t_f" "$t_b" "$t_o" "$t_lo" "$t_hi" "$t_ips"
+  read -r ips f b o lo hi < <(summary "$work"/cpu.*.json)
+  row "sapling (cpu, Flex)" "$ips" "$f" "$b" "$o" "$lo" "$hi" "$t_ips"
+  if [[ -n $KERNELS ]]; then
+    read -r ips f b o lo hi < <(summary "$work"/ref.*.json)
+    row "sapling (cpu, Flex, $KERNELS)" "$ips" "$f" "$b" "$o" "$lo" "$hi" "$t_ips"
+  fi
+  if [[ " $WGPU_PRESETS " == *" $preset "* ]]; then
+    sapling_step wgpu auto "$work/wgpu.json"
+    read -r ips f b o lo hi < <(summary "$work/wgpu.json")
+    row "sapling (wgpu)" "$ips" "$f" "$b" "$o" "$lo" "$hi" "$t_ips"
+  fi
+  rm -f "$work"/*.json
 done

@@ -227,8 +227,9 @@ pub struct TrainArgs {
     /// Device memory the batch planner may use, in MiB.
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
-    /// Hot paths on burn's ops (`reference`) or sapling's WGSL kernels (`wgsl`, wgpu only).
-    #[arg(long, value_name = "reference|wgsl")]
+    /// Hot paths on what pays off on the device (`auto`), burn's ops (`reference`), sapling's
+    /// WGSL kernels (`wgsl`, wgpu only) or its CPU kernels (`cpu`, Flex only).
+    #[arg(long, value_name = "auto|reference|wgsl|cpu")]
     pub kernels: Option<KernelPath>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]

@@ -517,8 +517,9 @@ pub struct TrainConfig {
     pub allreduce_bucket_mib: u64,
     /// Read the next bucket back while MPI reduces the current one.
     pub allreduce_overlap: bool,
-    /// `reference` (burn's ops) or `wgsl` (sapling's kernels for the patch gather, the norm-pix
-    /// loss and attention; wgpu devices only).
+    /// `auto` (what pays off on the device: `cpu` on Flex, `reference` on wgpu), `reference`
+    /// (burn's ops everywhere), `wgsl` (sapling's kernels for the patch gather, the norm-pix
+    /// loss and attention; wgpu devices only) or `cpu` (sapling's GELU; Flex only).
     #[serde(default)]
     pub kernels: KernelPath,
 }
@@ -540,7 +541,7 @@ impl Default for TrainConfig {
             recon_every: 100,
             allreduce_bucket_mib: 25,
             allreduce_overlap: true,
-            kernels: KernelPath::Reference,
+            kernels: KernelPath::Auto,
         }
     }
 }

@@ -132,15 +132,25 @@ fn cpu() -> Selected {
     }
 }
 
-/// The device of a run, checked against its kernel path: sapling's WGSL kernels need wgpu.
+/// The device of a run, checked against its kernel path: sapling's WGSL kernels need wgpu, its
+/// CPU kernels Flex.
 #[cfg(not(target_family = "wasm"))]
 pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
     let selected = select(train.device)?;
-    if train.kernels == crate::kernels::KernelPath::Wgsl && selected.adapter.is_none() {
+    use crate::kernels::KernelPath;
+    let on_cpu = selected.adapter.is_none();
+    if train.kernels == KernelPath::Wgsl && on_cpu {
         return Err(SaplingError::config(
             "train.kernels",
             "the WGSL kernels run on wgpu devices only and this run is on the CPU (Flex): \
-             use --device wgpu, or --kernels reference",
+             use --device wgpu, or --kernels auto",
+        ));
+    }
+    if train.kernels == KernelPath::Cpu && !on_cpu {
+        return Err(SaplingError::config(
+            "train.kernels",
+            "the CPU kernels run on burn's Flex backend only and this run is on a wgpu device: \
+             use --device cpu, or --kernels auto",
         ));
     }
     Ok(selected)

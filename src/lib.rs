@@ -6,6 +6,9 @@
 //! removed patches; [`train::Trainer`] accumulates gradients, clips their global norm and steps
 //! AdamW at the lr of [`optim::Schedule`]. See `ARCHITECTURE.md`.
 
+/// The binary's allocator (mimalloc) and the probe's request to release free memory.
+#[cfg(not(target_family = "wasm"))]
+pub mod alloc;
 /// Crash-safe file writes.
 pub mod atomic;
 /// Benchmarks printed as side-by-side ratios (command line only).

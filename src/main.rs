@@ -11,7 +11,12 @@ use sapling::eval::probe::{ProbeConfig, linear_probe};
 use sapling::probe::{DeviceLimits, ProbeOptions};
 use sapling::train::{RunOptions, train};
 
+/// Reuses freed blocks instead of handing them back to the kernel (see `sapling::alloc`).
+#[global_allocator]
+static ALLOCATOR: sapling::alloc::MiMalloc = sapling::alloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
+    sapling::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -58,7 +58,7 @@ pub fn bench_step(
     ad.seed(config.train.seed);
     let kernels = config.train.kernels;
     let mut model = MaskedAutoencoder::new(&config.model, &ad).with_kernels(kernels);
-    let mut optim = optim::adamw(&config.optim, &model);
+    let mut optim = optim::adamw(&config.optim, &model, model.kernels());
     let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
     let size = config.model.img_size;
     let plan = MaskPlan::random(

@@ -5,11 +5,36 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::init;
-use crate::kernels::{KernelPath, attention, ops};
+use crate::kernels::{KernelPath, attention, cpu_ops, gelu, ops, qkv_attention};
+
+/// `layer.forward(x)`, by sapling's CPU kernel when `kernels` is `cpu` (same function).
+pub(crate) fn linear<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    kernels: KernelPath,
+) -> Tensor<D> {
+    match (kernels, &layer.bias) {
+        (KernelPath::Cpu, Some(bias)) => cpu_ops::linear(x, layer.weight.val(), bias.val()),
+        _ => layer.forward(x),
+    }
+}
+
+/// `layer.forward(x)` (layer norm with ε `eps`), by sapling's CPU kernel when `kernels` is
+/// `cpu` (same function).
+pub(crate) fn norm<const D: usize>(
+    layer: &LayerNorm,
+    x: Tensor<D>,
+    eps: f64,
+    kernels: KernelPath,
+) -> Tensor<D> {
+    match (kernels, &layer.beta) {
+        (KernelPath::Cpu, Some(beta)) => cpu_ops::layer_norm(x, layer.gamma.val(), beta.val(), eps),
+        _ => layer.forward(x),
+    }
+}
 
 /// Multi-head self-attention with a fused qkv projection.
 #[derive(Module, Debug)]
@@ -36,27 +61,20 @@ impl Attention {
     /// # Shapes
     /// `x`: `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, d] = x.dims();
+        let [_, _, d] = x.dims();
         let (h, hd) = (self.heads, d / self.heads);
-        let mut qkv = self
-            .qkv
-            .forward(x)
-            .chunk(3, 2)
-            .into_iter()
-            .map(|t| t.reshape([b, n, h, hd]).swap_dims(1, 2)); // [B, H, N, hd]
-        let (q, k, v) = (
-            qkv.next().expect("q"),
-            qkv.next().expect("k"),
-            qkv.next().expect("v"),
-        );
         let scale = (hd as f32).powf(-0.5);
+        let qkv = linear(&self.qkv, x, self.kernels); // [B, N, 3·D]
         let out = match self.kernels {
-            KernelPath::Wgsl if attention::supports(hd) => ops::flash_attention(q, k, v, scale),
+            KernelPath::Cpu => cpu_ops::attention(qkv, h, scale),
+            KernelPath::Wgsl if attention::supports(hd) => {
+                let [q, k, v] = qkv_attention::split_heads(qkv, h);
+                qkv_attention::merge_heads(ops::flash_attention(q, k, v, scale))
+            }
             // Scores [B, H, N, N]; also the WGSL path's fallback for head dims it does not take.
-            _ => attention::reference(q, k, v, scale),
-        };
-        let out = out.swap_dims(1, 2).reshape([b, n, d]); // [B, N, D]
-        self.proj.forward(out)
+            _ => qkv_attention::reference(qkv, h, scale),
+        }; // [B, N, D]
+        linear(&self.proj, out, self.kernels)
     }
 }
 
@@ -65,6 +83,9 @@ impl Attention {
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
+    /// burn's linear and GELU, or sapling's CPU kernels (same functions); set by the model.
+    #[module(skip)]
+    pub(crate) kernels: KernelPath,
 }
 
 impl Mlp {
@@ -72,13 +93,19 @@ impl Mlp {
         Mlp {
             fc1: init::linear(dim, hidden, device),
             fc2: init::linear(hidden, dim, device),
+            kernels: KernelPath::Reference,
         }
     }
 
     /// # Shapes
     /// `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        let h = linear(&self.fc1, x, self.kernels);
+        let h = match self.kernels {
+            KernelPath::Cpu => cpu_ops::gelu(h),
+            _ => gelu::reference(h),
+        };
+        linear(&self.fc2, h, self.kernels)
     }
 }
 
@@ -89,6 +116,12 @@ pub struct Block {
     pub attn: Attention,
     pub norm2: LayerNorm,
     pub mlp: Mlp,
+    /// The norms' ε (burn's `LayerNorm` keeps its own private), for the CPU kernel.
+    #[module(skip)]
+    eps: f64,
+    /// The norms' path; attention and MLP hold their own. Set by the model.
+    #[module(skip)]
+    pub(crate) kernels: KernelPath,
 }
 
 impl Block {
@@ -98,14 +131,17 @@ impl Block {
             attn: Attention::new(dim, heads, device),
             norm2: init::layer_norm(dim, eps, device),
             mlp: Mlp::new(dim, dim * mlp_ratio, device),
+            eps,
+            kernels: KernelPath::Reference,
         }
     }
 
     /// # Shapes
     /// `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
-        x.clone() + self.mlp.forward(self.norm2.forward(x))
+        let (eps, k) = (self.eps, self.kernels);
+        let x = x.clone() + self.attn.forward(norm(&self.norm1, x, eps, k));
+        x.clone() + self.mlp.forward(norm(&self.norm2, x, eps, k))
     }
 }
 

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::block::{Block, block_params};
+use super::block::{Block, block_params, linear, norm};
 use super::loss::{masked_mean, masked_mse};
 use super::masking::MaskPlan;
 use super::patch::patchify;
@@ -81,11 +81,15 @@ impl MaskedAutoencoder {
         }
     }
 
-    /// The same model running its hot paths on `kernels` (WGSL needs a wgpu device).
+    /// The same model running its hot paths on `kernels`, resolved for the model's device
+    /// (`auto` becomes `cpu` on Flex); WGSL needs a wgpu device, `cpu` a Flex one.
     pub fn with_kernels(mut self, kernels: KernelPath) -> Self {
+        let kernels = kernels.resolve(&self.pos_embed.device());
         self.kernels = kernels;
         for block in self.blocks.iter_mut().chain(self.decoder_blocks.iter_mut()) {
+            block.kernels = kernels;
             block.attn.kernels = kernels;
+            block.mlp.kernels = kernels;
         }
         self
     }
@@ -112,7 +116,7 @@ impl MaskedAutoencoder {
         let mask = Tensor::<2>::from_data(TensorData::new(plan.mask.clone(), [b, l]), &device);
         let p = self.config.patch_size;
         match self.kernels {
-            KernelPath::Reference => {
+            KernelPath::Auto | KernelPath::Reference | KernelPath::Cpu => {
                 let patches = patchify(imgs, p); // [B, L, P]
                 let latent =
                     self.forward_encoder(patches.clone(), rows(keep_rows), rows(keep_pos), k);
@@ -163,12 +167,12 @@ impl MaskedAutoencoder {
     ) -> Tensor<3> {
         let (d, l) = (self.config.dim, self.config.num_patches());
         let pos = self.pos_embed.clone().narrow(0, 1, l).select(0, keep_pos); // [B·K, D]
-        let x = (self.patch_embed.forward(visible) + pos).reshape([b, k, d]); // [B, K, D]
+        let x = (linear(&self.patch_embed, visible, self.kernels) + pos).reshape([b, k, d]); // [B, K, D]
         let cls = (self.cls_token.val() + self.pos_embed.clone().narrow(0, 0, 1).unsqueeze())
             .expand([b, 1, d]); // [B, 1, D]
         let x = Tensor::cat(vec![cls, x], 1); // [B, 1 + K, D]
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
-        self.norm.forward(x)
+        norm(&self.norm, x, self.config.layer_norm_eps, self.kernels)
     }
 
     /// Appends mask tokens, un-shuffles to patch order, runs the decoder, predicts pixels.
@@ -184,7 +188,7 @@ impl MaskedAutoencoder {
         let [b, n, _] = latent.dims();
         let k = n - 1;
         let dd = self.config.decoder_dim;
-        let x = self.decoder_embed.forward(latent); // [B, 1 + K, Dd]
+        let x = linear(&self.decoder_embed, latent, self.kernels); // [B, 1 + K, Dd]
         let cls = x.clone().narrow(1, 0, 1); // [B, 1, Dd]
         let mask_tokens = self.mask_token.val().expand([b, l - k, dd]); // [B, L - K, Dd]
         let shuffled = Tensor::cat(vec![x.narrow(1, 1, k), mask_tokens], 1); // [B, L, Dd]
@@ -197,7 +201,13 @@ impl MaskedAutoencoder {
             .decoder_blocks
             .iter()
             .fold(x, |x, block| block.forward(x));
-        let x = self.decoder_pred.forward(self.decoder_norm.forward(x)); // [B, 1 + L, P]
+        let x = norm(
+            &self.decoder_norm,
+            x,
+            self.config.layer_norm_eps,
+            self.kernels,
+        );
+        let x = linear(&self.decoder_pred, x, self.kernels); // [B, 1 + L, P]
         x.narrow(1, 1, l)
     }
 }

@@ -1,24 +1,83 @@
 //! AdamW with MAE's settings and two parameter groups: decayed linear weights, and the rest.
 
 use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::{
+    AdamW, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
+};
+use burn::tensor::{Device, Tensor};
 
 use super::decay::no_decay_ids;
 use crate::config::OptimConfig;
+use crate::kernels::{KernelPath, adamw as kernel, cpu_ops};
 
 /// AdamW over `module`'s parameters; the no-decay group is fixed by [`super::decay::decays`].
-pub fn adamw<M: Module>(config: &OptimConfig, module: &M) -> ModuleOptimizer {
-    let with_decay = |wd: f64| {
-        AdamWConfig::new()
-            .with_beta_1(config.beta1 as f32)
-            .with_beta_2(config.beta2 as f32)
-            // burn's default epsilon is 1e-5; MAE and Sapiens use 1e-8.
-            .with_epsilon(config.eps as f32)
-            .with_weight_decay(wd as f32)
+/// With `kernels` = `cpu` each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
+/// both keep the same state, so a checkpoint resumes on either.
+pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: KernelPath) -> ModuleOptimizer {
+    let group = |weight_decay: f64| kernel::Hyper {
+        lr: 0.0,
+        beta1: config.beta1 as f32,
+        beta2: config.beta2 as f32,
+        // burn's default epsilon is 1e-5; MAE and Sapiens use 1e-8.
+        eps: config.eps as f32,
+        weight_decay: weight_decay as f32,
+        time: 0,
     };
-    with_decay(config.weight_decay).init().with_group(
-        ParamGroup::from_ids(no_decay_ids(module)),
-        with_decay(0.0).build(),
-        None,
-    )
+    let (decayed, no_decay) = (group(config.weight_decay), group(0.0));
+    let no_decay_group = ParamGroup::from_ids(no_decay_ids(module));
+    if kernels == KernelPath::Cpu {
+        ModuleOptimizer::from(FusedAdamW(decayed)).with_group(
+            no_decay_group,
+            FusedAdamW(no_decay),
+            None,
+        )
+    } else {
+        ModuleOptimizer::from(kernel::reference(&decayed)).with_group(
+            no_decay_group,
+            kernel::reference(&no_decay),
+            None,
+        )
+    }
+}
+
+/// burn's AdamW computed by [`cpu_ops::adamw`]: one pass per tensor instead of a dozen. Runs
+/// burn's own AdamW for tensors that are not on Flex.
+#[derive(Clone)]
+struct FusedAdamW(kernel::Hyper);
+
+impl Optimizer for FusedAdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if tensor.device() != Device::flex() {
+            return kernel::reference(&self.0).step(lr, tensor, grad, state);
+        }
+        let (time, m, v) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                s.momentum.moment_1,
+                s.momentum.moment_2,
+            ),
+            // Zero moments: the first update then equals burn's, which starts from (1-β)·g.
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let h = kernel::Hyper {
+            lr: lr as f32,
+            time: time as i32,
+            ..self.0
+        };
+        let [param, m, v] = cpu_ops::adamw(tensor, grad, m, v, h);
+        let state = AdamWState::new(AdaptiveMomentumState::new(time, m, v));
+        (param, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        <AdamW as Optimizer>::to_device(state, device)
+    }
 }

@@ -75,9 +75,10 @@ impl Stack {
     /// Softmax probabilities kept for backward: the scores, or with the flash kernel one
     /// logsumexp per row.
     fn attention_saved(&self, b: u64, kernels: KernelPath) -> u64 {
-        match kernels {
-            KernelPath::Reference => BLOCK_SAVED_SCORES * self.scores(b),
-            KernelPath::Wgsl => b * self.heads * self.tokens * F32,
+        if kernels.wgsl() {
+            b * self.heads * self.tokens * F32
+        } else {
+            BLOCK_SAVED_SCORES * self.scores(b)
         }
     }
     fn saved(&self, b: u64, kernels: KernelPath) -> u64 {
@@ -118,12 +119,14 @@ pub fn step_memory(
     let pixels = b * model.in_chans as u64 * (model.img_size as u64).pow(2) * F32;
     let patch_rows = b * l * pd * F32;
     let visible_rows = b * k * pd * F32;
-    let (patches, scores) = match kernels {
-        // The image, its patches, the gathered visible rows; the prediction and the norm-pix
-        // target, its normalised form, the difference and its square.
-        KernelPath::Reference => (7 * patch_rows, encoder.scores(b).max(decoder.scores(b))),
+    let (patches, scores) = if kernels.wgsl() {
         // Gather and loss read the image: the visible rows, the prediction and its gradient.
-        KernelPath::Wgsl => (visible_rows + 2 * patch_rows, 0),
+        (visible_rows + 2 * patch_rows, 0)
+    } else {
+        // The image, its patches, the gathered visible rows; the prediction and the norm-pix
+        // target, its normalised form, the difference and its square. (The CPU kernels keep
+        // what burn's ops keep: GELU's input.)
+        (7 * patch_rows, encoder.scores(b).max(decoder.scores(b)))
     };
     // Outside the blocks: the embedding with position and cls; the final norm, decoder
     // embedding, mask tokens, the restored order with positions, the decoder norm.
@@ -158,7 +161,7 @@ fn largest_tensor(
 ) -> Tensor {
     let (d, dd) = (model.dim as u64, model.decoder_dim as u64);
     let pd = model.patch_dim() as u64;
-    let materialised = u64::from(kernels == KernelPath::Reference);
+    let materialised = u64::from(!kernels.wgsl());
     let candidates = [
         ("encoder attention scores", materialised * enc.scores(b)),
         ("decoder attention scores", materialised * dec.scores(b)),

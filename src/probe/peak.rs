@@ -51,17 +51,11 @@ fn status_field(field: &str) -> Option<u64> {
     meminfo_field(&std::fs::read_to_string("/proc/self/status").ok()?, field)
 }
 
-/// Hands the allocator's free heap back to the system (glibc keeps it otherwise).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Hands the allocator's free heap back to the system (mimalloc and glibc keep it otherwise).
+#[cfg(not(target_family = "wasm"))]
 fn release_free_heap() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: glibc's malloc_trim only releases free memory; it is thread-safe.
-    unsafe {
-        malloc_trim(0);
-    }
+    crate::alloc::release_free_memory();
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(target_family = "wasm")]
 fn release_free_heap() {}

@@ -80,7 +80,7 @@ impl Trainer {
     /// Trains an existing model (already on `device`).
     pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Self {
         let model = model.with_kernels(config.train.kernels);
-        let optim = optim::adamw(&config.optim, &model);
+        let optim = optim::adamw(&config.optim, &model, model.kernels());
         let mask_shape = (model.config.num_patches(), model.config.num_visible());
         Trainer {
             model: Some(model),
@@ -112,7 +112,7 @@ impl Trainer {
         let model = loaded.load_model(model)?.with_kernels(config.train.kernels);
         // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
         // ids, so it must be rebuilt from the restored model before the moments are loaded.
-        let optim = optim::adamw(&config.optim, &model);
+        let optim = optim::adamw(&config.optim, &model, model.kernels());
         self.optim = if self.device == Device::flex() {
             flex_default_device(|| loaded.load_optim(optim))?
         } else {

@@ -111,7 +111,7 @@ pub fn lockstep(
         let x = a.step(step, 1e-3, vec![batch.clone()]).unwrap();
         let y = b.step(step, 1e-3, vec![batch]).unwrap();
         eprintln!(
-            "step {step}: {name_a} loss {:.7} norm {:.6} | {name_b} loss {:.7} norm {:.6}",
+            "step {step}: {name_a} loss {:.9} norm {:.8} | {name_b} loss {:.9} norm {:.8}",
             x.loss, x.grad_norm, y.loss, y.grad_norm
         );
         assert!(

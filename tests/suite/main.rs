@@ -6,6 +6,7 @@
 mod async_paths;
 mod common;
 mod config;
+mod cpu_kernels;
 mod data;
 mod dist;
 mod examples;

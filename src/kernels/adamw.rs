@@ -1,0 +1,59 @@
+//! One AdamW update on the CPU: moments, bias correction, decoupled decay and the step in a
+//! single pass over each parameter tensor, in place, on every core.
+//!
+//! Why: burn's AdamW is a chain of ~12 element-wise tensor ops per parameter, each a full pass
+//! with a fresh output on the calling thread; on vit-b that was 0.9 s of a 4.2 s step, twice
+//! PyTorch's. The arithmetic here is burn's, in burn's order, so the two agree to rounding;
+//! [`reference`] is burn's `AdamW`.
+
+use rayon::prelude::*;
+
+/// The scalars of one update.
+#[derive(Debug, Clone, Copy)]
+pub struct Hyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// The step number, counting from 1 (for the bias correction).
+    pub time: i32,
+}
+
+/// Updates `param`, `m` and `v` in place from `grad`.
+pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: Hyper) {
+    let n = param.len();
+    assert!(
+        grad.len() == n && m.len() == n && v.len() == n,
+        "adamw: param, grad and moments differ in length"
+    );
+    let (c1, c2) = (1.0 - h.beta1.powi(h.time), 1.0 - h.beta2.powi(h.time));
+    let decay = 1.0 - h.lr * h.weight_decay;
+    /// One task's slices of param, grad, m and v.
+    type Chunk<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
+    let run = |(((p, g), m), v): Chunk| {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = *m * h.beta1 + g * (1.0 - h.beta1);
+            *v = *v * h.beta2 + g * g * (1.0 - h.beta2);
+            let delta = (*m / c1) / ((*v / c2).sqrt() + h.eps);
+            *p = *p * decay - delta * h.lr;
+        }
+    };
+    let chunk = n.div_ceil(4 * rayon::current_num_threads()).max(1 << 14);
+    param
+        .par_chunks_mut(chunk)
+        .zip(grad.par_chunks(chunk))
+        .zip(m.par_chunks_mut(chunk))
+        .zip(v.par_chunks_mut(chunk))
+        .for_each(run);
+}
+
+/// burn's AdamW with the same settings: the reference (and what non-Flex devices run).
+pub fn reference(h: &Hyper) -> burn::optim::AdamW {
+    burn::optim::AdamWConfig::new()
+        .with_beta_1(h.beta1)
+        .with_beta_2(h.beta2)
+        .with_epsilon(h.eps)
+        .with_weight_decay(h.weight_decay)
+        .build()
+}

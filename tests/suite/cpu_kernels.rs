@@ -1,0 +1,249 @@
+//! sapling's CPU (Flex) kernels against burn's own ops: values and gradients on odd shapes,
+//! strided inputs, both sides of the threading thresholds, and whole training steps.
+
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Distribution, Tensor};
+use sapling::config::DeviceChoice;
+use sapling::kernels::{KernelPath, adamw, cpu_ops, gelu, layer_norm, linear, qkv_attention};
+use sapling::model::MaskedAutoencoder;
+use sapling::train::Trainer;
+
+use crate::common::{copy_model, lockstep, micro_config};
+
+fn data<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+/// Largest difference relative to the reference's largest magnitude.
+fn assert_close<const D: usize>(what: &str, got: &Tensor<D>, want: &Tensor<D>, tol: f32) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
+    let (g, w) = (data(got), data(want));
+    let scale = w.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+    let diff = g
+        .iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("{what}: max |diff| {diff:.3e} (scale {scale:.3e})");
+    assert!(
+        diff <= tol * scale && diff.is_finite(),
+        "{what}: max |diff| {diff:e} over {tol:e} × {scale:e}"
+    );
+}
+
+fn random<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, std), device)
+}
+
+#[test]
+fn gelu_matches_burn_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    // Below and above the kernel's threading threshold (2¹⁴ elements); std 3 reaches the tails.
+    for shape in [[3, 37, 50], [4, 65, 768]] {
+        let x_data = random::<3>(shape, 3.0, &device).into_data();
+        let upstream = random::<3>(shape, 1.0, &device);
+        let run = |kernel: bool| {
+            let x = Tensor::<3>::from_data(x_data.clone(), &device).require_grad();
+            let y = if kernel {
+                cpu_ops::gelu(x.clone())
+            } else {
+                gelu::reference(x.clone())
+            };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (y, x.grad(&grads).expect("gradient of x"))
+        };
+        let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+        assert_close(&format!("gelu {shape:?}"), &y, &y_ref, 1e-6);
+        assert_close(&format!("gelu' {shape:?}"), &dx, &dx_ref, 1e-6);
+    }
+}
+
+#[test]
+fn linear_matches_burn_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    device.seed(4);
+    // (batch, tokens, in, out): tiny and odd, then above the threading threshold.
+    for (b, n, din, dout) in [(3, 17, 40, 24), (1, 5, 3, 7), (32, 65, 128, 384)] {
+        let x_data = random::<3>([b, n, din], 1.0, &device).into_data();
+        let w_data = random::<2>([din, dout], 0.1, &device).into_data();
+        let b_data = random::<1>([dout], 0.1, &device).into_data();
+        let upstream = random::<3>([b, n, dout], 1.0, &device);
+        let run = |kernel: bool, strided: bool| {
+            let x = Tensor::<3>::from_data(x_data.clone(), &device).require_grad();
+            let w = Tensor::<2>::from_data(w_data.clone(), &device).require_grad();
+            let bias = Tensor::<1>::from_data(b_data.clone(), &device).require_grad();
+            // A strided view of the same values: [N, B, in] swapped back to [B, N, in].
+            let input = if strided {
+                x.clone().swap_dims(0, 1).mul_scalar(1.0).swap_dims(0, 1)
+            } else {
+                x.clone()
+            };
+            let y = if kernel {
+                cpu_ops::linear(input, w.clone(), bias.clone())
+            } else {
+                linear::reference(input, w.clone(), bias.clone())
+            };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let g = |t: &Tensor<2>| t.grad(&grads).expect("gradient");
+            (
+                y,
+                x.grad(&grads).expect("dx"),
+                g(&w),
+                bias.grad(&grads).expect("db"),
+            )
+        };
+        let (y_ref, dx_ref, dw_ref, db_ref) = run(false, false);
+        for strided in [false, true] {
+            let what = format!("linear B{b} N{n} {din}→{dout} strided={strided}");
+            let (y, dx, dw, db) = run(true, strided);
+            assert_close(&format!("{what} out"), &y, &y_ref, 1e-5);
+            assert_close(&format!("{what} dx"), &dx, &dx_ref, 1e-5);
+            assert_close(&format!("{what} dw"), &dw, &dw_ref, 1e-5);
+            assert_close(&format!("{what} db"), &db, &db_ref, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_burn_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    // Rows below and above the kernel's split size; an offset mean to test the centring.
+    for (b, n, d) in [(2, 5, 7), (32, 65, 192)] {
+        let x_data = (random::<3>([b, n, d], 2.0, &device) + 3.0).into_data();
+        let g_data = (random::<1>([d], 0.2, &device) + 1.0).into_data();
+        let b_data = random::<1>([d], 0.2, &device).into_data();
+        let upstream = random::<3>([b, n, d], 1.0, &device);
+        let run = |kernel: bool| {
+            let x = Tensor::<3>::from_data(x_data.clone(), &device).require_grad();
+            let gamma = Tensor::<1>::from_data(g_data.clone(), &device).require_grad();
+            let beta = Tensor::<1>::from_data(b_data.clone(), &device).require_grad();
+            let y = if kernel {
+                cpu_ops::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-6)
+            } else {
+                layer_norm::reference(x.clone(), gamma.clone(), beta.clone(), 1e-6)
+            };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let g = |t: &Tensor<1>| t.grad(&grads).expect("gradient");
+            (y, x.grad(&grads).expect("dx"), g(&gamma), g(&beta))
+        };
+        let (got, want) = (run(true), run(false));
+        let what = format!("layer norm B{b} N{n} D{d}");
+        assert_close(&format!("{what} out"), &got.0, &want.0, 1e-5);
+        assert_close(&format!("{what} dx"), &got.1, &want.1, 1e-4);
+        assert_close(&format!("{what} dgamma"), &got.2, &want.2, 1e-5);
+        assert_close(&format!("{what} dbeta"), &got.3, &want.3, 1e-5);
+    }
+}
+
+#[test]
+fn attention_matches_burn_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    device.seed(8);
+    // (batch, tokens, heads, head dim): the presets' head dims 32/64/80/60 and odd token counts.
+    for (b, n, h, hd) in [
+        (2, 17, 3, 64),
+        (1, 37, 2, 80),
+        (3, 5, 4, 32),
+        (1, 50, 1, 60),
+    ] {
+        let qkv_data = random::<3>([b, n, 3 * h * hd], 1.0, &device).into_data();
+        let upstream = random::<3>([b, n, h * hd], 1.0, &device);
+        let scale = (hd as f32).powf(-0.5);
+        let run = |kernel: bool| {
+            let qkv = Tensor::<3>::from_data(qkv_data.clone(), &device).require_grad();
+            let out = if kernel {
+                cpu_ops::attention(qkv.clone(), h, scale)
+            } else {
+                qkv_attention::reference(qkv.clone(), h, scale)
+            };
+            let grads = (out.clone() * upstream.clone()).sum().backward();
+            (out, qkv.grad(&grads).expect("dqkv"))
+        };
+        let ((out, dqkv), (out_ref, dqkv_ref)) = (run(true), run(false));
+        let what = format!("attention B{b} N{n} H{h} hd{hd}");
+        assert_close(&format!("{what} out"), &out, &out_ref, 1e-5);
+        assert_close(&format!("{what} dqkv"), &dqkv, &dqkv_ref, 1e-5);
+    }
+}
+
+#[test]
+fn adamw_matches_burn_over_steps() {
+    let device = Device::flex();
+    device.seed(9);
+    // Above the kernel's split size, with decay; shared parameters are copied, not written.
+    let h = adamw::Hyper {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.05,
+        time: 0,
+    };
+    let burn_adamw = adamw::reference(&h);
+    let start = random::<2>([300, 70], 1.0, &device);
+    let (mut p, mut m, mut v) = (start.clone(), start.zeros_like(), start.zeros_like());
+    let (mut p_ref, mut state) = (start.clone(), None);
+    for time in 1..=4 {
+        let grad = random::<2>([300, 70], 0.5, &device);
+        let shared = p.clone(); // keeps a second reference alive: no in-place write allowed
+        [p, m, v] = cpu_ops::adamw(p, grad.clone(), m, v, adamw::Hyper { time, ..h });
+        assert!(
+            !shared.equal(p.clone()).all().into_scalar::<bool>(),
+            "step {time}: the update wrote into a tensor another handle still reads"
+        );
+        (p_ref, state) = burn_adamw.step(h.lr as f64, p_ref, grad, state);
+    }
+    let state = state.expect("AdamW state").momentum;
+    assert_close("adamw param", &p, &p_ref, 1e-6);
+    assert_close("adamw m", &m, &state.moment_1, 1e-6);
+    assert_close("adamw v", &v, &state.moment_2, 1e-6);
+    assert_close("adamw step", &(p - start.clone()), &(p_ref - start), 1e-4);
+}
+
+#[test]
+fn cpu_and_reference_paths_train_alike() {
+    // The whole step both ways from the same weights, batches and masks: every linear layer,
+    // layer norm, attention and GELU swapped at once.
+    let mut cfg = micro_config("cpu-kernel-paths");
+    cfg.train.device = DeviceChoice::Cpu;
+    let dev = Device::flex().autodiff();
+    dev.seed(17);
+    let model = MaskedAutoencoder::new(&cfg.model, &dev);
+    let copy = copy_model(&model, &dev);
+    cfg.train.kernels = KernelPath::Reference;
+    let mut reference = Trainer::from_model(&cfg, model, &dev);
+    cfg.train.kernels = KernelPath::Auto;
+    let mut cpu = Trainer::from_model(&cfg, copy, &dev);
+    assert_eq!(reference.model().kernels(), KernelPath::Reference);
+    assert_eq!(
+        cpu.model().kernels(),
+        KernelPath::Cpu,
+        "auto is cpu on Flex"
+    );
+    lockstep(
+        ("reference", &mut reference),
+        ("cpu", &mut cpu),
+        4,
+        1e-5,
+        1e-4,
+    );
+}
+
+#[test]
+fn cpu_kernels_on_wgpu_are_refused_naming_the_field() {
+    let mut cfg = micro_config("cpu-kernels-on-wgpu");
+    cfg.train.kernels = KernelPath::Cpu;
+    cfg.train.device = DeviceChoice::Wgpu;
+    match sapling::device::select_for(&cfg.train) {
+        // No adapter at all: the device error comes first, which is also a clear refusal.
+        Err(e) if !e.to_string().contains("train.kernels") => {
+            eprintln!("no wgpu adapter here ({e}); the kernel check is not reached")
+        }
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("--device cpu"), "{e}");
+        }
+        Ok(_) => panic!("cpu kernels on a wgpu device were accepted"),
+    }
+}
