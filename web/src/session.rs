@@ -93,6 +93,13 @@ impl Session {
         config.train.seed = options.seed;
         config.train.kernels = options.kernels;
         config.validate()?;
+        if config.train.kernels == KernelPath::Cpu {
+            return Err(SaplingError::config(
+                "kernels",
+                "the CPU kernels run on burn's Flex backend and a page trains on WebGPU: \
+                 use kernels=auto, reference or wgsl",
+            ));
+        }
         let embedded = ImageSource::Embedded;
         let images = (0..embedded.len())
             .map(|i| {
