@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use sapling::config::{BatchSize, Config, ModelConfig, Preset};
 use sapling::device::{self, REQUIRE_GPU_ENV, Selected};
 
@@ -123,4 +123,25 @@ pub fn lockstep(
             "step {step}: {x:?} vs {y:?}"
         );
     }
+}
+
+/// The f32 elements of a tensor.
+pub fn data<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+/// Largest difference relative to the reference's largest magnitude, at most `tol`.
+pub fn assert_close<const D: usize>(what: &str, got: &Tensor<D>, want: &Tensor<D>, tol: f32) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
+    let (g, w) = (data(got), data(want));
+    let scale = w.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+    let diff = g
+        .iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("{what}: max |diff| {diff:.3e} (scale {scale:.3e})");
+    assert!(
+        diff <= tol * scale && diff.is_finite(),
+        "{what}: max |diff| {diff:e} over {tol:e} × {scale:e}"
+    );
 }

@@ -8,27 +8,7 @@ use sapling::kernels::{KernelPath, attention, norm_pix, ops, patch_gather};
 use sapling::model::MaskedAutoencoder;
 use sapling::train::Trainer;
 
-use crate::common::{copy_model, lockstep, micro_config, wgpu_or_skip};
-
-fn data<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.to_data().try_into_vec::<f32>().expect("f32 tensor")
-}
-
-/// Largest difference relative to the reference's largest magnitude.
-fn assert_close<const D: usize>(what: &str, got: &Tensor<D>, want: &Tensor<D>, tol: f32) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
-    let (g, w) = (data(got), data(want));
-    let scale = w.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
-    let diff = g
-        .iter()
-        .zip(&w)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    eprintln!("{what}: max |diff| {diff:.3e} (scale {scale:.3e})");
-    assert!(
-        diff <= tol * scale && diff.is_finite(),
-        "{what}: max |diff| {diff:e} over {tol:e} × {scale:e}"
-    );
-}
+use crate::common::{assert_close, copy_model, lockstep, micro_config, wgpu_or_skip};
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
