@@ -5,6 +5,7 @@ Two uses, both starting from a case folder written by sapling:
 
     sapling bench reference-case --preset tiny --device cpu --case-dir /tmp/case
     python3 benches/torch_mae.py check /tmp/case     # same weights, images, masks: compare
+    python3 benches/torch_mae.py check /tmp/case --record numbers.json   # also keep torch's
     python3 benches/torch_mae.py bench /tmp/case --batch 32 --steps 10   # images/s
 
 `check` replays sapling's steps (same initial weights, batches, masks, learning rates) and
@@ -185,9 +186,12 @@ def check(args):
     opt = adamw(model, case["config"]["optim"])
     clip = case["config"]["optim"]["clip_grad"]
     worst = 0.0
+    torch_losses, torch_norms = [], []
     print(f"{'step':>4} {'loss sapling':>14} {'loss torch':>14} {'norm sapling':>14} {'norm torch':>14}")
     for s, lr in enumerate(case["lrs"]):
         loss, norm = step(model, opt, images[s], ids[s], lr, clip)
+        torch_losses.append(loss)
+        torch_norms.append(norm)
         ls, ns = case["losses"][s], case["grad_norms"][s]
         print(f"{s + 1:>4} {ls:>14.7f} {loss:>14.7f} {ns:>14.7f} {norm:>14.7f}")
         worst = max(worst, abs(loss - ls) / abs(ls), abs(norm - ns) / abs(ns))
@@ -213,6 +217,11 @@ def check(args):
     )
     ok = worst <= args.tol and wdiff <= args.weight_tol
     print("MATCH" if ok else "MISMATCH")
+    if args.record:
+        # PyTorch's own numbers, at full precision: what tests/suite/pytorch_numbers.rs holds.
+        with open(args.record, "w") as f:
+            json.dump({"losses": torch_losses, "grad_norms": torch_norms}, f, indent=1)
+        print(f"wrote PyTorch's losses and gradient norms to {args.record}")
     return 0 if ok else 1
 
 
@@ -270,6 +279,7 @@ def main():
     c.add_argument("case")
     c.add_argument("--tol", type=float, default=1e-4, help="relative, loss and grad norm")
     c.add_argument("--weight-tol", type=float, default=5e-5, help="absolute, final weights")
+    c.add_argument("--record", help="write PyTorch's losses and grad norms (JSON) to this file")
     bp = sub.add_parser("bench", help="images/s of a training step")
     bp.add_argument("case")
     bp.add_argument("--batch", type=int, default=32)

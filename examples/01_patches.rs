@@ -12,7 +12,7 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::{Rgb, RgbImage};
 use sapling::config::DataConfig;
-use sapling::model::patch::{patchify, unpatchify};
+use sapling::ops::{patchify, unpatchify};
 use sapling::viz::save_png;
 
 fn main() -> anyhow::Result<()> {

@@ -13,9 +13,9 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sapling::config::Preset;
-use sapling::model::loss::masked_mse;
-use sapling::model::patch::patchify;
+use sapling::model::loss::masked_mean;
 use sapling::model::{MaskPlan, MaskedAutoencoder, analytic_params};
+use sapling::ops::{Ops, patchify};
 
 fn main() -> anyhow::Result<()> {
     let config = Preset::Tiny.config().model;
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let images: Vec<f32> = (0..b).flat_map(|i| common::photo(i, s)).collect();
     let imgs = Tensor::<4>::from_data(TensorData::new(images, [b, 3, s, s]), &device);
     println!("1. images              {:?}", imgs.dims());
-    let patches = patchify(imgs, p);
+    let patches = patchify(imgs.clone(), p);
     println!(
         "2. patches             {:?}  ({l} patches of {p}×{p}×3)",
         patches.dims()
@@ -49,7 +49,8 @@ fn main() -> anyhow::Result<()> {
     };
     let keep = plan.keep_rows();
     let pos: Vec<i64> = keep.iter().map(|r| r % l as i64).collect();
-    let latent = model.forward_encoder(patches.clone(), ids(keep), ids(pos), k);
+    // The encoder gathers the kept patches of the images itself (`Ops::patch_gather`).
+    let latent = model.encode(imgs.clone(), ids(keep), ids(pos), k);
     println!(
         "4. encoder output      {:?}  (cls + {k} visible tokens, width {})",
         latent.dims(),
@@ -63,8 +64,11 @@ fn main() -> anyhow::Result<()> {
         config.patch_dim()
     );
     let mask = Tensor::<2>::from_data(TensorData::new(plan.mask.clone(), [b, l]), &device);
-    let with = masked_mse(pred.clone(), patches.clone(), mask.clone(), true).into_scalar::<f32>();
-    let without = masked_mse(pred, patches, mask, false).into_scalar::<f32>();
+    let loss = |norm_pix: bool| {
+        let per_patch = Ops::REFERENCE.per_patch_loss(pred.clone(), imgs.clone(), p, norm_pix);
+        masked_mean(per_patch, mask.clone()).into_scalar::<f32>()
+    };
+    let (with, without) = (loss(true), loss(false));
     println!(
         "6. loss on removed patches: {with:.4} with norm-pix targets, {without:.4} with raw pixels"
     );

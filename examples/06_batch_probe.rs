@@ -12,8 +12,9 @@
 mod common;
 
 use sapling::config::{DeviceChoice, Preset};
-use sapling::kernels::KernelPath;
-use sapling::probe::{DeviceLimits, ProbeOptions, fmt_bytes, plan, step_memory};
+use sapling::ops::Kernels;
+use sapling::planner::{DeviceLimits, TrialOptions, fmt_bytes, step_memory};
+use sapling::train::plan;
 
 fn main() -> anyhow::Result<()> {
     let selected = sapling::device::select(DeviceChoice::Auto)?;
@@ -28,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         limits.budget_source
     );
     // The memory model alone (no trial steps) for every preset, at its own effective batch.
-    let modelled = ProbeOptions { sizes: 0, steps: 0 };
+    let modelled = TrialOptions::MODEL_ONLY;
     for preset in [
         Preset::Tiny,
         Preset::VitB,
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     }
     // What one Sapiens sample needs, and what the WGSL kernels (step 8) change.
     let sapiens = Preset::Sapiens03b.config().model;
-    for kernels in [KernelPath::Reference, KernelPath::Wgsl] {
+    for kernels in [Kernels::Reference, Kernels::Wgsl] {
         let m = step_memory(&sapiens, 1, 1, kernels);
         println!(
             "sapiens-0.3b, 1 image, {kernels} kernels: {} per step; largest tensor {} ({})",
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     // Real trial steps for the small preset: measured speed and memory beside the model.
     let mut tiny = Preset::Tiny.config();
     tiny.train.device = DeviceChoice::Cpu;
-    let trials = ProbeOptions {
+    let trials = TrialOptions {
         sizes: if common::fast() { 1 } else { 3 },
         steps: if common::fast() { 1 } else { 3 },
     };

@@ -4,9 +4,11 @@
 //! patch gather: the reference path patchifies the whole batch (a permuted copy of every image)
 //! and then selects the visible rows; `shaders/patch_gather.wgsl` computes, for each output
 //! element, which pixel of which image it is and copies only those. The kernel is an operation
-//! of a burn backend extension (`sapling::kernels::ops`), so it composes with burn tensors;
-//! its launcher (`src/kernels/patch_gather.rs`) fills the template's sizes, binds the buffers
-//! and dispatches one invocation per output element.
+//! of a burn backend extension (`sapling::kernels::wgsl`), so it composes with burn tensors;
+//! its launcher (`src/kernels/wgsl/patch_gather.rs`) fills the template's sizes, binds the
+//! buffers and dispatches one invocation per output element. The model never calls it
+//! directly: `sapling::ops::Ops::patch_gather` is one `match` whose reference arm is the plain
+//! burn version and whose `wgsl` arm is this kernel.
 //!
 //! Run: `cargo run --release --example 08_wgsl_kernel` (needs a WebGPU adapter; on a machine
 //! without a GPU, `apt-get install mesa-vulkan-drivers` gives lavapipe, a software one)
@@ -15,8 +17,9 @@ mod common;
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use sapling::config::Preset;
-use sapling::kernels::{ops, patch_gather};
 use sapling::model::MaskPlan;
+use sapling::ops::{Kernels, Ops};
+use sapling::timing::{drain, median, repeat};
 use web_time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -47,8 +50,11 @@ fn main() -> anyhow::Result<()> {
     let rows = Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
 
     // 1. Correctness: the same numbers as the plain-burn reference.
-    let got = ops::patch_gather(imgs.clone(), rows.clone(), p);
-    let want = patch_gather::reference(imgs.clone(), rows.clone(), p);
+    let kernel = Ops {
+        kernels: Kernels::Wgsl,
+    };
+    let got = kernel.patch_gather(imgs.clone(), rows.clone(), p);
+    let want = Ops::REFERENCE.patch_gather(imgs.clone(), rows.clone(), p);
     let diff = (got.clone() - want).abs().max().into_scalar::<f32>();
     println!(
         "gathered {:?}; largest difference from the reference: {diff}",
@@ -58,21 +64,17 @@ fn main() -> anyhow::Result<()> {
 
     // 2. Speed: median of several runs after a warm-up, waiting for the device each time.
     let reps = if common::fast() { 3 } else { 20 };
-    let time = |f: &dyn Fn() -> Tensor<2>| -> anyhow::Result<f64> {
-        let _ = f();
-        device.sync()?;
-        let mut t: Vec<f64> = (0..reps)
-            .map(|_| {
-                let t0 = Instant::now();
-                let _ = f();
-                device.sync().map(|_| t0.elapsed().as_secs_f64() * 1e3)
-            })
-            .collect::<Result<_, _>>()?;
-        t.sort_by(f64::total_cmp);
-        Ok(t[t.len() / 2])
+    let time = |ops: Ops| -> anyhow::Result<f64> {
+        let ms = pollster::block_on(repeat(1, reps, async || {
+            let t0 = Instant::now();
+            let out = ops.patch_gather(imgs.clone(), rows.clone(), p);
+            drain(&device, out).await?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        }))?;
+        Ok(median(ms))
     };
-    let reference = time(&|| patch_gather::reference(imgs.clone(), rows.clone(), p))?;
-    let kernel = time(&|| ops::patch_gather(imgs.clone(), rows.clone(), p))?;
+    let reference = time(Ops::REFERENCE)?;
+    let kernel = time(kernel)?;
     println!(
         "reference {reference:.2} ms, kernel {kernel:.2} ms: {:.2}× (micro-batch {b}); the reference also writes all {} patches ({} KiB) first",
         reference / kernel,

@@ -1,10 +1,10 @@
-//! The allocator the `sapling` binary installs (mimalloc), and what the batch probe asks of it.
+//! The allocator the `sapling` binary installs (mimalloc), and what the batch planner asks of it.
 //!
 //! Why: a training step frees and re-allocates the same activation sizes every step. glibc's
 //! allocator handed the large ones back to the kernel, so each step faulted them in and zeroed
 //! them again (≈ 20 % of the calling thread on Flex, more on vit-b). mimalloc keeps freed memory
 //! for reuse; [`keep_freed_memory`] stretches its purge delay past the longest step, and
-//! [`release_free_memory`] purges on demand so the probe's peak measurement starts clean.
+//! [`release_free_memory`] purges on demand so a trial step's peak measurement starts clean.
 
 pub use mimalloc::MiMalloc;
 

@@ -37,7 +37,7 @@ pub struct TrainState {
     /// position and the seed, so it is the whole RNG state, whatever the micro-batch.
     pub samples: u64,
     /// The batch plan the run used; reused on resume on the same device.
-    pub plan: Option<crate::probe::BatchPlan>,
+    pub plan: Option<crate::planner::BatchPlan>,
     /// The config the run was started with.
     pub config: Config,
 }

@@ -1,12 +1,11 @@
 //! The command line: clap definitions and the resolution of flags into a [`Config`].
 
-use crate::kernels::KernelPath;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::checkpoint::{self, Loaded};
-use crate::config::{BatchSize, Config, DeviceChoice, Preset};
+use crate::config::{BatchSize, Config, DeviceChoice, KernelChoice, Preset};
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
 
@@ -26,26 +25,11 @@ pub enum Command {
     /// List the WebGPU adapters, their API, type and limits.
     Info,
     /// Draw original | masked | reconstruction | pasted for one image through a checkpoint.
-    Reconstruct {
-        /// Checkpoint folder (OUT/checkpoints/step-N).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Image file (jpg, png, webp).
-        #[arg(long)]
-        image: PathBuf,
-        /// Fraction of patches to remove [default: the model's].
-        #[arg(long)]
-        mask_ratio: Option<f64>,
-        /// Seed of the mask.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output PNG.
-        #[arg(long, default_value = "reconstruction.png")]
-        out: PathBuf,
-    },
+    Reconstruct(ReconstructArgs),
     /// Show the device's limits and the batch plan: micro-batch, accumulation, learning rate,
     /// predicted memory, from the memory model and real trial steps.
-    Probe(BatchProbeArgs),
+    #[command(name = "probe")]
+    Plan(PlanArgs),
     /// Benchmarks (figures side by side in one run).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -53,20 +37,44 @@ pub enum Command {
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Write a checkpoint's encoder as safetensors in timm's ViT layout.
-    Export {
-        /// Checkpoint folder (OUT/checkpoints/step-N).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Output file, e.g. encoder.safetensors.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Export(ExportArgs),
 }
 
-/// Flags of `sapling probe`: the run's flags (the plan is the one `train` would make) plus how
-/// much to try.
+/// Flags of `sapling reconstruct`.
 #[derive(Debug, Args)]
-pub struct BatchProbeArgs {
+pub struct ReconstructArgs {
+    /// Checkpoint folder (OUT/checkpoints/step-N).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Image file (jpg, png, webp).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Fraction of patches to remove [default: the model's].
+    #[arg(long)]
+    pub mask_ratio: Option<f64>,
+    /// Seed of the mask.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output PNG.
+    #[arg(long, default_value = "reconstruction.png")]
+    pub out: PathBuf,
+}
+
+/// Flags of `sapling export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint folder (OUT/checkpoints/step-N).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output file, e.g. encoder.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags of `sapling probe` (the batch planner): the run's flags (the plan is the one `train`
+/// would make) plus how much to try.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
     #[command(flatten)]
     pub run: TrainArgs,
     /// Most micro-batch sizes to run for real (0: memory model only).
@@ -87,79 +95,99 @@ pub struct BatchProbeArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// One training step: images/s, forward / backward / optimizer time, FLOPs, peak memory.
-    Step {
-        #[command(flatten)]
-        run: TrainArgs,
-        /// Timed steps, after two warm-up steps.
-        #[arg(long, default_value_t = 5)]
-        timed_steps: usize,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Step(BenchStepArgs),
     /// Each WGSL kernel against its reference at a preset's shapes: time, ratio, memory kept.
-    Kernels {
-        #[command(flatten)]
-        run: TrainArgs,
-        /// Timed repetitions per kernel, after one warm-up.
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Kernels(BenchKernelsArgs),
     /// Steps/s against the micro-batch and against the image size (tokens), with plots.
-    Scaling {
-        #[command(flatten)]
-        run: TrainArgs,
-        /// Micro-batches to measure at the preset's image size.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
-        batches: Vec<usize>,
-        /// Image sizes (multiples of the patch size) to measure at `--size-batch`.
-        #[arg(long, value_delimiter = ',', default_value = "32,48,64,96,128")]
-        img_sizes: Vec<usize>,
-        /// Micro-batch of the image-size sweep.
-        #[arg(long, default_value_t = 8)]
-        size_batch: usize,
-        /// Timed steps per point, after two warm-up steps.
-        #[arg(long, default_value_t = 7)]
-        timed_steps: usize,
-        /// Folder for the plots.
-        #[arg(long = "plots", default_value = "runs/scaling")]
-        plots: PathBuf,
-    },
+    Scaling(BenchScalingArgs),
     /// Write the weights, images, masks and sapling's losses of a few steps for
     /// `benches/torch_mae.py` to replay in PyTorch.
-    ReferenceCase {
-        #[command(flatten)]
-        run: TrainArgs,
-        /// Folder to write into.
-        #[arg(long = "case-dir")]
-        dir: PathBuf,
-        /// Micro-batch (no accumulation).
-        #[arg(long, default_value_t = 4)]
-        micro_batch: usize,
-        /// Steps to record.
-        #[arg(long, default_value_t = 3)]
-        record_steps: usize,
-        /// Constant learning rate of the recorded steps.
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-    },
-    /// The probe's micro-batch against every micro-batch that fits, as whole optimizer steps.
-    BatchSweep {
-        #[command(flatten)]
-        run: TrainArgs,
-        /// Timed optimizer steps per micro-batch, after a warm-up step.
-        #[arg(long, default_value_t = 9)]
-        timed_steps: usize,
-        /// Skip micro-batches needing more accumulation steps than this.
-        #[arg(long, default_value_t = 32)]
-        max_accum: usize,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    ReferenceCase(ReferenceCaseArgs),
+    /// The planner's micro-batch against every micro-batch that fits, as whole optimizer steps.
+    BatchSweep(BatchSweepArgs),
+}
+
+/// Flags of `sapling bench step`.
+#[derive(Debug, Args)]
+pub struct BenchStepArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Timed steps, after two warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub timed_steps: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `sapling bench kernels`.
+#[derive(Debug, Args)]
+pub struct BenchKernelsArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Timed repetitions per kernel, after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `sapling bench scaling`.
+#[derive(Debug, Args)]
+pub struct BenchScalingArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Micro-batches to measure at the preset's image size.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    pub batches: Vec<usize>,
+    /// Image sizes (multiples of the patch size) to measure at `--size-batch`.
+    #[arg(long, value_delimiter = ',', default_value = "32,48,64,96,128")]
+    pub img_sizes: Vec<usize>,
+    /// Micro-batch of the image-size sweep.
+    #[arg(long, default_value_t = 8)]
+    pub size_batch: usize,
+    /// Timed steps per point, after two warm-up steps.
+    #[arg(long, default_value_t = 7)]
+    pub timed_steps: usize,
+    /// Folder for the plots.
+    #[arg(long = "plots", default_value = "runs/scaling")]
+    pub plots: PathBuf,
+}
+
+/// Flags of `sapling bench reference-case`.
+#[derive(Debug, Args)]
+pub struct ReferenceCaseArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Folder to write into.
+    #[arg(long = "case-dir")]
+    pub dir: PathBuf,
+    /// Micro-batch (no accumulation).
+    #[arg(long, default_value_t = 4)]
+    pub micro_batch: usize,
+    /// Steps to record.
+    #[arg(long, default_value_t = 3)]
+    pub record_steps: usize,
+    /// Constant learning rate of the recorded steps.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+}
+
+/// Flags of `sapling bench batch-sweep`.
+#[derive(Debug, Args)]
+pub struct BatchSweepArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Timed optimizer steps per micro-batch, after a warm-up step.
+    #[arg(long, default_value_t = 9)]
+    pub timed_steps: usize,
+    /// Skip micro-batches needing more accumulation steps than this.
+    #[arg(long, default_value_t = 32)]
+    pub max_accum: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Evaluations of a checkpoint.
@@ -167,12 +195,12 @@ pub enum BenchCommand {
 pub enum EvalCommand {
     /// Freeze the encoder and fit a linear classifier on its features of a labelled IDX data set
     /// (Fashion-MNIST by default); also reports a random encoder of the same shape.
-    LinearProbe(ProbeArgs),
+    LinearProbe(LinearProbeArgs),
 }
 
 /// Flags of `sapling eval linear-probe`.
 #[derive(Debug, Args)]
-pub struct ProbeArgs {
+pub struct LinearProbeArgs {
     /// Checkpoint folder (OUT/checkpoints/step-N).
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -217,7 +245,7 @@ pub struct TrainArgs {
     /// Passes over the data (replaces --steps).
     #[arg(long)]
     pub epochs: Option<f64>,
-    /// Images per forward/backward pass: `auto` (probe the device) or a number dividing the
+    /// Images per forward/backward pass: `auto` (planned on the device) or a number dividing the
     /// effective batch.
     #[arg(long)]
     pub batch_size: Option<BatchSize>,
@@ -230,7 +258,7 @@ pub struct TrainArgs {
     /// Hot paths on what pays off on the device (`auto`), burn's ops (`reference`), sapling's
     /// WGSL kernels (`wgsl`, wgpu only) or its CPU kernels (`cpu`, Flex only).
     #[arg(long, value_name = "auto|reference|wgsl|cpu")]
-    pub kernels: Option<KernelPath>,
+    pub kernels: Option<KernelChoice>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]
     pub seed: Option<u64>,

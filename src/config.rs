@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::kernels::KernelPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaplingError};
@@ -72,7 +71,10 @@ impl Preset {
             .iter()
             .position(|n| *n == name)
             .map(|i| Self::ALL[i])
-            .ok_or_else(|| SaplingError::UnknownPreset(name.to_string()))
+            .ok_or_else(|| SaplingError::UnknownPreset {
+                name: name.to_string(),
+                known: Self::NAMES.join(", "),
+            })
     }
 
     /// The full configuration this preset stands for.
@@ -484,6 +486,59 @@ pub enum DeviceChoice {
     Cpu,
 }
 
+/// Which implementation of the hot operations a run asks for; `ops::Kernels` is what it
+/// resolves to on the run's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    /// What was measured to pay off on the run's device: sapling's CPU kernels on Flex, burn's
+    /// ops on wgpu (there burn fuses the element-wise ops itself, and the WGSL kernels saved
+    /// memory but no time on the adapters measured so far).
+    #[default]
+    Auto,
+    /// burn's generic ops composed as in the model code, on every device: the reference.
+    Reference,
+    /// sapling's WGSL kernels (wgpu devices only).
+    Wgsl,
+    /// sapling's Rust kernels for burn's Flex CPU backend (Flex only).
+    Cpu,
+}
+
+impl KernelChoice {
+    /// Every choice, as written in configs and on the command line.
+    pub const NAMES: [&'static str; 4] = ["auto", "reference", "wgsl", "cpu"];
+    const ALL: [KernelChoice; 4] = [
+        KernelChoice::Auto,
+        KernelChoice::Reference,
+        KernelChoice::Wgsl,
+        KernelChoice::Cpu,
+    ];
+
+    /// The lowercase name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|k| *k == self).expect("listed")]
+    }
+}
+
+impl std::fmt::Display for KernelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| {
+                format!("unknown kernel path `{s}`: use `auto`, `reference`, `wgsl` or `cpu`")
+            })
+    }
+}
+
 /// Length, batching and bookkeeping of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,8 +547,8 @@ pub struct TrainConfig {
     pub steps: Option<u64>,
     /// Passes over the data, converted to steps with the effective batch.
     pub epochs: Option<f64>,
-    /// Images per forward/backward (micro-batch): `auto` probes the device, a number is used
-    /// as is (it must divide `effective_batch`).
+    /// Images per forward/backward (micro-batch): `auto` is planned on the device, a number
+    /// is used as is (it must divide `effective_batch`).
     pub batch_size: BatchSize,
     /// Images per optimizer step; the learning rate scales from it, and the micro-batch is
     /// accumulated `effective_batch / micro-batch` times to reach it.
@@ -519,9 +574,10 @@ pub struct TrainConfig {
     pub allreduce_overlap: bool,
     /// `auto` (what pays off on the device: `cpu` on Flex, `reference` on wgpu), `reference`
     /// (burn's ops everywhere), `wgsl` (sapling's kernels for the patch gather, the norm-pix
-    /// loss and attention; wgpu devices only) or `cpu` (sapling's GELU; Flex only).
+    /// loss and attention; wgpu devices only) or `cpu` (sapling's linear, layer norm,
+    /// attention, GELU and AdamW; Flex only).
     #[serde(default)]
-    pub kernels: KernelPath,
+    pub kernels: KernelChoice,
 }
 
 impl Default for TrainConfig {
@@ -541,7 +597,7 @@ impl Default for TrainConfig {
             recon_every: 100,
             allreduce_bucket_mib: 25,
             allreduce_overlap: true,
-            kernels: KernelPath::Auto,
+            kernels: KernelChoice::Auto,
         }
     }
 }
@@ -690,10 +746,10 @@ impl Config {
     }
 }
 
-/// The micro-batch: probed from the device, or given.
+/// The micro-batch: planned on the device, or given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchSize {
-    /// Chosen by [`crate::probe`] from the device's limits and trial steps.
+    /// Chosen by the batch planner from the device's limits and trial steps.
     #[default]
     Auto,
     Fixed(usize),

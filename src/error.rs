@@ -13,9 +13,9 @@ pub enum SaplingError {
     #[error("cannot read config file {path}: {message}")]
     ConfigFile { path: PathBuf, message: String },
 
-    /// An unknown preset name.
-    #[error("unknown preset `{0}`; known presets: {known}", known = crate::config::Preset::NAMES.join(", "))]
-    UnknownPreset(String),
+    /// An unknown preset name; `known` lists the presets there are.
+    #[error("unknown preset `{name}`; known presets: {known}")]
+    UnknownPreset { name: String, known: String },
 
     /// The training data cannot be used.
     #[error("data {path}: {message}")]

@@ -34,15 +34,8 @@ struct OnDevice {
 }
 
 impl OnDevice {
-    fn read(self) -> Exported {
-        Exported {
-            values: f32s(self.values.into_data()),
-            name: self.name,
-            shape: self.shape,
-        }
-    }
-
-    async fn read_async(self) -> Result<Exported> {
+    /// The values, read back without blocking.
+    async fn read(self) -> Result<Exported> {
         let data = self
             .values
             .into_data_async()
@@ -54,6 +47,15 @@ impl OnDevice {
             shape: self.shape,
         })
     }
+}
+
+/// Every tensor of `on_device`, read back in order.
+async fn read_all(on_device: Vec<OnDevice>) -> Result<Vec<Exported>> {
+    let mut out = Vec::with_capacity(on_device.len());
+    for t in on_device {
+        out.push(t.read().await?);
+    }
+    Ok(out)
 }
 
 fn f32s(data: burn::tensor::TensorData) -> Vec<f32> {
@@ -68,20 +70,20 @@ fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
 }
 
 /// The encoder's tensors under timm's names.
-pub fn encoder_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
-    encoder_on_device(model)
-        .into_iter()
-        .map(OnDevice::read)
-        .collect()
+pub async fn encoder_tensors_async(model: &MaskedAutoencoder) -> Result<Vec<Exported>> {
+    read_all(encoder_on_device(model)).await
 }
 
-/// The encoder as safetensors bytes (what [`write_encoder`] writes), read back without
-/// blocking: the browser's download.
+/// [`encoder_tensors_async`], blocking.
+#[cfg(not(target_family = "wasm"))]
+pub fn encoder_tensors(model: &MaskedAutoencoder) -> Result<Vec<Exported>> {
+    pollster::block_on(encoder_tensors_async(model))
+}
+
+/// The encoder as the bytes of a safetensors file, with the preset in its metadata: what
+/// [`write_encoder`] writes and the browser downloads.
 pub async fn encoder_safetensors_async(model: &MaskedAutoencoder, preset: &str) -> Result<Vec<u8>> {
-    let mut tensors = Vec::new();
-    for t in encoder_on_device(model) {
-        tensors.push(t.read_async().await?);
-    }
+    let tensors = encoder_tensors_async(model).await?;
     safetensors_bytes(&raw_f32(tensors), &encoder_metadata(preset)).map_err(|message| {
         SaplingError::Data {
             path: "<encoder.safetensors>".into(),
@@ -135,10 +137,10 @@ fn encoder_on_device(model: &MaskedAutoencoder) -> Vec<OnDevice> {
     out
 }
 
-/// Every trained tensor of the model (encoder as [`encoder_tensors`], then MAE's decoder names:
-/// `decoder_embed`, `mask_token`, `decoder_pos_embed`, `decoder_blocks.i.*`, `decoder_norm`,
-/// `decoder_pred`), e.g. to start a PyTorch reference from the same weights.
-pub fn model_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
+/// Every trained tensor of the model (encoder as [`encoder_tensors_async`], then MAE's decoder
+/// names: `decoder_embed`, `mask_token`, `decoder_pos_embed`, `decoder_blocks.i.*`,
+/// `decoder_norm`, `decoder_pred`), e.g. to start a PyTorch reference from the same weights.
+pub async fn model_tensors_async(model: &MaskedAutoencoder) -> Result<Vec<Exported>> {
     let c = &model.config;
     let (dd, l) = (c.decoder_dim, c.num_patches());
     let mut out = encoder_on_device(model);
@@ -158,7 +160,13 @@ pub fn model_tensors(model: &MaskedAutoencoder) -> Vec<Exported> {
     }
     push_norm("decoder_norm", &model.decoder_norm, &mut out);
     push_linear("decoder_pred", &model.decoder_pred, &mut out);
-    out.into_iter().map(OnDevice::read).collect()
+    read_all(out).await
+}
+
+/// [`model_tensors_async`], blocking.
+#[cfg(not(target_family = "wasm"))]
+pub fn model_tensors(model: &MaskedAutoencoder) -> Result<Vec<Exported>> {
+    pollster::block_on(model_tensors_async(model))
 }
 
 fn push_block(name: &str, b: &Block, out: &mut Vec<OnDevice>) {
@@ -211,9 +219,11 @@ fn bias(lin: &Linear) -> Tensor<1> {
         .expect("sapling's linears have biases")
 }
 
-/// Writes the encoder of `model` to `path` (atomically), with the preset in the metadata.
+/// Writes the encoder of `model` to `path` (atomically), with the preset in the metadata;
+/// returns how many tensors it holds.
+#[cfg(not(target_family = "wasm"))]
 pub fn write_encoder(model: &MaskedAutoencoder, preset: &str, path: &Path) -> Result<usize> {
-    let tensors = encoder_tensors(model);
+    let tensors = encoder_tensors(model)?;
     let n = tensors.len();
     write_f32_tensors(tensors, &encoder_metadata(preset), path)?;
     Ok(n)

@@ -3,10 +3,11 @@
 //!
 //! A step: the [`data`] loader yields augmented micro-batches; [`model`] masks each sample
 //! ([`model::MaskPlan`]), encodes the visible patches, decodes with mask tokens and scores the
-//! removed patches; [`train::Trainer`] accumulates gradients, clips their global norm and steps
-//! AdamW at the lr of [`optim::Schedule`]. See `ARCHITECTURE.md`.
+//! removed patches, every heavy operation going through [`ops`] (burn's maths, or sapling's
+//! [`kernels`]); [`train::Trainer`] accumulates gradients, clips their global norm and steps
+//! AdamW at the lr of [`optim::Schedule`]. See `ARCHITECTURE.md` for the layers.
 
-/// The binary's allocator (mimalloc) and the probe's request to release free memory.
+/// The binary's allocator (mimalloc) and the planner's request to release free memory.
 #[cfg(not(target_family = "wasm"))]
 pub mod alloc;
 /// Crash-safe file writes.
@@ -22,7 +23,7 @@ pub mod cli;
 pub mod config;
 /// Image sources, augmentation and background loading.
 pub mod data;
-/// Device selection (WebGPU or Flex) and adapter descriptions.
+/// Device selection (WebGPU or Flex), adapter descriptions, peak memory.
 pub mod device;
 /// Data-parallel training over MPI.
 pub mod dist;
@@ -32,17 +33,21 @@ pub mod error;
 pub mod eval;
 /// The encoder as timm-layout safetensors.
 pub mod export;
-/// Hand-written WGSL kernels and their references.
+/// Hand-written WGSL and CPU kernels.
 pub mod kernels;
 /// The masked autoencoder.
 pub mod model;
+/// The model's operations on the run's kernels.
+pub mod ops;
 /// AdamW groups, clipping, the lr schedule.
 pub mod optim;
-/// Batch size by probing the device.
-pub mod probe;
+/// Batch planning: limits, the memory model, the search over micro-batches.
+pub mod planner;
 /// Seed derivation.
 pub mod seed;
-/// The training step and loop.
+/// Timing work on a device.
+pub mod timing;
+/// The training step, its timer and trials, and the loop.
 pub mod train;
 /// Pictures: reconstruction grids.
 pub mod viz;

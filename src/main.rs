@@ -1,15 +1,22 @@
-//! `sapling`: the command-line entry point. All work lives in the library.
+//! `sapling`: the command-line entry point. Each command is one small function here; all work
+//! lives in the library (`sapling::train::train` is the training loop).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use sapling::cli::{BenchCommand, Cli, Command, EvalCommand, TrainArgs};
-use sapling::config::BatchSize;
+use sapling::cli::{
+    BatchSweepArgs, BenchCommand, BenchKernelsArgs, BenchScalingArgs, BenchStepArgs, Cli, Command,
+    EvalCommand, ExportArgs, LinearProbeArgs, PlanArgs, ReconstructArgs, ReferenceCaseArgs,
+    TrainArgs,
+};
+use sapling::config::{BatchSize, Config, KernelChoice};
+use sapling::device::Selected;
+use sapling::dist::World;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
-use sapling::probe::{DeviceLimits, ProbeOptions};
-use sapling::train::{RunOptions, train};
+use sapling::planner::{DeviceLimits, TrialOptions, fmt_bytes};
+use sapling::train::{RunOptions, RunSummary};
 
 /// Reuses freed blocks instead of handing them back to the kernel (see `sapling::alloc`).
 #[global_allocator]
@@ -24,261 +31,263 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "warn,sapling=info".into()),
         )
         .init();
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Train(TrainArgs::default())) {
-        Command::Train(args) => {
-            let (config, resume) = args.resolve_run()?;
-            // MPI is started before any device work; without `mpirun` this is a world of one.
-            let world = sapling::dist::world::init();
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            ctrlc::set_handler(move || {
-                if flag.swap(true, Ordering::SeqCst) {
-                    // A second Ctrl-C does not wait for the checkpoint.
-                    std::process::exit(130);
-                }
-                eprintln!(
-                    "\nCtrl-C: stopping after this step and writing a checkpoint (again to quit now)"
-                );
-            })?;
-            let options = RunOptions {
-                interactive: true,
-                resume: resume.map(Arc::new),
-                stop: Some(stop),
-                world: Some(world.clone()),
-            };
-            let summary = train(&config, options)
-                .with_context(|| format!("training {}", config.preset.name()))?;
-            if summary.interrupted {
-                println!(
-                    "interrupted at step {}; checkpoint in {}; continue with `sapling train --resume --out {}`",
-                    summary.steps,
-                    summary
-                        .checkpoint
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    summary.out.display()
-                );
-                return Ok(());
-            }
-            if world.size() > 1 {
-                println!(
-                    "rank {} of {}: weights crc32 {:08x}, max difference from rank 0 {:e}, all-reduce {:.1} ms and {} per step",
-                    world.rank(),
-                    world.size(),
-                    summary.weights_crc32,
-                    summary.max_diff_from_rank0,
-                    summary.reduce_seconds * 1e3,
-                    sapling::probe::fmt_bytes(summary.reduce_bytes)
-                );
-                if world.rank() != 0 {
-                    return Ok(());
-                }
-            }
-            let first = summary.losses.first().map(|l| l.1).unwrap_or(f64::NAN);
-            let last = summary.losses.last().map(|l| l.1).unwrap_or(f64::NAN);
-            println!(
-                "done: {} steps on {}, loss {first:.4} -> {last:.4}, {:.1} images/s; outputs in {}",
-                summary.steps,
-                summary.device,
-                summary.images_per_sec,
-                summary.out.display()
-            );
+    match Cli::parse()
+        .command
+        .unwrap_or(Command::Train(TrainArgs::default()))
+    {
+        Command::Train(args) => train(args),
+        Command::Reconstruct(args) => reconstruct(args),
+        Command::Eval(EvalCommand::LinearProbe(args)) => eval_linear_probe(args),
+        Command::Export(args) => export(args),
+        Command::Plan(args) => plan(args),
+        Command::Bench(command) => bench(command),
+        Command::Info => info(),
+    }
+}
+
+/// `sapling train`: MPI (a world of one without `mpirun`), Ctrl-C, the loop, the last words.
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let (config, resume) = args.resolve_run()?;
+    // MPI is started before any device work.
+    let world = sapling::dist::world::init();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C does not wait for the checkpoint.
+            std::process::exit(130);
         }
-        Command::Reconstruct {
-            checkpoint,
-            image,
-            mask_ratio,
-            seed,
-            out,
-        } => {
-            let loaded = sapling::checkpoint::load(&checkpoint)?;
-            let grid = sapling::viz::recon::reconstruct_file(&loaded, &image, mask_ratio, seed)?;
-            sapling::viz::save_png(&grid, &out)?;
-            println!("wrote {}", out.display());
+        eprintln!(
+            "\nCtrl-C: stopping after this step and writing a checkpoint (again to quit now)"
+        );
+    })?;
+    let options = RunOptions {
+        interactive: true,
+        resume: resume.map(Arc::new),
+        stop: Some(stop),
+        world: Some(world.clone()),
+    };
+    let summary = sapling::train::train(&config, options)
+        .with_context(|| format!("training {}", config.preset.name()))?;
+    report_run(&summary, &world);
+    Ok(())
+}
+
+/// What a finished (or interrupted) run prints: where to continue, each rank's agreement, the
+/// loss and speed.
+fn report_run(summary: &RunSummary, world: &World) {
+    if summary.interrupted {
+        let checkpoint = summary.checkpoint.as_ref().map(|p| p.display().to_string());
+        println!(
+            "interrupted at step {}; checkpoint in {}; continue with `sapling train --resume --out {}`",
+            summary.steps,
+            checkpoint.unwrap_or_default(),
+            summary.out.display()
+        );
+        return;
+    }
+    if world.size() > 1 {
+        println!(
+            "rank {} of {}: weights crc32 {:08x}, max difference from rank 0 {:e}, all-reduce {:.1} ms and {} per step",
+            world.rank(),
+            world.size(),
+            summary.weights_crc32,
+            summary.max_diff_from_rank0,
+            summary.reduce_seconds * 1e3,
+            fmt_bytes(summary.reduce_bytes)
+        );
+        if world.rank() != 0 {
+            return;
         }
-        Command::Eval(EvalCommand::LinearProbe(args)) => {
-            let loaded = sapling::checkpoint::load(&args.checkpoint)?;
-            let device = sapling::device::select(args.device)?;
-            let probe = ProbeConfig {
-                pool: args.pool,
-                train_limit: args.train_limit,
-                test_limit: args.test_limit,
-                iterations: args.iterations,
-                lr: 1e-2,
-                seed: 0,
-            };
-            let report = linear_probe(&loaded, &args.data, &probe, &device.device)?;
-            println!(
-                "linear probe ({:?} token, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
-                report.pool,
-                report.train_images,
-                report.test_images,
-                100.0 * report.pretrained_top1,
-                100.0 * report.random_top1
-            );
-            println!("{}", serde_json::to_string(&report)?);
-        }
-        Command::Export { checkpoint, out } => {
-            let loaded = sapling::checkpoint::load(&checkpoint)?;
-            let model = loaded.model(&burn::tensor::Device::flex())?;
-            let n =
-                sapling::export::write_encoder(&model, loaded.state.config.preset.name(), &out)?;
-            println!(
-                "wrote {n} encoder tensors (timm ViT layout) to {}",
-                out.display()
-            );
-        }
-        Command::Probe(args) => {
-            let config = args.run.resolve()?;
-            let selected = sapling::device::select_for(&config.train)?;
-            let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib)
-                .simulated(args.simulate_binding.map(|m| m << 20), None);
-            let options = ProbeOptions {
-                sizes: args.trial_sizes,
-                steps: args.trial_steps,
-            };
-            let plan = sapling::probe::plan(&config, &selected.device, &limits, options)?;
-            print_report(&plan, args.json)?;
-        }
-        Command::Bench(BenchCommand::Step {
-            run,
-            timed_steps,
-            json,
-        }) => {
-            let config = run.resolve()?;
-            let selected = sapling::device::select_for(&config.train)?;
-            let micro = match config.train.batch_size {
-                BatchSize::Fixed(b) => b,
-                BatchSize::Auto => {
-                    let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
-                    sapling::probe::plan(
-                        &config,
-                        &selected.device,
-                        &limits,
-                        ProbeOptions::default(),
-                    )?
-                    .micro_batch
-                }
-            };
-            let matmul = sapling::bench::matmul_rate(&selected.device, 1024, timed_steps.max(3))?;
-            let result = sapling::bench::bench_step(
-                &config,
-                &selected.device,
-                &selected.describe(),
-                micro,
-                timed_steps,
-                matmul,
-            )?;
-            print_report(&result, json)?;
-        }
-        Command::Bench(BenchCommand::Kernels { run, reps, json }) => {
-            let mut config = run.resolve()?;
-            // Both paths run in the benchmark; it needs the device the kernels run on.
-            config.train.kernels = sapling::kernels::KernelPath::Wgsl;
-            let selected = sapling::device::select_for(&config.train)?;
-            let micro = match config.train.batch_size {
-                BatchSize::Fixed(b) => b,
-                BatchSize::Auto => 1,
-            };
-            let report = sapling::bench::bench_kernels(
-                &config,
-                &selected.device,
-                &selected.describe(),
-                micro,
-                reps,
-            )?;
-            print_report(&report, json)?;
-        }
-        Command::Bench(BenchCommand::Scaling {
-            run,
-            batches,
-            img_sizes,
-            size_batch,
-            timed_steps,
-            plots,
-        }) => {
-            let config = run.resolve()?;
-            let selected = sapling::device::select_for(&config.train)?;
-            let result = sapling::bench::scaling(
-                &config,
-                &selected.device,
-                &selected.describe(),
-                &sapling::bench::Sweeps {
-                    batches,
-                    sizes: img_sizes,
-                    batch_for_sizes: size_batch,
-                    timed: timed_steps,
-                },
-                &plots,
-            )?;
-            println!(
-                "{:>8} {:>6} {:>8} {:>10} {:>10}",
-                "micro", "px", "tokens", "steps/s", "images/s"
-            );
-            for p in result.by_batch.iter().chain(&result.by_tokens) {
-                println!(
-                    "{:>8} {:>6} {:>8} {:>10.3} {:>10.1}",
-                    p.micro_batch, p.img_size, p.tokens, p.steps_per_sec, p.images_per_sec
-                );
-            }
-            for p in &result.plots {
-                println!("wrote {}", p.display());
-            }
-        }
-        Command::Bench(BenchCommand::ReferenceCase {
-            run,
-            dir,
-            micro_batch,
-            record_steps,
-            lr,
-        }) => {
-            let config = run.resolve()?;
-            let selected = sapling::device::select_for(&config.train)?;
-            let case = sapling::bench::write_reference_case(
-                &config,
-                &selected.device,
-                micro_batch,
-                record_steps,
-                lr,
-                &dir,
-            )?;
-            println!(
-                "wrote {} steps to {}: losses {:?}, grad norms {:?}",
-                record_steps,
-                dir.display(),
-                case.losses,
-                case.grad_norms
-            );
-        }
-        Command::Bench(BenchCommand::BatchSweep {
-            run,
-            timed_steps,
-            max_accum,
-            json,
-        }) => {
-            let config = run.resolve()?;
-            let selected = sapling::device::select_for(&config.train)?;
+    }
+    let loss = |l: Option<&(u64, f64)>| l.map_or(f64::NAN, |l| l.1);
+    println!(
+        "done: {} steps on {}, loss {:.4} -> {:.4}, {:.1} images/s; outputs in {}",
+        summary.steps,
+        summary.device,
+        loss(summary.losses.first()),
+        loss(summary.losses.last()),
+        summary.images_per_sec,
+        summary.out.display()
+    );
+}
+
+fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
+    let loaded = sapling::checkpoint::load(&args.checkpoint)?;
+    let grid =
+        sapling::viz::recon::reconstruct_file(&loaded, &args.image, args.mask_ratio, args.seed)?;
+    sapling::viz::save_png(&grid, &args.out)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
+    let loaded = sapling::checkpoint::load(&args.checkpoint)?;
+    let device = sapling::device::select(args.device)?;
+    let probe = ProbeConfig {
+        pool: args.pool,
+        train_limit: args.train_limit,
+        test_limit: args.test_limit,
+        iterations: args.iterations,
+        lr: 1e-2,
+        seed: 0,
+    };
+    let report = linear_probe(&loaded, &args.data, &probe, &device.device)?;
+    println!(
+        "linear probe ({:?} token, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
+        report.pool,
+        report.train_images,
+        report.test_images,
+        100.0 * report.pretrained_top1,
+        100.0 * report.random_top1
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let loaded = sapling::checkpoint::load(&args.checkpoint)?;
+    let model = loaded.model(&burn::tensor::Device::flex())?;
+    let preset = loaded.state.config.preset.name();
+    let n = sapling::export::write_encoder(&model, preset, &args.out)?;
+    println!(
+        "wrote {n} encoder tensors (timm ViT layout) to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `sapling probe`: the batch plan `train` would make, with the limits it was made under.
+fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let config = args.run.resolve()?;
+    let selected = sapling::device::select_for(&config.train)?;
+    let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib)
+        .simulated(args.simulate_binding.map(|m| m << 20), None);
+    let options = TrialOptions {
+        sizes: args.trial_sizes,
+        steps: args.trial_steps,
+    };
+    let plan = sapling::train::plan(&config, &selected.device, &limits, options)?;
+    print_report(&plan, args.json)
+}
+
+fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Step(args) => bench_step(args),
+        BenchCommand::Kernels(args) => bench_kernels(args),
+        BenchCommand::Scaling(args) => bench_scaling(args),
+        BenchCommand::ReferenceCase(args) => bench_reference_case(args),
+        BenchCommand::BatchSweep(args) => bench_batch_sweep(args),
+    }
+}
+
+/// The resolved config of a benchmark's flags and the device it runs on.
+fn device_of(run: &TrainArgs) -> anyhow::Result<(Config, Selected)> {
+    let config = run.resolve()?;
+    let selected = sapling::device::select_for(&config.train)?;
+    Ok((config, selected))
+}
+
+/// `sapling bench step`: the micro-batch given, or the one `train` would plan.
+fn bench_step(args: BenchStepArgs) -> anyhow::Result<()> {
+    let (config, selected) = device_of(&args.run)?;
+    let micro = match config.train.batch_size {
+        BatchSize::Fixed(b) => b,
+        BatchSize::Auto => {
             let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
-            let report = sapling::bench::batch_sweep(
-                &config,
-                &selected.device,
-                &limits,
-                timed_steps,
-                max_accum,
-            )?;
-            print_report(&report, json)?;
+            let options = TrialOptions::default();
+            sapling::train::plan(&config, &selected.device, &limits, options)?.micro_batch
         }
-        Command::Info => {
-            let adapters = sapling::device::adapters();
-            if adapters.is_empty() {
-                println!("no WebGPU adapter found; sapling trains on the CPU (burn Flex)");
-            }
-            for a in adapters {
-                println!("{}", serde_json::to_string_pretty(&a)?);
-            }
-        }
+    };
+    let timed = args.timed_steps;
+    let matmul = sapling::bench::matmul_rate(&selected.device, 1024, timed.max(3))?;
+    let describe = selected.describe();
+    let result =
+        sapling::bench::bench_step(&config, &selected.device, &describe, micro, timed, matmul)?;
+    print_report(&result, args.json)
+}
+
+/// `sapling bench kernels`: both arms of every WGSL op, at micro-batch 1 unless one is given.
+fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
+    let mut config = args.run.resolve()?;
+    // Both paths run in the benchmark; it needs the device the WGSL kernels run on.
+    config.train.kernels = KernelChoice::Wgsl;
+    let selected = sapling::device::select_for(&config.train)?;
+    let micro = match config.train.batch_size {
+        BatchSize::Fixed(b) => b,
+        BatchSize::Auto => 1,
+    };
+    let describe = selected.describe();
+    let report =
+        sapling::bench::bench_kernels(&config, &selected.device, &describe, micro, args.reps)?;
+    print_report(&report, args.json)
+}
+
+fn bench_scaling(args: BenchScalingArgs) -> anyhow::Result<()> {
+    let (config, selected) = device_of(&args.run)?;
+    let sweeps = sapling::bench::Sweeps {
+        batches: args.batches,
+        sizes: args.img_sizes,
+        batch_for_sizes: args.size_batch,
+        timed: args.timed_steps,
+    };
+    let describe = selected.describe();
+    let result =
+        sapling::bench::scaling(&config, &selected.device, &describe, &sweeps, &args.plots)?;
+    println!(
+        "{:>8} {:>6} {:>8} {:>10} {:>10}",
+        "micro", "px", "tokens", "steps/s", "images/s"
+    );
+    for p in result.by_batch.iter().chain(&result.by_tokens) {
+        println!(
+            "{:>8} {:>6} {:>8} {:>10.3} {:>10.1}",
+            p.micro_batch, p.img_size, p.tokens, p.steps_per_sec, p.images_per_sec
+        );
+    }
+    for p in &result.plots {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// `sapling bench reference-case`: a few steps recorded for `benches/torch_mae.py`.
+fn bench_reference_case(args: ReferenceCaseArgs) -> anyhow::Result<()> {
+    let (config, selected) = device_of(&args.run)?;
+    let (micro, steps) = (args.micro_batch, args.record_steps);
+    let case = sapling::bench::write_reference_case(
+        &config,
+        &selected.device,
+        micro,
+        steps,
+        args.lr,
+        &args.dir,
+    )?;
+    println!(
+        "wrote {steps} steps to {}: losses {:?}, grad norms {:?}",
+        args.dir.display(),
+        case.losses,
+        case.grad_norms
+    );
+    Ok(())
+}
+
+/// `sapling bench batch-sweep`: the planner's choice against every micro-batch that fits.
+fn bench_batch_sweep(args: BatchSweepArgs) -> anyhow::Result<()> {
+    let (config, selected) = device_of(&args.run)?;
+    let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
+    let (timed, max_accum) = (args.timed_steps, args.max_accum);
+    let report = sapling::bench::batch_sweep(&config, &selected.device, &limits, timed, max_accum)?;
+    print_report(&report, args.json)
+}
+
+/// `sapling info`: the WebGPU adapters wgpu sees.
+fn info() -> anyhow::Result<()> {
+    let adapters = sapling::device::adapters();
+    if adapters.is_empty() {
+        println!("no WebGPU adapter found; sapling trains on the CPU (burn Flex)");
+    }
+    for a in adapters {
+        println!("{}", serde_json::to_string_pretty(&a)?);
     }
     Ok(())
 }

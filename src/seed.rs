@@ -1,4 +1,15 @@
 //! Deriving independent, reproducible seeds from the run seed.
+//!
+//! Everything random in a run is a pure function of the run seed and a position, so a resumed
+//! run, another micro-batch size or another backend draws the same values. Each use has its own
+//! salt below; changing one changes every run's data, masks or pictures.
+
+/// Salt of the per-sample mask seeds: sample `n`'s mask is drawn from `mix(seed ^ MASKS, n)`.
+pub const MASKS: u64 = 0x3a5c;
+/// Salt of the per-sample augmentation seeds (crop, flip): `mix(seed ^ AUGMENTATION, n)`.
+pub const AUGMENTATION: u64 = 0x5eed_da7a;
+/// Stream of the one fixed mask of the reconstruction pictures: `mix(seed, RECON_PICTURES)`.
+pub const RECON_PICTURES: u64 = 0x0f16;
 
 /// SplitMix64 finaliser over `seed` and `stream`: distinct inputs give unrelated seeds.
 pub fn mix(seed: u64, stream: u64) -> u64 {

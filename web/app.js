@@ -1,4 +1,4 @@
-// The page: starts a sapling trainer on WebGPU, probes the batch, and trains while drawing.
+// The page: starts a sapling trainer on WebGPU, plans the batch, and trains while drawing.
 // Every call into the trainer goes through `serial`, so drops, the slider and downloads wait
 // for the step in flight instead of racing it; nothing here blocks on the GPU.
 import init, { create } from './pkg/sapling_web.js';
@@ -10,8 +10,8 @@ const num = (name, fallback) => (params.has(name) ? Number(params.get(name)) : f
 // Page options (URL parameters), e.g. `?effective=8&sizes=2&stop=20&autostart=1`.
 const options = {
   effective: num('effective', 0), // 0: the tiny preset's 32 images per step
-  sizes: num('sizes', 3), // micro-batch sizes the probe tries for real
-  probeSteps: num('probe-steps', 2), // timed steps per size
+  sizes: num('sizes', 3), // micro-batch sizes the planner tries for real
+  trialSteps: num('trial-steps', 2), // timed steps per size
   every: num('every', 10), // steps between reconstruction refreshes
   stop: num('stop', 0), // pause after this many steps (0: never)
   kernels: params.get('kernels') || 'reference',
@@ -209,7 +209,7 @@ async function main() {
   $('device').textContent = JSON.stringify(device, null, 2);
   $('images').textContent = `${trainer.imageCount()} training images`;
   status(`Probing the batch size on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);
-  const plan = JSON.parse(await serial(() => trainer.probe(options.sizes, options.probeSteps)));
+  const plan = JSON.parse(await serial(() => trainer.planBatch(options.sizes, options.trialSteps)));
   state.plan = plan;
   $('plan').textContent =
     `micro-batch ${plan.micro_batch} × ${plan.accum} accumulation = ${plan.effective_batch} images/step, ` +

@@ -10,7 +10,7 @@ python3 -m http.server "$port" --bind 127.0.0.1 --directory . > test/server.log 
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" > /dev/null && break; sleep 0.1; done
-# A small effective batch keeps each step short on a software rasteriser; the probe still
+# A small effective batch keeps each step short on a software rasteriser; the planner still
 # tries two sizes for real.
-query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&probe-steps=1&every=6&stop=12&autostart=1}"
+query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=6&stop=12&autostart=1}"
 node test/browser.mjs "http://127.0.0.1:$port/?$query" test/out

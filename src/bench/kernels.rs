@@ -1,7 +1,7 @@
-//! `sapling bench kernels`: each WGSL kernel against its reference on the same adapter in the
-//! same run, at the shapes of a preset's step: time (median after warm-up, the device drained
-//! before and after each repetition), the ratio, and the device memory each path keeps alive
-//! between forward and backward.
+//! `sapling bench kernels`: each WGSL kernel against its reference (the ops layer's two arms)
+//! on the same adapter in the same run, at the shapes of a preset's step: time (median after
+//! warm-up, the device drained before and after each repetition), the ratio, and the device
+//! memory each path keeps alive between forward and backward.
 
 use std::fmt;
 
@@ -11,10 +11,10 @@ use web_time::Instant;
 
 use crate::config::Config;
 use crate::error::{Result, SaplingError};
-use crate::kernels::{attention, norm_pix, ops, patch_gather};
 use crate::model::MaskPlan;
-use crate::probe::fmt_bytes;
-use crate::probe::trial::median;
+use crate::ops::{Kernels, Ops};
+use crate::planner::fmt_bytes;
+use crate::timing::{median, repeat};
 
 /// One kernel against its reference.
 #[derive(Debug, Clone, Serialize)]
@@ -51,15 +51,13 @@ fn time(device: &Device, reps: usize, mut work: impl FnMut()) -> Result<f64> {
             .sync()
             .map_err(|e| SaplingError::Device(e.to_string()))
     };
-    work();
     sync()?;
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps.max(1) {
+    let times = pollster::block_on(repeat(1, reps.max(1), async || {
         let t0 = Instant::now();
         work();
         sync()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
+        Ok(t0.elapsed().as_secs_f64())
+    }))?;
     Ok(median(times) * 1e3)
 }
 
@@ -115,6 +113,15 @@ pub fn bench_kernels(
     let (l, k, pd) = (m.num_patches(), m.num_visible(), m.patch_dim());
     let ad = device.clone().autodiff();
     ad.seed(config.train.seed);
+    let ops = |wgsl: bool| {
+        if wgsl {
+            Ops {
+                kernels: Kernels::Wgsl,
+            }
+        } else {
+            Ops::REFERENCE
+        }
+    };
     let mut cases = Vec::new();
 
     let imgs: Tensor<4> = random([b, m.in_chans, s, s], device);
@@ -123,10 +130,10 @@ pub fn bench_kernels(
     let rows = Tensor::<1, Int>::from_data(TensorData::new(keep.clone(), [keep.len()]), device);
     let t = (
         time(device, reps, || {
-            let _ = patch_gather::reference(imgs.clone(), rows.clone(), p);
+            let _ = ops(false).patch_gather(imgs.clone(), rows.clone(), p);
         })?,
         time(device, reps, || {
-            let _ = ops::patch_gather(imgs.clone(), rows.clone(), p);
+            let _ = ops(true).patch_gather(imgs.clone(), rows.clone(), p);
         })?,
     );
     cases.push(case(
@@ -142,11 +149,7 @@ pub fn bench_kernels(
     let pred_data = random::<3>([b, l, pd], device).into_data();
     let loss = |wgsl: bool| {
         let pred = Tensor::<3>::from_data(pred_data.clone(), &ad).require_grad();
-        let per_patch = if wgsl {
-            ops::norm_pix_loss(pred, imgs_ad.clone(), p, m.norm_pix)
-        } else {
-            norm_pix::reference(pred, imgs_ad.clone(), p, m.norm_pix)
-        };
+        let per_patch = ops(wgsl).per_patch_loss(pred, imgs_ad.clone(), p, m.norm_pix);
         (per_patch * mask.clone()).sum() / mask.clone().sum()
     };
     let t = (
@@ -179,18 +182,10 @@ pub fn bench_kernels(
         ),
     ];
     for (stack, n, h, hd) in stacks {
-        let scale = (hd as f32).powf(-0.5);
-        let qkv: Vec<TensorData> = (0..3)
-            .map(|_| random::<4>([b, h, n, hd], device).into_data())
-            .collect();
+        let qkv = random::<3>([b, n, 3 * h * hd], device).into_data();
         let forward = |wgsl: bool| {
-            let [q, k, v] =
-                [0, 1, 2].map(|i| Tensor::<4>::from_data(qkv[i].clone(), &ad).require_grad());
-            if wgsl {
-                ops::flash_attention(q, k, v, scale)
-            } else {
-                attention::reference(q, k, v, scale)
-            }
+            let qkv = Tensor::<3>::from_data(qkv.clone(), &ad).require_grad();
+            ops(wgsl).attention(qkv, h)
         };
         let t = (
             time(device, reps, || {
@@ -206,7 +201,7 @@ pub fn bench_kernels(
         );
         cases.push(case(
             &format!("attention, {stack} (fwd+bwd)"),
-            format!("q, k, v [{b}, {h}, {n}, {hd}]"),
+            format!("qkv [{b}, {n}, 3·{}], {h} heads of {hd}", h * hd),
             t,
             held,
             Some((b * h * n * n * 4) as u64),

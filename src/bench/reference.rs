@@ -37,9 +37,9 @@ pub fn write_reference_case(
     dir: &Path,
 ) -> Result<ReferenceCase> {
     std::fs::create_dir_all(dir).map_err(|e| SaplingError::io(dir, e))?;
-    let mut trainer = Trainer::new(config, device);
+    let mut trainer = Trainer::new(config, device)?;
     write_f32_tensors(
-        model_tensors(trainer.model()),
+        model_tensors(trainer.model())?,
         &[],
         &dir.join("weights.safetensors"),
     )?;
@@ -70,7 +70,7 @@ pub fn write_reference_case(
         case.grad_norms.push(stats.grad_norm);
     }
     write_f32_tensors(
-        model_tensors(trainer.model()),
+        model_tensors(trainer.model())?,
         &[],
         &dir.join("final.safetensors"),
     )?;

@@ -3,18 +3,17 @@
 
 use std::fmt;
 
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 use web_time::Instant;
 
 use crate::config::Config;
-use crate::error::{Result, SaplingError};
-use crate::model::{FlopCount, MaskPlan, MaskedAutoencoder, flops_per_image};
-use crate::optim::{self, clip};
-use crate::probe::fmt_bytes;
-use crate::probe::peak::PeakMeter;
-use crate::probe::trial::{median, synthetic_batch};
+use crate::device::PeakMeter;
+use crate::error::Result;
+use crate::model::{FlopCount, flops_per_image};
+use crate::planner::fmt_bytes;
+use crate::timing::{drain, median, repeat};
+use crate::train::{TimedSteps, Timing, time_fresh};
 
 /// What one benchmark run measured (medians over the timed steps).
 #[derive(Debug, Clone, Serialize)]
@@ -41,9 +40,10 @@ pub struct StepBench {
     pub peak_memory_by: Option<String>,
 }
 
-/// Times `timed` steps (after two warm-up steps) of micro-batch `micro` on a fresh model,
-/// waiting for the device between phases; `matmul_flops_per_sec` is the device's
-/// [`matmul_rate`], measured once by the caller however many steps it benchmarks.
+/// Times `timed` training steps (after two warm-up steps) of micro-batch `micro` on a fresh
+/// model, the device drained between forward, backward and optimizer; `matmul_flops_per_sec`
+/// is the device's [`matmul_rate`], measured once by the caller however many steps it
+/// benchmarks.
 pub fn bench_step(
     config: &Config,
     device: &Device,
@@ -52,50 +52,16 @@ pub fn bench_step(
     timed: usize,
     matmul_flops_per_sec: f64,
 ) -> Result<StepBench> {
-    let sync = |d: &Device| d.sync().map_err(|e| SaplingError::Device(e.to_string()));
     let meter = PeakMeter::start(device);
-    let ad = device.clone().autodiff();
-    ad.seed(config.train.seed);
-    let kernels = config.train.kernels;
-    let mut model = MaskedAutoencoder::new(&config.model, &ad).with_kernels(kernels);
-    let mut optim = optim::adamw(&config.optim, &model, model.kernels());
-    let batch = synthetic_batch(micro, config.model.img_size, config.train.seed);
-    let size = config.model.img_size;
-    let plan = MaskPlan::random(
-        micro,
-        config.model.num_patches(),
-        config.model.num_visible(),
-        config.train.seed,
-    );
-    let (mut fwd, mut bwd, mut opt) = (Vec::new(), Vec::new(), Vec::new());
-    for step in 0..timed.max(1) + 2 {
-        let images = Tensor::<4>::from_data(
-            TensorData::new(batch.images.clone(), [micro, 3, size, size]),
-            &ad,
-        );
-        let t0 = Instant::now();
-        let loss = model.forward(images, &plan).loss;
-        sync(&ad)?;
-        let t1 = Instant::now();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        sync(&ad)?;
-        let t2 = Instant::now();
-        let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
-        if config.optim.clip_grad > 0.0 {
-            clip::clip_to(&model, &mut grads, norm, config.optim.clip_grad);
-        }
-        model = optim.step(1e-8, model, grads);
-        sync(&ad)?;
-        let t3 = Instant::now();
-        if step >= 2 {
-            fwd.push((t1 - t0).as_secs_f64());
-            bwd.push((t2 - t1).as_secs_f64());
-            opt.push((t3 - t2).as_secs_f64());
-        }
-    }
-    drop(model);
+    let steps = TimedSteps {
+        warmup: 2,
+        timed,
+        timing: Timing::Split,
+    };
+    let times = pollster::block_on(time_fresh(config, device, micro, 1, steps))?;
     let peak = meter.finish(device);
-    let (f, b, o) = (median(fwd), median(bwd), median(opt));
+    let f = times.forward.expect("a split step times its forward pass");
+    let (b, o) = (times.forward_backward - f, times.optimizer);
     let images_per_sec = micro as f64 / (f + b + o);
     let flops = flops_per_image(&config.model);
     let achieved = flops.train_step * images_per_sec;
@@ -119,20 +85,14 @@ pub fn bench_step(
 
 /// FLOP/s of an `n × n` f32 matmul on `device` (median of `timed` after a warm-up).
 pub fn matmul_rate(device: &Device, n: usize, timed: usize) -> Result<f64> {
-    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
-    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
-    let mut secs = Vec::new();
-    for i in 0..timed + 1 {
+    let a = Tensor::<2>::random([n, n], Distribution::Default, device);
+    let b = Tensor::<2>::random([n, n], Distribution::Default, device);
+    let secs = pollster::block_on(repeat(1, timed, async || {
         let t0 = Instant::now();
         let c = a.clone().matmul(b.clone());
-        device
-            .sync()
-            .map_err(|e| SaplingError::Device(e.to_string()))?;
-        drop(c);
-        if i > 0 {
-            secs.push(t0.elapsed().as_secs_f64());
-        }
-    }
+        drain(device, c).await?;
+        Ok(t0.elapsed().as_secs_f64())
+    }))?;
     Ok(2.0 * (n as f64).powi(3) / median(secs))
 }
 

@@ -7,14 +7,14 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rand::{SeedableRng, seq::SliceRandom};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 use super::augment::augment;
 use super::source::ImageSource;
 use crate::config::DataConfig;
 use crate::error::{Result, SaplingError};
-use crate::seed::mix;
+use crate::seed::{self, mix};
 
 /// One micro-batch of normalised images.
 #[derive(Debug, Clone)]
@@ -25,6 +25,22 @@ pub struct Batch {
     pub size: usize,
     /// Stream index of the first sample; sample `b` of the batch is `first_sample + b`.
     pub first_sample: u64,
+}
+
+impl Batch {
+    /// Normalised-looking noise for timing a step: its cost does not depend on the pixels.
+    pub fn synthetic(batch: usize, size: usize, seed: u64) -> Batch {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let images = (0..batch * 3 * size * size)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect();
+        Batch {
+            images,
+            batch,
+            size,
+            first_sample: 0,
+        }
+    }
 }
 
 /// Files that failed to decode, shared by the workers so each is reported once.
@@ -122,7 +138,7 @@ impl Stream {
             }
             let i = self.epoch_perm.as_ref().expect("set above").1[(sample % n) as usize];
             let img = self.decode_from(i)?;
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x5eed_da7a, sample));
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ seed::AUGMENTATION, sample));
             augment(
                 &img,
                 self.img_size as u32,

@@ -21,7 +21,6 @@ use crate::data::augment::center_resize;
 use crate::data::idx::{IdxSplit, read_split};
 use crate::error::Result;
 use crate::model::MaskedAutoencoder;
-use crate::model::patch::patchify;
 
 /// Which token summarises an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -125,7 +124,7 @@ fn features(
         // Every patch kept, in order.
         let rows = idx((0..(b * l) as i64).collect());
         let pos = idx((0..b).flat_map(|_| 0..l as i64).collect());
-        let tokens = model.forward_encoder(patchify(imgs, c.patch_size), rows, pos, l); // [B, 1+L, D]
+        let tokens = model.encode(imgs, rows, pos, l); // [B, 1+L, D]
         let pooled = match pool {
             Pool::Cls => tokens.narrow(1, 0, 1).reshape([b, d]),
             Pool::Mean => tokens.narrow(1, 1, l).mean_dim(1).reshape([b, d]),

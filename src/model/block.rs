@@ -1,40 +1,15 @@
 //! A pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
 //!
 //! Field names follow timm's ViT (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`,
-//! `mlp.fc2`) so exported weights map one to one.
+//! `mlp.fc2`) so exported weights map one to one. Every heavy operation goes through the run's
+//! [`Ops`], passed down from the model.
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Tensor};
 
 use super::init;
-use crate::kernels::{KernelPath, attention, cpu_ops, gelu, ops, qkv_attention};
-
-/// `layer.forward(x)`, by sapling's CPU kernel when `kernels` is `cpu` (same function).
-pub(crate) fn linear<const D: usize>(
-    layer: &Linear,
-    x: Tensor<D>,
-    kernels: KernelPath,
-) -> Tensor<D> {
-    match (kernels, &layer.bias) {
-        (KernelPath::Cpu, Some(bias)) => cpu_ops::linear(x, layer.weight.val(), bias.val()),
-        _ => layer.forward(x),
-    }
-}
-
-/// `layer.forward(x)` (layer norm with ε `eps`), by sapling's CPU kernel when `kernels` is
-/// `cpu` (same function).
-pub(crate) fn norm<const D: usize>(
-    layer: &LayerNorm,
-    x: Tensor<D>,
-    eps: f64,
-    kernels: KernelPath,
-) -> Tensor<D> {
-    match (kernels, &layer.beta) {
-        (KernelPath::Cpu, Some(beta)) => cpu_ops::layer_norm(x, layer.gamma.val(), beta.val(), eps),
-        _ => layer.forward(x),
-    }
-}
+use crate::ops::Ops;
 
 /// Multi-head self-attention with a fused qkv projection.
 #[derive(Module, Debug)]
@@ -43,9 +18,6 @@ pub struct Attention {
     pub proj: Linear,
     #[module(skip)]
     heads: usize,
-    /// Reference (scores materialised) or the WGSL flash kernel; set by the model.
-    #[module(skip)]
-    pub(crate) kernels: KernelPath,
 }
 
 impl Attention {
@@ -54,27 +26,14 @@ impl Attention {
             qkv: init::linear(dim, 3 * dim, device),
             proj: init::linear(dim, dim, device),
             heads,
-            kernels: KernelPath::Reference,
         }
     }
 
     /// # Shapes
     /// `x`: `[B, N, D]` → `[B, N, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [_, _, d] = x.dims();
-        let (h, hd) = (self.heads, d / self.heads);
-        let scale = (hd as f32).powf(-0.5);
-        let qkv = linear(&self.qkv, x, self.kernels); // [B, N, 3·D]
-        let out = match self.kernels {
-            KernelPath::Cpu => cpu_ops::attention(qkv, h, scale),
-            KernelPath::Wgsl if attention::supports(hd) => {
-                let [q, k, v] = qkv_attention::split_heads(qkv, h);
-                qkv_attention::merge_heads(ops::flash_attention(q, k, v, scale))
-            }
-            // Scores [B, H, N, N]; also the WGSL path's fallback for head dims it does not take.
-            _ => qkv_attention::reference(qkv, h, scale),
-        }; // [B, N, D]
-        linear(&self.proj, out, self.kernels)
+    pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
+        let qkv = ops.linear(&self.qkv, x); // [B, N, 3·D]
+        ops.linear(&self.proj, ops.attention(qkv, self.heads))
     }
 }
 
@@ -83,9 +42,6 @@ impl Attention {
 pub struct Mlp {
     pub fc1: Linear,
     pub fc2: Linear,
-    /// burn's linear and GELU, or sapling's CPU kernels (same functions); set by the model.
-    #[module(skip)]
-    pub(crate) kernels: KernelPath,
 }
 
 impl Mlp {
@@ -93,19 +49,13 @@ impl Mlp {
         Mlp {
             fc1: init::linear(dim, hidden, device),
             fc2: init::linear(hidden, dim, device),
-            kernels: KernelPath::Reference,
         }
     }
 
     /// # Shapes
     /// `[B, N, D]` → `[B, N, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = linear(&self.fc1, x, self.kernels);
-        let h = match self.kernels {
-            KernelPath::Cpu => cpu_ops::gelu(h),
-            _ => gelu::reference(h),
-        };
-        linear(&self.fc2, h, self.kernels)
+    pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
+        ops.linear(&self.fc2, ops.gelu(ops.linear(&self.fc1, x)))
     }
 }
 
@@ -116,12 +66,9 @@ pub struct Block {
     pub attn: Attention,
     pub norm2: LayerNorm,
     pub mlp: Mlp,
-    /// The norms' ε (burn's `LayerNorm` keeps its own private), for the CPU kernel.
+    /// The norms' ε (burn's `LayerNorm` keeps its own private; the ops take it explicitly).
     #[module(skip)]
     eps: f64,
-    /// The norms' path; attention and MLP hold their own. Set by the model.
-    #[module(skip)]
-    pub(crate) kernels: KernelPath,
 }
 
 impl Block {
@@ -132,16 +79,20 @@ impl Block {
             norm2: init::layer_norm(dim, eps, device),
             mlp: Mlp::new(dim, dim * mlp_ratio, device),
             eps,
-            kernels: KernelPath::Reference,
         }
     }
 
     /// # Shapes
     /// `[B, N, D]` → `[B, N, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let (eps, k) = (self.eps, self.kernels);
-        let x = x.clone() + self.attn.forward(norm(&self.norm1, x, eps, k));
-        x.clone() + self.mlp.forward(norm(&self.norm2, x, eps, k))
+    pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
+        let x = x.clone()
+            + self
+                .attn
+                .forward(ops.layer_norm(&self.norm1, x, self.eps), ops);
+        x.clone()
+            + self
+                .mlp
+                .forward(ops.layer_norm(&self.norm2, x, self.eps), ops)
     }
 }
 

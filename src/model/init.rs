@@ -2,7 +2,7 @@
 //! N(0, 0.02). Parameters are created lazily, so a preset's size can be counted without
 //! allocating its weights.
 
-use burn::module::{Initializer, Param};
+use burn::module::{Initializer, Module, ModuleVisitor, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor};
 
@@ -32,4 +32,20 @@ pub fn token(dim: usize, device: &Device) -> Param<Tensor<3>> {
         std: 0.02,
     }
     .init([1, 1, dim], device)
+}
+
+/// Initialises every lazy parameter of `module` now, in module order.
+///
+/// Lazy parameters draw from the device's random generator when first used, so their values
+/// depend on what touches them first. A training run's first forward pass meets them in module
+/// order; an export or a broadcast before it would not. Materialising them here fixes the
+/// order for every caller.
+pub fn materialize<M: Module>(module: &M) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
 }

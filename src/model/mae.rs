@@ -4,13 +4,12 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::block::{Block, block_params, linear, norm};
-use super::loss::{masked_mean, masked_mse};
+use super::block::{Block, block_params};
+use super::loss::masked_mean;
 use super::masking::MaskPlan;
-use super::patch::patchify;
 use super::{init, pos_embed};
 use crate::config::ModelConfig;
-use crate::kernels::{KernelPath, ops};
+use crate::ops::Ops;
 
 /// MAE with a ViT encoder and decoder.
 ///
@@ -35,9 +34,10 @@ pub struct MaskedAutoencoder {
     pub decoder_pos_embed: Tensor<2>,
     #[module(skip)]
     pub config: ModelConfig,
-    /// Reference burn ops or sapling's WGSL kernels for gather, loss and attention.
+    /// The operations every layer runs on (burn's, or sapling's kernels), resolved for the
+    /// model's device once and passed down to the blocks.
     #[module(skip)]
-    kernels: KernelPath,
+    ops: Ops,
 }
 
 /// What one forward pass returns.
@@ -77,26 +77,20 @@ impl MaskedAutoencoder {
             pos_embed: table(d),
             decoder_pos_embed: table(dd),
             config: config.clone(),
-            kernels: KernelPath::Reference,
+            ops: Ops::REFERENCE,
         }
     }
 
-    /// The same model running its hot paths on `kernels`, resolved for the model's device
-    /// (`auto` becomes `cpu` on Flex); WGSL needs a wgpu device, `cpu` a Flex one.
-    pub fn with_kernels(mut self, kernels: KernelPath) -> Self {
-        let kernels = kernels.resolve(&self.pos_embed.device());
-        self.kernels = kernels;
-        for block in self.blocks.iter_mut().chain(self.decoder_blocks.iter_mut()) {
-            block.kernels = kernels;
-            block.attn.kernels = kernels;
-            block.mlp.kernels = kernels;
-        }
+    /// The same model running its operations on `ops` (resolved for its device, see
+    /// [`Ops::resolve`]).
+    pub fn with_ops(mut self, ops: Ops) -> Self {
+        self.ops = ops;
         self
     }
 
-    /// The kernel path this model runs on.
-    pub fn kernels(&self) -> KernelPath {
-        self.kernels
+    /// The operations this model runs on.
+    pub fn ops(&self) -> Ops {
+        self.ops
     }
 
     /// Masks, encodes, decodes and scores one batch.
@@ -114,65 +108,38 @@ impl MaskedAutoencoder {
         let keep_rows = plan.keep_rows();
         let keep_pos: Vec<i64> = keep_rows.iter().map(|r| r % l as i64).collect();
         let mask = Tensor::<2>::from_data(TensorData::new(plan.mask.clone(), [b, l]), &device);
-        let p = self.config.patch_size;
-        match self.kernels {
-            KernelPath::Auto | KernelPath::Reference | KernelPath::Cpu => {
-                let patches = patchify(imgs, p); // [B, L, P]
-                let latent =
-                    self.forward_encoder(patches.clone(), rows(keep_rows), rows(keep_pos), k);
-                let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
-                let loss = masked_mse(pred.clone(), patches, mask, self.config.norm_pix);
-                MaeOutput { loss, pred }
-            }
-            KernelPath::Wgsl => {
-                // Neither the gather nor the loss materialises the [B, L, P] patches.
-                let visible = ops::patch_gather(imgs.clone(), rows(keep_rows), p); // [B·K, P]
-                let latent = self.encode_visible(visible, rows(keep_pos), b, k);
-                let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
-                let per_patch = ops::norm_pix_loss(pred.clone(), imgs, p, self.config.norm_pix);
-                let loss = masked_mean(per_patch, mask);
-                MaeOutput { loss, pred }
-            }
-        }
+        let (p, norm_pix) = (self.config.patch_size, self.config.norm_pix);
+        let latent = self.encode(imgs.clone(), rows(keep_rows), rows(keep_pos), k);
+        let pred = self.forward_decoder(latent, rows(plan.restore_rows()), l);
+        let per_patch = self.ops.per_patch_loss(pred.clone(), imgs, p, norm_pix); // [B, L]
+        let loss = masked_mean(per_patch, mask);
+        MaeOutput { loss, pred }
     }
 
-    /// Embeds the kept patches only, adds their position embeddings, prepends cls, runs blocks.
+    /// Embeds the kept patches only, adds their position embeddings, prepends cls, runs the
+    /// encoder blocks and the final norm.
     ///
     /// # Shapes
-    /// `patches`: `[B, L, P]`; `keep_rows`, `keep_pos`: `[B·K]` → `[B, 1 + K, D]`
-    pub fn forward_encoder(
+    /// `imgs`: `[B, C, H, W]`; `keep_rows`: `[B·K]` (flat rows `b·L + l`); `keep_pos`: `[B·K]`
+    /// (patch index of each row) → `[B, 1 + K, D]`
+    pub fn encode(
         &self,
-        patches: Tensor<3>,
+        imgs: Tensor<4>,
         keep_rows: Tensor<1, Int>,
         keep_pos: Tensor<1, Int>,
         k: usize,
     ) -> Tensor<3> {
-        let [b, l, p] = patches.dims();
+        let [b, _, _, _] = imgs.dims();
+        let (d, l, ops) = (self.config.dim, self.config.num_patches(), self.ops);
         // Gathering before the embedding multiplies only the K kept patches.
-        let visible = patches.reshape([b * l, p]).select(0, keep_rows); // [B·K, P]
-        self.encode_visible(visible, keep_pos, b, k)
-    }
-
-    /// Embeds already-gathered visible patches, adds their position embeddings, prepends cls,
-    /// runs the blocks.
-    ///
-    /// # Shapes
-    /// `visible`: `[B·K, P]`; `keep_pos`: `[B·K]` (patch index of each row) → `[B, 1 + K, D]`
-    pub fn encode_visible(
-        &self,
-        visible: Tensor<2>,
-        keep_pos: Tensor<1, Int>,
-        b: usize,
-        k: usize,
-    ) -> Tensor<3> {
-        let (d, l) = (self.config.dim, self.config.num_patches());
+        let visible = ops.patch_gather(imgs, keep_rows, self.config.patch_size); // [B·K, P]
         let pos = self.pos_embed.clone().narrow(0, 1, l).select(0, keep_pos); // [B·K, D]
-        let x = (linear(&self.patch_embed, visible, self.kernels) + pos).reshape([b, k, d]); // [B, K, D]
+        let x = (ops.linear(&self.patch_embed, visible) + pos).reshape([b, k, d]); // [B, K, D]
         let cls = (self.cls_token.val() + self.pos_embed.clone().narrow(0, 0, 1).unsqueeze())
             .expand([b, 1, d]); // [B, 1, D]
         let x = Tensor::cat(vec![cls, x], 1); // [B, 1 + K, D]
-        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
-        norm(&self.norm, x, self.config.layer_norm_eps, self.kernels)
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(x, ops));
+        ops.layer_norm(&self.norm, x, self.config.layer_norm_eps)
     }
 
     /// Appends mask tokens, un-shuffles to patch order, runs the decoder, predicts pixels.
@@ -188,7 +155,8 @@ impl MaskedAutoencoder {
         let [b, n, _] = latent.dims();
         let k = n - 1;
         let dd = self.config.decoder_dim;
-        let x = linear(&self.decoder_embed, latent, self.kernels); // [B, 1 + K, Dd]
+        let ops = self.ops;
+        let x = ops.linear(&self.decoder_embed, latent); // [B, 1 + K, Dd]
         let cls = x.clone().narrow(1, 0, 1); // [B, 1, Dd]
         let mask_tokens = self.mask_token.val().expand([b, l - k, dd]); // [B, L - K, Dd]
         let shuffled = Tensor::cat(vec![x.narrow(1, 1, k), mask_tokens], 1); // [B, L, Dd]
@@ -200,14 +168,9 @@ impl MaskedAutoencoder {
         let x = self
             .decoder_blocks
             .iter()
-            .fold(x, |x, block| block.forward(x));
-        let x = norm(
-            &self.decoder_norm,
-            x,
-            self.config.layer_norm_eps,
-            self.kernels,
-        );
-        let x = linear(&self.decoder_pred, x, self.kernels); // [B, 1 + L, P]
+            .fold(x, |x, block| block.forward(x, ops));
+        let x = ops.layer_norm(&self.decoder_norm, x, self.config.layer_norm_eps);
+        let x = ops.linear(&self.decoder_pred, x); // [B, 1 + L, P]
         x.narrow(1, 1, l)
     }
 }

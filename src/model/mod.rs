@@ -1,4 +1,4 @@
-//! The masked autoencoder and its parts.
+//! The masked autoencoder and its parts; every heavy operation goes through `ops`.
 
 /// Transformer blocks: attention, MLP, pre-norm block.
 pub mod block;
@@ -6,14 +6,12 @@ pub mod block;
 pub mod flops;
 /// MAE's initialisation helpers.
 pub mod init;
-/// The norm-pix masked reconstruction loss.
+/// The masked mean of the per-patch loss.
 pub mod loss;
 /// The encoder/decoder model and its analytic parameter count.
 pub mod mae;
 /// Per-sample random masking drawn on the CPU.
 pub mod masking;
-/// Images to patch sequences and back.
-pub mod patch;
 /// Fixed 2-D sin-cos position embeddings.
 pub mod pos_embed;
 

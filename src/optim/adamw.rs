@@ -8,13 +8,14 @@ use burn::tensor::{Device, Tensor};
 
 use super::decay::no_decay_ids;
 use crate::config::OptimConfig;
-use crate::kernels::{KernelPath, adamw as kernel, cpu_ops};
+use crate::kernels::cpu::{self, adamw::Hyper};
+use crate::ops::Kernels;
 
 /// AdamW over `module`'s parameters; the no-decay group is fixed by [`super::decay::decays`].
-/// With `kernels` = `cpu` each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
+/// With the `cpu` kernels each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
 /// both keep the same state, so a checkpoint resumes on either.
-pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: KernelPath) -> ModuleOptimizer {
-    let group = |weight_decay: f64| kernel::Hyper {
+pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: Kernels) -> ModuleOptimizer {
+    let group = |weight_decay: f64| Hyper {
         lr: 0.0,
         beta1: config.beta1 as f32,
         beta2: config.beta2 as f32,
@@ -25,25 +26,36 @@ pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: KernelPath) -
     };
     let (decayed, no_decay) = (group(config.weight_decay), group(0.0));
     let no_decay_group = ParamGroup::from_ids(no_decay_ids(module));
-    if kernels == KernelPath::Cpu {
+    if kernels == Kernels::Cpu {
         ModuleOptimizer::from(FusedAdamW(decayed)).with_group(
             no_decay_group,
             FusedAdamW(no_decay),
             None,
         )
     } else {
-        ModuleOptimizer::from(kernel::reference(&decayed)).with_group(
+        ModuleOptimizer::from(burn_adamw(&decayed)).with_group(
             no_decay_group,
-            kernel::reference(&no_decay),
+            burn_adamw(&no_decay),
             None,
         )
     }
 }
 
-/// burn's AdamW computed by [`cpu_ops::adamw`]: one pass per tensor instead of a dozen. Runs
+/// burn's AdamW with the settings of `h` (its `lr` and `time` are set per step): the reference
+/// the fused CPU update is tested against, and what every other device runs.
+pub fn burn_adamw(h: &Hyper) -> AdamW {
+    burn::optim::AdamWConfig::new()
+        .with_beta_1(h.beta1)
+        .with_beta_2(h.beta2)
+        .with_epsilon(h.eps)
+        .with_weight_decay(h.weight_decay)
+        .build()
+}
+
+/// burn's AdamW computed by [`cpu::adamw`]: one pass per tensor instead of a dozen. Runs
 /// burn's own AdamW for tensors that are not on Flex.
 #[derive(Clone)]
-struct FusedAdamW(kernel::Hyper);
+struct FusedAdamW(Hyper);
 
 impl Optimizer for FusedAdamW {
     type State<const D: usize> = AdamWState<D>;
@@ -56,7 +68,7 @@ impl Optimizer for FusedAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         if tensor.device() != Device::flex() {
-            return kernel::reference(&self.0).step(lr, tensor, grad, state);
+            return burn_adamw(&self.0).step(lr, tensor, grad, state);
         }
         let (time, m, v) = match state {
             Some(s) => (
@@ -67,12 +79,12 @@ impl Optimizer for FusedAdamW {
             // Zero moments: the first update then equals burn's, which starts from (1-β)·g.
             None => (1, grad.zeros_like(), grad.zeros_like()),
         };
-        let h = kernel::Hyper {
+        let h = Hyper {
             lr: lr as f32,
             time: time as i32,
             ..self.0
         };
-        let [param, m, v] = cpu_ops::adamw(tensor, grad, m, v, h);
+        let [param, m, v] = cpu::adamw(tensor, grad, m, v, h);
         let state = AdamWState::new(AdaptiveMomentumState::new(time, m, v));
         (param, Some(state))
     }

@@ -1,14 +1,30 @@
-//! Training: the optimizer step and the loop around it.
+//! Training: the optimizer step, the timer and trials built on it, and the loop around it.
 
 /// Metric lines (`metrics.jsonl`).
 pub mod metrics;
-/// The loop: set-up, logging, checkpoints (the command line's; the browser drives `Trainer`
-/// from `web/`).
+/// What a run writes after each step.
+#[cfg(not(target_family = "wasm"))]
+mod outputs;
+/// The loop (the command line's; the browser drives `Trainer` from `web/`).
 #[cfg(not(target_family = "wasm"))]
 pub mod run;
+/// Setting a run up.
+#[cfg(not(target_family = "wasm"))]
+mod setup;
 /// One optimizer step with accumulation and clipping.
 pub mod step;
+/// Running totals and the end-of-run summary.
+#[cfg(not(target_family = "wasm"))]
+mod summary;
+/// The step timer.
+pub mod timer;
+/// Trial steps for the batch planner.
+pub mod trial;
 
 #[cfg(not(target_family = "wasm"))]
 pub use run::{RunOptions, RunSummary, train};
-pub use step::{PhaseTimes, StepStats, Trainer};
+pub use step::{PhaseTimes, StepStats, Timing, Trainer};
+pub use timer::{TimedSteps, time_fresh, time_steps};
+#[cfg(not(target_family = "wasm"))]
+pub use trial::{plan, plan_for_run, run_trial};
+pub use trial::{plan_async, run_trial_async};

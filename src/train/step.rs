@@ -1,5 +1,8 @@
-//! One optimizer step: forward and backward over `accum` micro-batches, global clipping,
-//! a finiteness check, then AdamW.
+//! One optimizer step: forward and backward over `accum` micro-batches, global clipping, a
+//! finiteness check, then AdamW.
+//!
+//! The step is written once, as `async`: a browser cannot block on the device, so its one
+//! readback per step is awaited. Natively [`Trainer::step`] blocks on the same code.
 
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -10,9 +13,11 @@ use crate::config::Config;
 use crate::data::Batch;
 use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights};
 use crate::error::{Result, SaplingError};
-use crate::model::{MaskPlan, MaskedAutoencoder};
+use crate::model::{MaskPlan, MaskedAutoencoder, init};
+use crate::ops::Ops;
 use crate::optim::{self, clip};
-use crate::seed::mix;
+use crate::seed::{self, mix};
+use crate::timing::drain;
 use web_time::Instant;
 
 /// Runs `f` with burn's default device set to Flex.
@@ -45,10 +50,24 @@ pub struct StepStats {
     pub reduce: ReduceStats,
 }
 
+/// How much of a step to time. Timing waits for the device, which an untimed step never does
+/// beyond its one readback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// Forward + backward (up to the readback) and the optimizer (the device drained after it).
+    Phases,
+    /// Also the forward passes alone: the device is drained after each one, which costs a
+    /// little time, so only benchmarks ask for it.
+    Split,
+}
+
 /// Seconds spent in each phase of a timed step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PhaseTimes {
-    /// Forward and backward over every micro-batch, gradient accumulation and the global norm.
+    /// The forward passes of every micro-batch, with [`Timing::Split`].
+    pub forward: Option<f64>,
+    /// Forward and backward over every micro-batch, gradient accumulation, the all-reduce and
+    /// the global norm, up to the step's readback.
     pub forward_backward: f64,
     /// Clipping and the AdamW update.
     pub optimizer: f64,
@@ -59,6 +78,7 @@ pub struct Trainer {
     model: Option<MaskedAutoencoder>,
     optim: ModuleOptimizer,
     device: Device,
+    ops: Ops,
     clip_grad: f64,
     seed: u64,
     /// Patches per image and kept patches per image, for drawing masks.
@@ -70,29 +90,32 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh model with MAE's initialisation, seeded by `config.train.seed`.
-    pub fn new(config: &Config, device: &Device) -> Self {
+    pub fn new(config: &Config, device: &Device) -> Result<Self> {
         let device = device.clone().autodiff();
         device.seed(config.train.seed);
         let model = MaskedAutoencoder::new(&config.model, &device);
         Self::from_model(config, model, &device)
     }
 
-    /// Trains an existing model (already on `device`).
-    pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Self {
-        let model = model.with_kernels(config.train.kernels);
-        let optim = optim::adamw(&config.optim, &model, model.kernels());
+    /// Trains an existing model (already on `device`), on the operations `config` asks for.
+    pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Result<Self> {
+        let ops = Ops::resolve(config.train.kernels, device)?;
+        init::materialize(&model);
+        let model = model.with_ops(ops);
+        let optim = optim::adamw(&config.optim, &model, ops.kernels);
         let mask_shape = (model.config.num_patches(), model.config.num_visible());
-        Trainer {
+        Ok(Trainer {
             model: Some(model),
             optim,
             device: device.clone(),
+            ops,
             clip_grad: config.optim.clip_grad,
             seed: config.train.seed,
             mask_shape,
             world: Rc::new(Solo),
             bucket_bytes: (config.train.allreduce_bucket_mib << 20) as usize,
             overlap: config.train.allreduce_overlap,
-        }
+        })
     }
 
     /// Joins `world`: rank 0's weights are copied to every rank (initialisation differs per
@@ -109,10 +132,10 @@ impl Trainer {
     /// Restores weights and optimizer moments from a checkpoint of the same model config.
     pub fn restore(&mut self, loaded: &crate::checkpoint::Loaded, config: &Config) -> Result<()> {
         let model = self.model.take().expect("model is present between steps");
-        let model = loaded.load_model(model)?.with_kernels(config.train.kernels);
+        let model = loaded.load_model(model)?.with_ops(self.ops);
         // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
         // ids, so it must be rebuilt from the restored model before the moments are loaded.
-        let optim = optim::adamw(&config.optim, &model, model.kernels());
+        let optim = optim::adamw(&config.optim, &model, self.ops.kernels);
         self.optim = if self.device == Device::flex() {
             flex_default_device(|| loaded.load_optim(optim))?
         } else {
@@ -150,7 +173,7 @@ impl Trainer {
     pub fn mask_for(&self, first_sample: u64, batch: usize) -> MaskPlan {
         let (l, k) = self.mask_shape;
         let seeds: Vec<u64> = (first_sample..first_sample + batch as u64)
-            .map(|s| mix(self.seed ^ 0x3a5c, s))
+            .map(|s| mix(self.seed ^ seed::MASKS, s))
             .collect();
         MaskPlan::from_seeds(&seeds, l, k)
     }
@@ -158,108 +181,98 @@ impl Trainer {
     /// Runs one optimizer step at learning rate `lr` over `batches` (one per micro-batch).
     ///
     /// Fails without touching the weights when the loss or gradient norm is not finite.
-    pub fn step(&mut self, step: u64, lr: f64, batches: Vec<Batch>) -> Result<StepStats> {
-        self.run_step(step, lr, batches, false)
-            .map(|(stats, _)| stats)
-    }
-
-    /// [`Trainer::step`], also timing its two phases. The optimizer's work is waited for
-    /// before the clock stops, which a plain step does not do, so this is for probes and
-    /// benchmarks.
-    pub fn step_timed(
-        &mut self,
-        step: u64,
-        lr: f64,
-        batches: Vec<Batch>,
-    ) -> Result<(StepStats, PhaseTimes)> {
-        self.run_step(step, lr, batches, true)
-            .map(|(stats, times)| (stats, times.expect("timed step")))
-    }
-
-    /// [`Trainer::step`] without blocking: the one readback per step is awaited, so a
-    /// browser's event loop keeps running while the device works.
     pub async fn step_async(
         &mut self,
         step: u64,
         lr: f64,
         batches: Vec<Batch>,
     ) -> Result<StepStats> {
-        let pending = self.forward_backward(batches);
-        let values = read_scalars(pending.readout.clone().into_data_async().await)?;
-        self.apply(pending, &values, step, lr)
+        self.run(step, lr, batches, None)
+            .await
+            .map(|(stats, _)| stats)
     }
 
-    /// [`Trainer::step_timed`] without blocking: the optimizer's work is awaited by reading
-    /// one element of an updated parameter (WebGPU has no blocking device sync).
+    /// [`Trainer::step_async`], also timing its phases as `timing` says.
     pub async fn step_timed_async(
         &mut self,
         step: u64,
         lr: f64,
         batches: Vec<Batch>,
+        timing: Timing,
     ) -> Result<(StepStats, PhaseTimes)> {
-        let pending = self.forward_backward(batches);
-        let started = pending.started;
-        let values = read_scalars(pending.readout.clone().into_data_async().await)?;
-        let forward_backward = started.elapsed().as_secs_f64();
-        let stats = self.apply(pending, &values, step, lr)?;
-        let updated = self.model().decoder_pred.weight.val().slice([0..1, 0..1]);
-        updated
-            .into_data_async()
+        self.run(step, lr, batches, Some(timing))
             .await
-            .map_err(|e| SaplingError::Device(e.to_string()))?;
-        let times = PhaseTimes {
-            forward_backward,
-            optimizer: started.elapsed().as_secs_f64() - forward_backward,
-        };
-        Ok((stats, times))
+            .map(|(stats, times)| (stats, times.expect("a timed step has times")))
     }
 
-    fn run_step(
+    /// [`Trainer::step_async`], blocking.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn step(&mut self, step: u64, lr: f64, batches: Vec<Batch>) -> Result<StepStats> {
+        pollster::block_on(self.step_async(step, lr, batches))
+    }
+
+    /// [`Trainer::step_timed_async`], blocking.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn step_timed(
         &mut self,
         step: u64,
         lr: f64,
         batches: Vec<Batch>,
-        timed: bool,
+        timing: Timing,
+    ) -> Result<(StepStats, PhaseTimes)> {
+        pollster::block_on(self.step_timed_async(step, lr, batches, timing))
+    }
+
+    async fn run(
+        &mut self,
+        step: u64,
+        lr: f64,
+        batches: Vec<Batch>,
+        timing: Option<Timing>,
     ) -> Result<(StepStats, Option<PhaseTimes>)> {
-        let pending = self.forward_backward(batches);
-        let started = pending.started;
-        let values = read_scalars(pending.readout.clone().try_into_data())?;
+        let started = Instant::now();
+        let (pending, forward) = self.forward_backward(batches, timing).await?;
+        let values = read_scalars(pending.readout.clone().into_data_async().await)?;
         // The readback waited for every gradient: forward and backward are done.
         let forward_backward = started.elapsed().as_secs_f64();
         let stats = self.apply(pending, &values, step, lr)?;
-        let times = if timed {
-            self.device
-                .sync()
-                .map_err(|e| SaplingError::Device(e.to_string()))?;
-            Some(PhaseTimes {
-                forward_backward,
-                optimizer: started.elapsed().as_secs_f64() - forward_backward,
-            })
-        } else {
-            None
+        let Some(_) = timing else {
+            return Ok((stats, None));
         };
-        Ok((stats, times))
+        let updated = self.model().decoder_pred.weight.val();
+        drain(&self.device, updated).await?;
+        let times = PhaseTimes {
+            forward,
+            forward_backward,
+            optimizer: started.elapsed().as_secs_f64() - forward_backward,
+        };
+        Ok((stats, Some(times)))
     }
 
     /// Forward and backward over every micro-batch, the all-reduce over ranks and the global
-    /// norm: everything up to the step's one readback, queued on the device.
-    fn forward_backward(&mut self, batches: Vec<Batch>) -> Pending {
-        let started = Instant::now();
+    /// norm: everything up to the step's one readback, queued on the device. With
+    /// [`Timing::Split`], also the seconds of the forward passes alone.
+    async fn forward_backward(
+        &mut self,
+        batches: Vec<Batch>,
+        timing: Option<Timing>,
+    ) -> Result<(Pending, Option<f64>)> {
         let accum = batches.len();
+        let split = timing == Some(Timing::Split);
+        let mut forward = 0.0;
         let model = self.model.take().expect("model is present between steps");
         let mut acc = GradientsAccumulator::<MaskedAutoencoder>::new();
         let mut loss_sum: Option<Tensor<1>> = None;
         for batch in batches {
-            let plan = self.mask_for(batch.first_sample, batch.batch);
-            let images = Tensor::<4>::from_data(
-                TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
-                &self.device,
-            );
-            // Accumulated gradients are summed, so each micro-batch carries 1/accum of the loss.
-            let loss = model.forward(images, &plan).loss.div_scalar(accum as f64);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (loss, grads, secs) = match self.backward_one(&model, batch, accum, split).await {
+                Ok(done) => done,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e);
+                }
+            };
+            forward += secs;
             acc.accumulate(&model, grads);
-            let loss = loss.detach().inner();
             loss_sum = Some(match loss_sum {
                 Some(s) => s + loss,
                 None => loss,
@@ -283,14 +296,39 @@ impl Trainer {
             vec![loss_sum.expect("at least one micro-batch"), norm.clone()],
             0,
         );
-        Pending {
+        let pending = Pending {
             model,
             grads,
             norm,
             readout,
             reduce,
-            started,
+        };
+        Ok((pending, split.then_some(forward)))
+    }
+
+    /// Forward and backward of one of `accum` micro-batches: its loss (detached, already
+    /// divided by `accum`), its gradients, and with `split` the seconds of its forward pass.
+    async fn backward_one(
+        &self,
+        model: &MaskedAutoencoder,
+        batch: Batch,
+        accum: usize,
+        split: bool,
+    ) -> Result<(Tensor<1>, GradientsParams, f64)> {
+        let plan = self.mask_for(batch.first_sample, batch.batch);
+        let images = Tensor::<4>::from_data(
+            TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
+            &self.device,
+        );
+        let started = Instant::now();
+        // Accumulated gradients are summed, so each micro-batch carries 1/accum of the loss.
+        let loss = model.forward(images, &plan).loss.div_scalar(accum as f64);
+        if split {
+            drain(&self.device, loss.clone()).await?;
         }
+        let forward = started.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        Ok((loss.detach().inner(), grads, forward))
     }
 
     /// Checks the read-back loss and norm, clips and steps AdamW; a non-finite value fails
@@ -334,7 +372,6 @@ struct Pending {
     /// `[loss sum, gradient norm]`, read back together.
     readout: Tensor<1>,
     reduce: ReduceStats,
-    started: Instant,
 }
 
 fn read_scalars<E: std::fmt::Display>(

@@ -6,7 +6,9 @@ pub mod plot;
 /// MAE's reconstruction figure.
 pub mod recon;
 
-pub use recon::{image_grid, recon_grid, recon_grid_async};
+#[cfg(not(target_family = "wasm"))]
+pub use recon::recon_grid;
+pub use recon::{image_grid, recon_grid_async};
 
 use std::path::Path;
 

@@ -10,9 +10,9 @@ use burn::tensor::{Tensor, TensorData};
 use image::{Rgb, RgbImage};
 
 use crate::config::DataConfig;
-use crate::model::loss::NORM_PIX_EPS;
-use crate::model::patch::{patchify, unpatchify};
+use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder};
+use crate::ops::{NORM_PIX_EPS, patchify, unpatchify};
 
 /// Pixels between tiles.
 const GUTTER: u32 = 2;
@@ -23,38 +23,35 @@ pub fn zoom(img_size: usize) -> u32 {
     (128 / img_size as u32).max(1)
 }
 
-/// Renders the figure for `images` (`[B, 3, S, S]` normalised host values) masked by `plan`.
-pub fn recon_grid(
-    model: &MaskedAutoencoder,
-    images: Vec<f32>,
-    plan: &MaskPlan,
-    data: &DataConfig,
-) -> RgbImage {
-    let (columns, b, s) = recon_columns(model, images, plan);
-    let values = columns
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 images");
-    grid_from_columns(&values, b, s, data)
-}
-
-/// [`recon_grid`] without blocking (the browser's): the one readback is awaited.
+/// Renders the figure for `images` (`[B, 3, S, S]` normalised host values) masked by `plan`;
+/// the one readback is awaited (a browser cannot block).
 pub async fn recon_grid_async(
     model: &MaskedAutoencoder,
     images: Vec<f32>,
     plan: &MaskPlan,
     data: &DataConfig,
-) -> crate::Result<RgbImage> {
+) -> Result<RgbImage> {
     let (columns, b, s) = recon_columns(model, images, plan);
     let values = columns
         .into_data_async()
         .await
-        .map_err(|e| crate::SaplingError::Device(e.to_string()))?
+        .map_err(|e| SaplingError::Device(e.to_string()))?
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 images");
-    Ok(grid_from_columns(&values, b, s, data))
+    let columns: Vec<Vec<f32>> = values.chunks(b * 3 * s * s).map(|c| c.to_vec()).collect();
+    Ok(image_grid(&columns, b, s, data))
+}
+
+/// [`recon_grid_async`], blocking.
+#[cfg(not(target_family = "wasm"))]
+pub fn recon_grid(
+    model: &MaskedAutoencoder,
+    images: Vec<f32>,
+    plan: &MaskPlan,
+    data: &DataConfig,
+) -> Result<RgbImage> {
+    pollster::block_on(recon_grid_async(model, images, plan, data))
 }
 
 /// The figure's four columns stacked as `[4·B, 3, S, S]` on the device, with `B` and `S`.
@@ -89,11 +86,6 @@ fn recon_columns(
     (Tensor::cat(vec![imgs, masked, recon, pasted], 0), b, s)
 }
 
-fn grid_from_columns(values: &[f32], b: usize, s: usize, data: &DataConfig) -> RgbImage {
-    let columns: Vec<Vec<f32>> = values.chunks(b * 3 * s * s).map(|c| c.to_vec()).collect();
-    image_grid(&columns, b, s, data)
-}
-
 /// Normalised `[B, 3, S, S]` images side by side: one row per sample, one column per entry of
 /// `columns`, magnified by [`zoom`], on white with gutters.
 pub fn image_grid(columns: &[Vec<f32>], b: usize, s: usize, data: &DataConfig) -> RgbImage {
@@ -125,13 +117,13 @@ pub fn image_grid(columns: &[Vec<f32>], b: usize, s: usize, data: &DataConfig) -
 
 /// The figure for one image file through a checkpoint's model, masking `mask_ratio` of it
 /// (default: the model's own ratio).
+#[cfg(not(target_family = "wasm"))]
 pub fn reconstruct_file(
     loaded: &crate::checkpoint::Loaded,
     image_path: &std::path::Path,
     mask_ratio: Option<f64>,
     seed: u64,
-) -> crate::error::Result<RgbImage> {
-    use crate::error::SaplingError;
+) -> Result<RgbImage> {
     let config = &loaded.state.config;
     let mut model_config = config.model.clone();
     if let Some(r) = mask_ratio {
@@ -163,5 +155,5 @@ pub fn reconstruct_file(
         model_config.num_visible(),
         seed,
     );
-    Ok(recon_grid(&model, values, &plan, &config.data))
+    recon_grid(&model, values, &plan, &config.data)
 }

@@ -1,4 +1,4 @@
-//! The browser's non-blocking paths (awaited readbacks, the async probe, the in-memory image
+//! The browser's non-blocking paths (awaited readbacks, the async planner, the in-memory image
 //! stream) against the blocking ones, driven here by `pollster` on Flex. The browser itself is
 //! tested by `web/test.sh`.
 
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use sapling::config::{BatchSize, DataConfig};
 use sapling::data::{ImageSource, Loader, Shard, Stream};
 use sapling::model::MaskPlan;
-use sapling::probe::{DeviceLimits, ProbeOptions, plan_async};
-use sapling::train::Trainer;
+use sapling::planner::{DeviceLimits, TrialOptions};
+use sapling::train::{Timing, Trainer, plan_async};
 
 use crate::common::{copy_model, flex, micro_config, temp_dir};
 
@@ -16,9 +16,9 @@ use crate::common::{copy_model, flex, micro_config, temp_dir};
 fn awaited_steps_match_blocking_steps() {
     let config = micro_config("async-step");
     let device = flex().autodiff();
-    let mut blocking = Trainer::new(&config, &flex());
+    let mut blocking = Trainer::new(&config, &flex()).unwrap();
     let model = copy_model(blocking.model(), &device);
-    let mut awaited = Trainer::from_model(&config, model, &device);
+    let mut awaited = Trainer::from_model(&config, model, &device).unwrap();
     let data = DataConfig {
         workers: 1,
         ..DataConfig::default()
@@ -31,10 +31,11 @@ fn awaited_steps_match_blocking_steps() {
         let y = if step % 2 == 0 {
             pollster::block_on(awaited.step_async(step, 1e-3, vec![batch])).unwrap()
         } else {
-            let (y, times) =
-                pollster::block_on(awaited.step_timed_async(step, 1e-3, vec![batch])).unwrap();
+            let timed = awaited.step_timed_async(step, 1e-3, vec![batch], Timing::Split);
+            let (y, times) = pollster::block_on(timed).unwrap();
+            let forward = times.forward.expect("a split step times its forward pass");
             assert!(
-                times.forward_backward > 0.0 && times.optimizer >= 0.0,
+                0.0 < forward && forward < times.forward_backward && times.optimizer >= 0.0,
                 "{times:?}"
             );
             y
@@ -44,13 +45,13 @@ fn awaited_steps_match_blocking_steps() {
 }
 
 #[test]
-fn the_async_probe_walks_like_the_blocking_one() {
-    let mut config = micro_config("async-probe");
+fn the_async_planner_walks_like_the_blocking_one() {
+    let mut config = micro_config("async-plan");
     config.train.batch_size = BatchSize::Auto;
     config.train.effective_batch = 8;
     let selected = sapling::device::select(sapling::config::DeviceChoice::Cpu).unwrap();
     let limits = DeviceLimits::of(&selected, None);
-    let options = ProbeOptions { sizes: 2, steps: 1 };
+    let options = TrialOptions { sizes: 2, steps: 1 };
     let plan = pollster::block_on(plan_async(&config, &flex(), &limits, options)).unwrap();
     // Divisors of 8, largest first, two of them tried for real.
     let tried: Vec<usize> = plan.trials.iter().map(|t| t.micro_batch).collect();
@@ -86,7 +87,7 @@ fn the_in_memory_stream_matches_the_threaded_loader() {
 #[test]
 fn awaited_pictures_and_exports_match_the_blocking_ones() {
     let config = micro_config("async-outputs");
-    let trainer = Trainer::new(&config, &flex());
+    let trainer = Trainer::new(&config, &flex()).unwrap();
     let model = trainer.model();
     let c = &model.config;
     let (values, b) = sapling::data::augment::fixed_batch(
@@ -96,7 +97,7 @@ fn awaited_pictures_and_exports_match_the_blocking_ones() {
         &config.data,
     );
     let plan = MaskPlan::random(b, c.num_patches(), c.num_visible(), 1);
-    let blocking = sapling::viz::recon_grid(model, values.clone(), &plan, &config.data);
+    let blocking = sapling::viz::recon_grid(model, values.clone(), &plan, &config.data).unwrap();
     let awaited = pollster::block_on(sapling::viz::recon_grid_async(
         model,
         values,
@@ -130,12 +131,12 @@ fn awaited_pictures_and_exports_match_the_blocking_ones() {
 #[test]
 fn the_mask_ratio_can_change_between_steps() {
     let config = micro_config("mask-ratio");
-    let mut trainer = Trainer::new(&config, &flex());
+    let mut trainer = Trainer::new(&config, &flex()).unwrap();
     let l = config.model.num_patches();
     assert_eq!(trainer.mask_for(0, 2).num_visible, l / 4);
     trainer.set_mask_ratio(0.5).unwrap();
     assert_eq!(trainer.mask_for(0, 2).num_visible, l / 2);
-    let batch = sapling::probe::trial::synthetic_batch(2, 32, 0);
+    let batch = sapling::data::Batch::synthetic(2, 32, 0);
     assert!(trainer.step(0, 1e-3, vec![batch]).unwrap().loss.is_finite());
     let err = trainer.set_mask_ratio(1.0).unwrap_err().to_string();
     assert!(err.contains("model.mask_ratio"), "{err}");

@@ -1,17 +1,27 @@
-//! sapling's CPU (Flex) kernels against burn's own ops: values and gradients on odd shapes,
-//! strided inputs, both sides of the threading thresholds, and whole training steps.
+//! sapling's CPU (Flex) kernels against their references, the ops layer's reference arms (burn's
+//! own ops): values and gradients on odd shapes, strided inputs, both sides of the threading
+//! thresholds, and whole training steps.
 
+use burn::module::Param;
+use burn::nn::{LayerNormConfig, Linear};
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Distribution, Tensor};
-use sapling::config::DeviceChoice;
-use sapling::kernels::{KernelPath, adamw, cpu_ops, gelu, layer_norm, linear, qkv_attention};
+use sapling::config::{DeviceChoice, KernelChoice};
+use sapling::kernels::cpu::{self, adamw::Hyper};
 use sapling::model::MaskedAutoencoder;
+use sapling::ops::{Kernels, Ops};
+use sapling::optim::adamw::burn_adamw;
 use sapling::train::Trainer;
 
-use crate::common::{assert_close, copy_model, lockstep, micro_config};
+use crate::common::{arm, assert_close, copy_model, lockstep, micro_config};
 
 fn random<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, std), device)
+}
+
+/// The CPU kernel's arm (`true`) or the reference arm of the ops layer.
+fn ops(kernel: bool) -> Ops {
+    arm(Kernels::Cpu, kernel)
 }
 
 #[test]
@@ -24,11 +34,7 @@ fn gelu_matches_burn_values_and_gradients() {
         let upstream = random::<3>(shape, 1.0, &device);
         let run = |kernel: bool| {
             let x = Tensor::<3>::from_data(x_data.clone(), &device).require_grad();
-            let y = if kernel {
-                cpu_ops::gelu(x.clone())
-            } else {
-                gelu::reference(x.clone())
-            };
+            let y = ops(kernel).gelu(x.clone());
             let grads = (y.clone() * upstream.clone()).sum().backward();
             (y, x.grad(&grads).expect("gradient of x"))
         };
@@ -58,11 +64,11 @@ fn linear_matches_burn_values_and_gradients() {
             } else {
                 x.clone()
             };
-            let y = if kernel {
-                cpu_ops::linear(input, w.clone(), bias.clone())
-            } else {
-                linear::reference(input, w.clone(), bias.clone())
+            let layer = Linear {
+                weight: Param::from_tensor(w.clone()),
+                bias: Some(Param::from_tensor(bias.clone())),
             };
+            let y = ops(kernel).linear(&layer, input);
             let grads = (y.clone() * upstream.clone()).sum().backward();
             let g = |t: &Tensor<2>| t.grad(&grads).expect("gradient");
             (
@@ -98,11 +104,10 @@ fn layer_norm_matches_burn_values_and_gradients() {
             let x = Tensor::<3>::from_data(x_data.clone(), &device).require_grad();
             let gamma = Tensor::<1>::from_data(g_data.clone(), &device).require_grad();
             let beta = Tensor::<1>::from_data(b_data.clone(), &device).require_grad();
-            let y = if kernel {
-                cpu_ops::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-6)
-            } else {
-                layer_norm::reference(x.clone(), gamma.clone(), beta.clone(), 1e-6)
-            };
+            let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init(&device);
+            norm.gamma = Param::from_tensor(gamma.clone());
+            norm.beta = Some(Param::from_tensor(beta.clone()));
+            let y = ops(kernel).layer_norm(&norm, x.clone(), 1e-6);
             let grads = (y.clone() * upstream.clone()).sum().backward();
             let g = |t: &Tensor<1>| t.grad(&grads).expect("gradient");
             (y, x.grad(&grads).expect("dx"), g(&gamma), g(&beta))
@@ -129,14 +134,9 @@ fn attention_matches_burn_values_and_gradients() {
     ] {
         let qkv_data = random::<3>([b, n, 3 * h * hd], 1.0, &device).into_data();
         let upstream = random::<3>([b, n, h * hd], 1.0, &device);
-        let scale = (hd as f32).powf(-0.5);
         let run = |kernel: bool| {
             let qkv = Tensor::<3>::from_data(qkv_data.clone(), &device).require_grad();
-            let out = if kernel {
-                cpu_ops::attention(qkv.clone(), h, scale)
-            } else {
-                qkv_attention::reference(qkv.clone(), h, scale)
-            };
+            let out = ops(kernel).attention(qkv.clone(), h);
             let grads = (out.clone() * upstream.clone()).sum().backward();
             (out, qkv.grad(&grads).expect("dqkv"))
         };
@@ -152,7 +152,7 @@ fn adamw_matches_burn_over_steps() {
     let device = Device::flex();
     device.seed(9);
     // Above the kernel's split size, with decay; shared parameters are copied, not written.
-    let h = adamw::Hyper {
+    let h = Hyper {
         lr: 1e-2,
         beta1: 0.9,
         beta2: 0.95,
@@ -160,19 +160,19 @@ fn adamw_matches_burn_over_steps() {
         weight_decay: 0.05,
         time: 0,
     };
-    let burn_adamw = adamw::reference(&h);
+    let reference = burn_adamw(&h);
     let start = random::<2>([300, 70], 1.0, &device);
     let (mut p, mut m, mut v) = (start.clone(), start.zeros_like(), start.zeros_like());
     let (mut p_ref, mut state) = (start.clone(), None);
     for time in 1..=4 {
         let grad = random::<2>([300, 70], 0.5, &device);
         let shared = p.clone(); // keeps a second reference alive: no in-place write allowed
-        [p, m, v] = cpu_ops::adamw(p, grad.clone(), m, v, adamw::Hyper { time, ..h });
+        [p, m, v] = cpu::adamw(p, grad.clone(), m, v, Hyper { time, ..h });
         assert!(
             !shared.equal(p.clone()).all().into_scalar::<bool>(),
             "step {time}: the update wrote into a tensor another handle still reads"
         );
-        (p_ref, state) = burn_adamw.step(h.lr as f64, p_ref, grad, state);
+        (p_ref, state) = reference.step(h.lr as f64, p_ref, grad, state);
     }
     let state = state.expect("AdamW state").momentum;
     assert_close("adamw param", &p, &p_ref, 1e-6);
@@ -191,14 +191,14 @@ fn cpu_and_reference_paths_train_alike() {
     dev.seed(17);
     let model = MaskedAutoencoder::new(&cfg.model, &dev);
     let copy = copy_model(&model, &dev);
-    cfg.train.kernels = KernelPath::Reference;
-    let mut reference = Trainer::from_model(&cfg, model, &dev);
-    cfg.train.kernels = KernelPath::Auto;
-    let mut cpu = Trainer::from_model(&cfg, copy, &dev);
-    assert_eq!(reference.model().kernels(), KernelPath::Reference);
+    cfg.train.kernels = KernelChoice::Reference;
+    let mut reference = Trainer::from_model(&cfg, model, &dev).unwrap();
+    cfg.train.kernels = KernelChoice::Auto;
+    let mut cpu = Trainer::from_model(&cfg, copy, &dev).unwrap();
+    assert_eq!(reference.model().ops().kernels, Kernels::Reference);
     assert_eq!(
-        cpu.model().kernels(),
-        KernelPath::Cpu,
+        cpu.model().ops().kernels,
+        Kernels::Cpu,
         "auto is cpu on Flex"
     );
     lockstep(
@@ -213,7 +213,7 @@ fn cpu_and_reference_paths_train_alike() {
 #[test]
 fn cpu_kernels_on_wgpu_are_refused_naming_the_field() {
     let mut cfg = micro_config("cpu-kernels-on-wgpu");
-    cfg.train.kernels = KernelPath::Cpu;
+    cfg.train.kernels = KernelChoice::Cpu;
     cfg.train.device = DeviceChoice::Wgpu;
     match sapling::device::select_for(&cfg.train) {
         // No adapter at all: the device error comes first, which is also a clear refusal.

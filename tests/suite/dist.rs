@@ -36,9 +36,9 @@ impl Collective for Twins {
 
 fn grads_of(model: &MaskedAutoencoder) -> GradientsParams {
     let cfg = micro_config("dist-grads");
-    let trainer = Trainer::from_model(&cfg, model.clone(), &flex().autodiff());
+    let trainer = Trainer::from_model(&cfg, model.clone(), &flex().autodiff()).unwrap();
     let plan = trainer.mask_for(0, 2);
-    let batch = sapling::probe::trial::synthetic_batch(2, 32, 7);
+    let batch = sapling::data::Batch::synthetic(2, 32, 7);
     let images = Tensor::<4>::from_data(
         burn::tensor::TensorData::new(batch.images, [2, 3, 32, 32]),
         &flex().autodiff(),

@@ -1,17 +1,22 @@
-//! Every WGSL kernel against its plain-Burn reference on the WebGPU adapter (lavapipe in CI):
-//! values and gradients, on shapes that are not multiples of the workgroup, head dims 32/60/64/80,
-//! batch 1.
+//! Every WGSL kernel against its reference, the ops layer's reference arm, on the WebGPU adapter
+//! (lavapipe in CI): values and gradients, on shapes that are not multiples of the workgroup,
+//! head dims 32/60/64/80, batch 1.
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use sapling::config::DeviceChoice;
-use sapling::kernels::{KernelPath, attention, norm_pix, ops, patch_gather};
+use sapling::config::{DeviceChoice, KernelChoice};
 use sapling::model::MaskedAutoencoder;
+use sapling::ops::{Kernels, Ops};
 use sapling::train::Trainer;
 
-use crate::common::{assert_close, copy_model, lockstep, micro_config, wgpu_or_skip};
+use crate::common::{arm, assert_close, copy_model, lockstep, micro_config, wgpu_or_skip};
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// The WGSL kernel's arm (`true`) or the reference arm of the ops layer.
+fn ops(kernel: bool) -> Ops {
+    arm(Kernels::Wgsl, kernel)
 }
 
 #[test]
@@ -33,11 +38,7 @@ fn norm_pix_loss_matches_reference_values_and_gradients() {
             let pred_data = random::<3>([b, l, p], &device).into_data();
             let run = |kernel: bool| {
                 let pred = Tensor::<3>::from_data(pred_data.clone(), &device).require_grad();
-                let per_patch = if kernel {
-                    ops::norm_pix_loss(pred.clone(), imgs.clone(), patch, norm)
-                } else {
-                    norm_pix::reference(pred.clone(), imgs.clone(), patch, norm)
-                };
+                let per_patch = ops(kernel).per_patch_loss(pred.clone(), imgs.clone(), patch, norm);
                 let loss = (per_patch.clone() * mask.clone()).sum() / mask.clone().sum();
                 let grads = loss.backward();
                 (per_patch.inner(), pred.grad(&grads).expect("pred gradient"))
@@ -68,8 +69,8 @@ fn patch_gather_matches_patchify_then_select() {
             .collect();
         let rows =
             Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
-        let got = ops::patch_gather(imgs.clone(), rows.clone(), patch);
-        let want = patch_gather::reference(imgs, rows, patch);
+        let got = ops(true).patch_gather(imgs.clone(), rows.clone(), patch);
+        let want = ops(false).patch_gather(imgs, rows, patch);
         assert_close(
             &format!("gather B{b} C{c} {img}px p{patch}"),
             &got,
@@ -95,31 +96,26 @@ fn flash_attention_matches_reference_values_and_gradients() {
         (1, 2, 130, 32),
     ] {
         let what = format!("attention B{b} H{h} N{n} hd{hd}");
-        let scale = (hd as f32).powf(-0.5);
-        let inputs: Vec<TensorData> = (0..3)
-            .map(|_| random::<4>([b, h, n, hd], &device).into_data())
-            .collect();
-        let weights: Tensor<4> = random([b, h, n, hd], &device);
+        let qkv_data = random::<3>([b, n, 3 * h * hd], &device).into_data();
+        let weights: Tensor<3> = random([b, n, h * hd], &device);
         let run = |kernel: bool| {
-            let [q, k, v] = [0, 1, 2]
-                .map(|i| Tensor::<4>::from_data(inputs[i].clone(), &device).require_grad());
-            let out = if kernel {
-                ops::flash_attention(q.clone(), k.clone(), v.clone(), scale)
-            } else {
-                attention::reference(q.clone(), k.clone(), v.clone(), scale)
-            };
+            let qkv = Tensor::<3>::from_data(qkv_data.clone(), &device).require_grad();
+            let out = ops(kernel).attention(qkv.clone(), h);
             let grads = (out.clone() * weights.clone()).sum().backward();
-            let grad = |t: &Tensor<4>| t.grad(&grads).expect("gradient");
-            (out.inner(), [grad(&q), grad(&k), grad(&v)])
+            (out.inner(), qkv.grad(&grads).expect("gradient"))
         };
-        let (want, want_grads) = run(false);
-        let (got, got_grads) = run(true);
+        let (want, want_grad) = run(false);
+        let (got, got_grad) = run(true);
         assert_close(&format!("{what} out"), &got, &want, 1e-5);
-        for (name, (g, w)) in ["dq", "dk", "dv"]
-            .iter()
-            .zip(got_grads.iter().zip(&want_grads))
-        {
-            assert_close(&format!("{what} {name}"), g, w, 1e-4);
+        // dq, dk and dv side by side, each against its own scale.
+        for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+            let part = |g: &Tensor<3>| g.clone().narrow(2, i * h * hd, h * hd);
+            assert_close(
+                &format!("{what} {name}"),
+                &part(&got_grad),
+                &part(&want_grad),
+                1e-4,
+            );
         }
     }
 }
@@ -137,10 +133,10 @@ fn wgsl_and_reference_paths_train_alike() {
     dev.seed(13);
     let model = MaskedAutoencoder::new(&cfg.model, &dev);
     let copy = copy_model(&model, &dev);
-    let mut reference = Trainer::from_model(&cfg, model, &dev);
-    cfg.train.kernels = KernelPath::Wgsl;
-    let mut wgsl = Trainer::from_model(&cfg, copy, &dev);
-    assert_eq!(wgsl.model().kernels(), KernelPath::Wgsl);
+    let mut reference = Trainer::from_model(&cfg, model, &dev).unwrap();
+    cfg.train.kernels = KernelChoice::Wgsl;
+    let mut wgsl = Trainer::from_model(&cfg, copy, &dev).unwrap();
+    assert_eq!(wgsl.model().ops().kernels, Kernels::Wgsl);
     lockstep(
         ("reference", &mut reference),
         ("wgsl", &mut wgsl),
@@ -153,7 +149,7 @@ fn wgsl_and_reference_paths_train_alike() {
 #[test]
 fn wgsl_kernels_on_the_cpu_are_refused_naming_the_field() {
     let mut cfg = micro_config("kernels-on-cpu");
-    cfg.train.kernels = KernelPath::Wgsl;
+    cfg.train.kernels = KernelChoice::Wgsl;
     let err = sapling::device::select_for(&cfg.train)
         .unwrap_err()
         .to_string();

@@ -11,12 +11,14 @@ mod data;
 mod dist;
 mod examples;
 mod kernels;
+mod layers;
 mod model;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod optim;
 mod outputs;
-mod probe;
+mod planner;
+mod pytorch_numbers;
 mod resume;
 mod training;
 mod wgpu_parity;

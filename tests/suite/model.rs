@@ -3,9 +3,9 @@
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, TensorData, Tolerance};
 use sapling::config::Preset;
-use sapling::model::loss::{masked_mse, norm_pix_target};
-use sapling::model::patch::{patchify, unpatchify};
+use sapling::model::loss::masked_mean;
 use sapling::model::{MaskPlan, MaskedAutoencoder, analytic_params};
+use sapling::ops::{Ops, norm_pix_target, patchify, unpatchify};
 
 use crate::common::{flex, micro_model};
 
@@ -39,23 +39,29 @@ fn patchify_orders_rows_columns_then_channels_and_round_trips() {
 #[test]
 fn norm_pix_loss_matches_a_hand_computed_case() {
     let dev = flex();
-    // Two patches of four values; the first is removed (mask 1), the second kept.
-    let target = Tensor::<3>::from_data(
+    // One channel, two 2×2 patches side by side: [1, 2, 3, 4] and a constant 10. The first is
+    // removed (mask 1), the second kept.
+    let imgs = Tensor::<4>::from_data(
         TensorData::new(
-            vec![1.0f32, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0],
-            [1, 2, 4],
+            vec![1.0f32, 2.0, 10.0, 10.0, 3.0, 4.0, 10.0, 10.0],
+            [1, 1, 2, 4],
         ),
         &dev,
     );
+    let target = patchify(imgs.clone(), 2);
     let pred = Tensor::<3>::zeros([1, 2, 4], &dev);
     let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &dev);
+    let loss = |norm_pix: bool| {
+        let per_patch = Ops::REFERENCE.per_patch_loss(pred.clone(), imgs.clone(), 2, norm_pix);
+        masked_mean(per_patch, mask.clone()).into_scalar::<f32>()
+    };
     // Patch 1: mean 2.5, unbiased var 5/3; normalised values (v - 2.5)/sqrt(5/3 + 1e-6).
     // MSE against zeros = sum((v-2.5)^2) / 4 / (5/3 + 1e-6) = (5 / 4) / (5/3 + 1e-6).
     let want = 1.25 / (5.0 / 3.0 + 1e-6);
-    let got = masked_mse(pred.clone(), target.clone(), mask.clone(), true).into_scalar::<f32>();
+    let got = loss(true);
     assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
     // Without norm-pix: mean of 1, 4, 9, 16 = 7.5; the kept patch does not count.
-    let raw = masked_mse(pred, target.clone(), mask, false).into_scalar::<f32>();
+    let raw = loss(false);
     assert!((raw - 7.5).abs() < 1e-5, "{raw}");
     // A constant patch normalises to zeros (variance floor), not NaN.
     let normed = norm_pix_target(target)
@@ -103,14 +109,13 @@ fn the_encoder_only_sees_visible_patches() {
     let plan = MaskPlan::random(1, cfg.num_patches(), cfg.num_visible(), 5);
     let imgs = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
     let encode = |imgs: Tensor<4>| {
-        let patches = patchify(imgs, cfg.patch_size);
         let keep = plan.keep_rows();
         let pos: Vec<i64> = keep.iter().map(|r| r % cfg.num_patches() as i64).collect();
         let idx = |v: Vec<i64>| {
             let n = v.len();
             Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(v, [n]), &dev)
         };
-        model.forward_encoder(patches, idx(keep), idx(pos), cfg.num_visible())
+        model.encode(imgs, idx(keep), idx(pos), cfg.num_visible())
     };
     let base = encode(imgs.clone()).into_data();
     let removed = (0..16).find(|&p| plan.mask[p] == 1.0).unwrap();

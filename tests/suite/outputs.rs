@@ -121,7 +121,7 @@ fn runs_draw_reconstructions_and_plots() {
     let source = sapling::data::ImageSource::Embedded;
     let (images, b) = sapling::data::augment::fixed_batch(&source, 2, s as u32, &cfg.data);
     let plan = MaskPlan::random(b, cfg.model.num_patches(), cfg.model.num_visible(), 9);
-    let grid = recon_grid(&model, images, &plan, &cfg.data);
+    let grid = recon_grid(&model, images, &plan, &cfg.data).unwrap();
     let z = sapling::viz::recon::zoom(s);
     let tile = s as u32 * z + 2;
     assert_eq!(grid.dimensions(), (4 * tile + 2, b as u32 * tile + 2));

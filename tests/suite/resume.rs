@@ -157,6 +157,7 @@ fn resuming_with_another_preset_is_refused_by_name() {
 
 fn weights(m: &sapling::model::MaskedAutoencoder) -> Vec<Vec<f32>> {
     sapling::export::encoder_tensors(m)
+        .unwrap()
         .into_iter()
         .map(|t| t.values)
         .collect()
@@ -168,7 +169,7 @@ fn weights(m: &sapling::model::MaskedAutoencoder) -> Vec<Vec<f32>> {
 fn restore_is_bit_exact() {
     let cfg = micro_config("exact-restore");
     let dev = flex();
-    let mut a = Trainer::new(&cfg, &dev);
+    let mut a = Trainer::new(&cfg, &dev).unwrap();
     let mut loader = Loader::new(ImageSource::Embedded, &cfg.data, 32, 4, 0, 0);
     for s in 0..3 {
         a.step(s, 1e-3, vec![loader.next_batch().unwrap()]).unwrap();
@@ -181,7 +182,7 @@ fn restore_is_bit_exact() {
     };
     let path = checkpoint::save(&cfg.train.out, a.model(), a.optim(), &state, 3).unwrap();
     let loaded = checkpoint::load(&path).unwrap();
-    let mut b = Trainer::new(&cfg, &dev);
+    let mut b = Trainer::new(&cfg, &dev).unwrap();
     b.restore(&loaded, &cfg).unwrap();
     assert!(
         weights(a.model()) == weights(b.model()),

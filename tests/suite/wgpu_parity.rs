@@ -17,7 +17,7 @@ fn wgpu_and_flex_agree_on_the_first_steps() {
     let model = MaskedAutoencoder::new(&cfg.model, &cpu);
     let gpu_dev = gpu.device.clone().autodiff();
     let gpu_model = copy_model(&model, &gpu_dev);
-    let mut on_cpu = Trainer::from_model(&cfg, model, &cpu);
-    let mut on_gpu = Trainer::from_model(&cfg, gpu_model, &gpu_dev);
+    let mut on_cpu = Trainer::from_model(&cfg, model, &cpu).unwrap();
+    let mut on_gpu = Trainer::from_model(&cfg, gpu_model, &gpu_dev).unwrap();
     lockstep(("flex", &mut on_cpu), ("wgpu", &mut on_gpu), 4, 1e-3, 1e-2);
 }

@@ -90,9 +90,10 @@ impl Trainer {
 
     /// Plans the micro-batch with `sizes` trial sizes of `steps` timed steps; resolves to the
     /// plan (JSON).
-    pub fn probe(&self, sizes: usize, steps: usize) -> Promise {
+    #[wasm_bindgen(js_name = planBatch)]
+    pub fn plan_batch(&self, sizes: usize, steps: usize) -> Promise {
         self.with_session(move |mut s| async move {
-            let result = s.probe(sizes, steps).await.map_err(js_error);
+            let result = s.plan_batch(sizes, steps).await.map_err(js_error);
             let result = result.and_then(|plan| json(&plan));
             (s, result)
         })

@@ -1,18 +1,17 @@
-//! A training session as the page drives it: the sapling library's trainer, batch probe, data
+//! A training session as the page drives it: the sapling library's trainer, batch planner, data
 //! stream and pictures, with every device readback awaited (a browser cannot block).
 
 use std::sync::Arc;
 
 use image::RgbImage;
-use sapling::config::{BatchSize, Config, Preset};
+use sapling::config::{BatchSize, Config, KernelChoice, Preset};
 use sapling::data::augment::fixed_batch;
 use sapling::data::{ImageSource, Shard, Stream};
 use sapling::device::{AdapterSummary, Selected};
-use sapling::kernels::KernelPath;
 use sapling::model::MaskPlan;
 use sapling::optim::Schedule;
-use sapling::probe::{BatchPlan, DeviceLimits, ProbeOptions, plan_async};
-use sapling::train::Trainer;
+use sapling::planner::{BatchPlan, DeviceLimits, TrialOptions};
+use sapling::train::{Trainer, plan_async};
 use sapling::{Result, SaplingError};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
@@ -24,12 +23,12 @@ const PREVIEW_IMAGES: usize = 4;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Options {
-    /// Images per optimizer step (the probe picks the micro-batch that reaches it).
+    /// Images per optimizer step (the planner picks the micro-batch that reaches it).
     pub effective_batch: usize,
     /// Steps of the learning-rate schedule.
     pub steps: u64,
     pub seed: u64,
-    pub kernels: KernelPath,
+    pub kernels: KernelChoice,
 }
 
 impl Default for Options {
@@ -39,7 +38,7 @@ impl Default for Options {
             effective_batch: train.effective_batch,
             steps: train.steps.unwrap_or(400),
             seed: train.seed,
-            kernels: KernelPath::Reference,
+            kernels: KernelChoice::Reference,
         }
     }
 }
@@ -93,7 +92,7 @@ impl Session {
         config.train.seed = options.seed;
         config.train.kernels = options.kernels;
         config.validate()?;
-        if config.train.kernels == KernelPath::Cpu {
+        if config.train.kernels == KernelChoice::Cpu {
             return Err(SaplingError::config(
                 "kernels",
                 "the CPU kernels run on burn's Flex backend and a page trains on WebGPU: \
@@ -110,7 +109,7 @@ impl Session {
                 Ok((embedded.name(i), img))
             })
             .collect::<Result<Vec<_>>>()?;
-        let trainer = Trainer::new(&config, &selected.device);
+        let trainer = Trainer::new(&config, &selected.device)?;
         let schedule = Schedule::new(&config.optim, options.effective_batch, options.steps);
         let source = Arc::new(ImageSource::decoded(images.clone())?);
         let stream = stream(&config, &source, 1);
@@ -138,11 +137,11 @@ impl Session {
 
     /// Picks the micro-batch as native runs do: the memory model, then `sizes` trial sizes of
     /// `steps` timed steps each (0 sizes: the memory model alone).
-    pub async fn probe(&mut self, sizes: usize, steps: usize) -> Result<BatchPlan> {
+    pub async fn plan_batch(&mut self, sizes: usize, steps: usize) -> Result<BatchPlan> {
         let mut config = self.config.clone();
         config.train.batch_size = BatchSize::Auto;
         let limits = DeviceLimits::of(&self.selected, None);
-        let options = ProbeOptions { sizes, steps };
+        let options = TrialOptions { sizes, steps };
         let plan = plan_async(&config, &self.selected.device, &limits, options).await?;
         self.stream = stream(&self.config, &self.source, plan.micro_batch);
         self.plan = Some(plan.clone());
@@ -154,7 +153,7 @@ impl Session {
         let plan = self.plan.as_ref().ok_or_else(|| {
             SaplingError::config(
                 "batch",
-                "probe the device before training (no batch plan yet)",
+                "plan the batch before training (no batch plan yet)",
             )
         })?;
         let (micro, accum) = (plan.micro_batch, plan.accum);

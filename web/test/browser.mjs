@@ -1,5 +1,5 @@
 // Drives Debian's headless Chromium (WebGPU through SwiftShader) through the demo page: waits
-// for the batch probe and `stop` training steps, then checks that the loss fell and that a
+// for the batch planner and `stop` training steps, then checks that the loss fell and that a
 // reconstruction was drawn, and saves a screenshot. Usage: node browser.mjs URL OUT_DIR
 import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -79,7 +79,7 @@ try {
   const k = Math.min(3, Math.floor(steps.length / 2));
   const first = k ? mean(steps.slice(0, k).map((s) => s.loss)) : NaN;
   const lastLoss = k ? mean(steps.slice(-k).map((s) => s.loss)) : NaN;
-  // Steady-state speed: the first steps after the probe still compile shaders.
+  // Steady-state speed: the first steps after the planner's trials still compile shaders.
   const steady = steps.slice(Math.floor(steps.length / 2));
   const secs = steady.reduce((a, s) => a + s.seconds, 0);
   const result = {

@@ -1,15 +1,30 @@
+//! sapling's CPU kernels for burn's Flex backend: a backend extension ([`CpuKernels`]) whose
+//! operations are Rust on plain slices (the `gemm` crate and rayon, both already under Flex),
+//! the tensor-level functions the ops layer and the optimizer call, and one file per kernel.
+
+/// One fused AdamW update per parameter tensor.
+pub mod adamw;
+/// Multi-head attention from the packed qkv rows, forward and backward.
+pub mod attention;
+/// The autodiff side: hand-written backward passes.
+mod autodiff;
+/// Exact GELU on every core, forward and backward.
+pub mod gelu;
+/// Layer norm, one pass per row, forward and backward.
+pub mod layer_norm;
+/// `x·W + b` as single 2-D products, forward and backward.
+pub mod linear;
+
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::{adamw, gelu, layer_norm, linear, qkv_attention};
-
 /// The operations sapling implements in Rust for burn's Flex CPU backend.
 ///
-/// A separate trait from [`super::SaplingKernels`] because the two cover different backends:
-/// calling one of these on a wgpu tensor panics, so the model calls them only on Flex devices
-/// (see [`super::KernelPath::resolve`]). `Autodiff` adds the hand-written backward passes.
+/// A separate trait from [`super::wgsl::WgslKernels`] because the two cover different backends:
+/// calling one of these on a wgpu tensor panics, so the ops layer calls them on Flex devices
+/// only. `Autodiff` adds the hand-written backward passes.
 #[backend_extension(Autodiff, Flex)]
 pub trait CpuKernels: burn::backend::Backend {
     /// Exact (erf) GELU, element-wise.
@@ -189,14 +204,14 @@ fn matrix(t: &FlexTensor, what: &str) -> (usize, usize) {
 }
 
 /// The attention shapes of a packed `[B, N, 3·D]` tensor.
-fn attention_dims(qkv: &FlexTensor, heads: usize) -> qkv_attention::Dims {
+fn attention_dims(qkv: &FlexTensor, heads: usize) -> attention::Dims {
     assert_eq!(qkv.dtype(), DType::F32, "CPU kernels: qkv must be f32");
     let s = qkv.layout().shape().as_slice();
     assert!(
         s.len() == 3 && s[2].is_multiple_of(3 * heads),
         "CPU attention: qkv {s:?} is not [B, N, 3·D] with D divisible by {heads} heads"
     );
-    qkv_attention::Dims {
+    attention::Dims {
         batch: s[0],
         tokens: s[1],
         heads,
@@ -305,7 +320,7 @@ impl CpuKernels for Flex {
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let dims = attention_dims(&qkv, heads);
-        let (out, probs) = qkv_attention::forward(&contiguous(&qkv), dims, scale);
+        let (out, probs) = attention::forward(&contiguous(&qkv), dims, scale);
         let (b, n, h) = (dims.batch, dims.tokens, dims.heads);
         (
             flex(out, vec![b, n, h * dims.head_dim]),
@@ -322,7 +337,7 @@ impl CpuKernels for Flex {
     ) -> FloatTensor<Self> {
         let dims = attention_dims(&qkv, heads);
         let shape = qkv.layout().shape().as_slice().to_vec();
-        let dqkv = qkv_attention::backward(
+        let dqkv = attention::backward(
             &contiguous(&qkv),
             &contiguous(&probs),
             &contiguous(&grad),

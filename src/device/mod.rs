@@ -1,5 +1,10 @@
 //! Choosing where a step runs: a WebGPU adapter through burn's wgpu runtime, or burn's Flex CPU
-//! backend, and describing adapters for `sapling info`.
+//! backend; describing adapters for `sapling info`; measuring a device's peak memory.
+
+/// Peak-memory readings around a stretch of work.
+pub mod peak;
+
+pub use peak::PeakMeter;
 
 use std::sync::OnceLock;
 
@@ -132,27 +137,12 @@ fn cpu() -> Selected {
     }
 }
 
-/// The device of a run, checked against its kernel path: sapling's WGSL kernels need wgpu, its
-/// CPU kernels Flex.
+/// The device of a run, checked against its kernel choice (sapling's WGSL kernels need wgpu,
+/// its CPU kernels Flex) before any work starts.
 #[cfg(not(target_family = "wasm"))]
 pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
     let selected = select(train.device)?;
-    use crate::kernels::KernelPath;
-    let on_cpu = selected.adapter.is_none();
-    if train.kernels == KernelPath::Wgsl && on_cpu {
-        return Err(SaplingError::config(
-            "train.kernels",
-            "the WGSL kernels run on wgpu devices only and this run is on the CPU (Flex): \
-             use --device wgpu, or --kernels auto",
-        ));
-    }
-    if train.kernels == KernelPath::Cpu && !on_cpu {
-        return Err(SaplingError::config(
-            "train.kernels",
-            "the CPU kernels run on burn's Flex backend only and this run is on a wgpu device: \
-             use --device cpu, or --kernels auto",
-        ));
-    }
+    crate::ops::Kernels::resolve(train.kernels, &selected.device)?;
     Ok(selected)
 }
 

@@ -9,10 +9,9 @@
 //! a tiny step). Here the rows of all batch elements are always one `[M, in]` matrix
 //! (M = B·N): the forward is one GEMM that starts from the bias, the weight gradient one GEMM
 //! with `M` as its inner dimension, the input gradient one GEMM against the transposed weight
-//! (read through strides, never copied), outputs are plain `Vec<f32>`s. [`reference`] is
-//! burn's `linear`.
+//! (read through strides, never copied), outputs are plain `Vec<f32>`s. The reference is
+//! burn's `linear` (`ops`).
 
-use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 /// From this many multiply-adds on, a product is split across rayon's threads (Flex's own
@@ -178,11 +177,6 @@ fn column_sums(a: &[f32], m: usize, n: usize) -> Vec<f32> {
             s
         },
     )
-}
-
-/// burn's linear (`x·W + b`, broadcast over leading dimensions): the reference.
-pub fn reference<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<D> {
-    burn::tensor::module::linear(x, weight, Some(bias))
 }
 
 #[cfg(test)]

@@ -5,15 +5,14 @@
 //! binding limit. The largest few are tried for real and the fastest whole-step throughput
 //! wins: on many devices a mid-sized micro-batch beats the largest that fits.
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::limits::DeviceLimits;
 use super::memory::{StepMemory, fmt_bytes, step_memory};
-use super::trial::{Trial, run_trial, run_trial_async};
+use super::trial::{Trial, TrialOptions};
 use crate::config::{BatchSize, Config, ModelConfig, accumulation_steps};
 use crate::error::{Result, SaplingError};
-use crate::kernels::KernelPath;
+use crate::ops::Kernels;
 use crate::optim::scaled_lr;
 
 /// Share of the budget a planned step may use: the model is an estimate, and allocators
@@ -30,8 +29,9 @@ pub const PAST_PEAK: f64 = 0.10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlanSource {
-    /// Memory model, then trial steps.
-    Probed,
+    /// Memory model, then trial steps (`probed` in checkpoints written before 2026-12).
+    #[serde(alias = "probed")]
+    Measured,
     /// Memory model only (no trials asked for).
     Modelled,
     /// `batch_size` was given; checked against the memory model.
@@ -86,21 +86,6 @@ fn one() -> usize {
     1
 }
 
-/// How much probing to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeOptions {
-    /// Most micro-batch sizes to run for real, largest first (0: trust the memory model).
-    pub sizes: usize,
-    /// Timed steps per size, after one warm-up step.
-    pub steps: usize,
-}
-
-impl Default for ProbeOptions {
-    fn default() -> Self {
-        ProbeOptions { sizes: 6, steps: 5 }
-    }
-}
-
 /// Why a modelled step does not fit, or `None` when it does.
 pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
     if let Some(binding) = limits.max_storage_buffer_binding_size
@@ -128,7 +113,7 @@ pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
 /// Micro-batches that divide `effective` and fit, largest first, with their modelled steps.
 pub fn candidates(
     model: &ModelConfig,
-    kernels: KernelPath,
+    kernels: Kernels,
     effective: usize,
     limits: &DeviceLimits,
 ) -> Vec<(usize, StepMemory)> {
@@ -140,43 +125,24 @@ pub fn candidates(
         .collect()
 }
 
-/// Plans the batch of `config` on `device`.
+/// Plans the batch of `config` for a device with `limits` whose operations are `kernels`.
 ///
-/// A given `batch_size` is checked against the model and kept; `auto` tries the largest
-/// `options.sizes` candidates for real and keeps the fastest.
-pub fn plan(
+/// A given `batch_size` is checked against the memory model and kept; `auto` asks `trial` to
+/// run the largest `options.sizes` candidates for real (micro-batch, accumulation → what it
+/// measured) and keeps the fastest.
+pub async fn search(
     config: &Config,
-    device: &Device,
+    kernels: Kernels,
     limits: &DeviceLimits,
-    options: ProbeOptions,
+    options: TrialOptions,
+    mut trial: impl AsyncFnMut(usize, usize) -> Trial,
 ) -> Result<BatchPlan> {
-    let mut search = match Search::start(config, limits, options)? {
+    let mut search = match Search::start(config, kernels, limits, options)? {
         Start::Planned(plan) => return Ok(*plan),
         Start::Trials(search) => search,
     };
     while let Some(micro) = search.next_size() {
-        let trial = run_trial(config, device, micro, search.accum(micro), options.steps);
-        search.record(trial);
-    }
-    search.finish()
-}
-
-/// [`plan`] without blocking, for the browser: the same search, with each trial's readbacks
-/// awaited.
-pub async fn plan_async(
-    config: &Config,
-    device: &Device,
-    limits: &DeviceLimits,
-    options: ProbeOptions,
-) -> Result<BatchPlan> {
-    let mut search = match Search::start(config, limits, options)? {
-        Start::Planned(plan) => return Ok(*plan),
-        Start::Trials(search) => search,
-    };
-    while let Some(micro) = search.next_size() {
-        let trial =
-            run_trial_async(config, device, micro, search.accum(micro), options.steps).await;
-        search.record(trial);
+        search.record(trial(micro, search.accum(micro)).await);
     }
     search.finish()
 }
@@ -189,10 +155,10 @@ enum Start<'a> {
     Trials(Search<'a>),
 }
 
-/// The walk over fitting micro-batches, largest first; the caller runs each trial, so the
-/// blocking and the async probe share every decision.
+/// The walk over fitting micro-batches, largest first.
 struct Search<'a> {
     config: &'a Config,
+    kernels: Kernels,
     limits: &'a DeviceLimits,
     fitting: Vec<(usize, StepMemory)>,
     sizes: usize,
@@ -202,14 +168,15 @@ struct Search<'a> {
 impl<'a> Search<'a> {
     fn start(
         config: &'a Config,
+        kernels: Kernels,
         limits: &'a DeviceLimits,
-        options: ProbeOptions,
+        options: TrialOptions,
     ) -> Result<Start<'a>> {
         let model = &config.model;
         let effective = config.train.effective_batch;
-        let kernels = config.train.kernels;
         let search = Search {
             config,
+            kernels,
             limits,
             fitting: candidates(model, kernels, effective, limits),
             sizes: options.sizes,
@@ -258,12 +225,16 @@ impl<'a> Search<'a> {
             return None;
         }
         let micro = self.fitting.get(self.trials.len())?.0;
-        tracing::info!("probe: trying micro-batch {micro}");
+        tracing::info!("batch plan: trying micro-batch {micro}");
         Some(micro)
     }
 
-    /// Keeps a trial, rejecting it when its measured peak is over the budget.
+    /// Keeps a trial with the memory model's prediction beside what it measured, rejecting it
+    /// when its measured peak is over the budget.
     fn record(&mut self, mut trial: Trial) {
+        let micro = trial.micro_batch;
+        trial.predicted_peak =
+            step_memory(&self.config.model, micro, self.accum(micro), self.kernels).total;
         if trial.ok()
             && let Some(peak) = trial.measured_peak
             && peak > self.limits.budget
@@ -275,7 +246,7 @@ impl<'a> Search<'a> {
             ));
         }
         if let Some(e) = &trial.error {
-            tracing::warn!("probe: micro-batch {} failed: {e}", trial.micro_batch);
+            tracing::warn!("batch plan: micro-batch {} failed: {e}", trial.micro_batch);
         }
         self.trials.push(trial);
     }
@@ -297,7 +268,7 @@ impl<'a> Search<'a> {
             ));
         };
         let trials = std::mem::take(&mut self.trials);
-        let mut plan = self.make(best, PlanSource::Probed);
+        let mut plan = self.make(best, PlanSource::Measured);
         plan.trials = trials;
         Ok(plan)
     }
@@ -310,12 +281,7 @@ impl<'a> Search<'a> {
             effective_batch: effective,
             world_size: 1,
             lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
-            predicted: step_memory(
-                &config.model,
-                micro,
-                effective / micro,
-                config.train.kernels,
-            ),
+            predicted: step_memory(&config.model, micro, effective / micro, self.kernels),
             limits: self.limits.clone(),
             source,
             trials: Vec::new(),
@@ -337,31 +303,27 @@ pub fn choose(trials: &[Trial]) -> Option<usize> {
         .max()
 }
 
-/// The plan of a training run: reused from `previous` (a checkpoint's) on the same device
-/// and effective batch, otherwise probed afresh.
-pub fn plan_for_run(
+/// `previous` (a checkpoint's plan) as this run's plan, when it was made on the same device
+/// for the same effective batch and the micro-batch is `auto`; otherwise `None`: plan afresh.
+pub fn reusable(
     config: &Config,
-    device: &Device,
     limits: &DeviceLimits,
     previous: Option<&BatchPlan>,
-) -> Result<BatchPlan> {
-    if config.train.batch_size == BatchSize::Auto
-        && let Some(p) = previous
-    {
-        if p.limits.key == limits.key && p.effective_batch == config.train.effective_batch {
-            let mut reused = p.clone();
-            reused.source = PlanSource::Reused;
-            reused.limits = limits.clone();
-            return Ok(reused);
-        }
-        tracing::info!(
-            "the checkpoint's batch plan was made on {}; probing {} again, keeping the effective batch {}",
-            p.limits.adapter,
-            limits.adapter,
-            config.train.effective_batch
-        );
+) -> Option<BatchPlan> {
+    let p = previous.filter(|_| config.train.batch_size == BatchSize::Auto)?;
+    if p.limits.key == limits.key && p.effective_batch == config.train.effective_batch {
+        let mut reused = p.clone();
+        reused.source = PlanSource::Reused;
+        reused.limits = limits.clone();
+        return Some(reused);
     }
-    plan(config, device, limits, ProbeOptions::default())
+    tracing::info!(
+        "the checkpoint's batch plan was made on {}; planning for {} again, keeping the effective batch {}",
+        p.limits.adapter,
+        limits.adapter,
+        config.train.effective_batch
+    );
+    None
 }
 
 fn does_not_fit(

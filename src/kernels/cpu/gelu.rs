@@ -4,9 +4,8 @@
 //! forward and backward; it was the largest single item of a tiny training step's serial time
 //! (≈ 16 % of all CPU samples, while the matmuls ran on both cores). Here `erf` is a rational
 //! function and `exp` a Cephes polynomial, both branch-free so the loops vectorise, and the
-//! elements are split across rayon's threads. [`reference`] is burn's own GELU.
+//! elements are split across rayon's threads. The reference is burn's own GELU (`ops`).
 
-use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Below this many elements a single thread is faster than waking the pool.
@@ -112,11 +111,6 @@ pub fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(c)
         .zip(x.par_chunks(c).zip(grad.par_chunks(c)))
         .for_each(run);
-}
-
-/// burn's exact GELU: what the CPU kernel is tested against, and what every other device runs.
-pub fn reference<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    burn::tensor::activation::gelu(x)
 }
 
 #[cfg(test)]

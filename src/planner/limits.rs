@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::device::Selected;
+use crate::device::peak::meminfo_field;
 
 /// Budget assumed where WebGPU does not report device memory (it never does on its own).
 pub const UNKNOWN_MEMORY_BUDGET: u64 = 4 << 30;
@@ -104,13 +105,4 @@ impl DeviceLimits {
 fn host_available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo_field(&text, "MemAvailable:")
-}
-
-/// A `kB` field of `/proc/meminfo`-style text, in bytes.
-pub(crate) fn meminfo_field(text: &str, field: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
 }

@@ -1,3 +1,6 @@
+//! A WGSL file from `shaders/` with its sizes filled in, keyed for burn's pipeline cache, bound
+//! and dispatched.
+
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
@@ -27,6 +30,18 @@ impl Wgsl {
             values: vec![("workgroup", workgroup.to_string())],
             workgroup,
         }
+    }
+
+    /// The shader's name (its `shaders/` file without the extension).
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The complete WGSL text, placeholders filled: what the device compiles.
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> String {
+        self.source().complete()
     }
 
     pub(crate) fn with(mut self, key: &'static str, value: impl ToString) -> Self {

@@ -10,9 +10,8 @@
 //! GEMM (the scale folded in), softmax runs in place on them, and the output GEMM writes straight
 //! into the head's columns of `[B, N, D]`. The softmax probabilities are kept for the backward
 //! (as the reference keeps them), which writes dq, dk, dv straight into `[B, N, 3·D]`.
-//! [`reference`] is the model's composition of burn ops.
+//! The reference is the ops layer's split, `softmax(q·kᵀ·scale)·v` and merge (`ops`).
 
-use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 /// A raw pointer that rayon tasks may share: every task writes a disjoint set of elements
@@ -244,27 +243,4 @@ pub fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], d: Dims, scale: f32) -
         },
     );
     dqkv
-}
-
-/// `qkv` `[B, N, 3·D]` split into q, k, v, each `[B, H, N, hd]`.
-pub fn split_heads(qkv: Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
-    let [b, n, d3] = qkv.dims();
-    let hd = d3 / 3 / heads;
-    let mut parts = qkv
-        .chunk(3, 2)
-        .into_iter()
-        .map(|t| t.reshape([b, n, heads, hd]).swap_dims(1, 2));
-    [(); 3].map(|_| parts.next().expect("three chunks"))
-}
-
-/// `[B, H, N, hd]` → `[B, N, H·hd]`.
-pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    let [b, h, n, hd] = x.dims();
-    x.swap_dims(1, 2).reshape([b, n, h * hd])
-}
-
-/// The model's reference: [`split_heads`], [`super::attention::reference`], [`merge_heads`].
-pub fn reference(qkv: Tensor<3>, heads: usize, scale: f32) -> Tensor<3> {
-    let [q, k, v] = split_heads(qkv, heads);
-    merge_heads(super::attention::reference(q, k, v, scale))
 }

@@ -6,13 +6,13 @@
 //! backward, and the temporaries of the op being differentiated. The per-block activation
 //! count follows the ops in `model::block` (see [`BLOCK_SAVED_ND`]); the coefficients were
 //! checked against burn's memory pool on lavapipe and the process's peak RSS on Flex (tests in
-//! `tests/suite/probe.rs`).
+//! `tests/suite/planner.rs`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
-use crate::kernels::KernelPath;
 use crate::model::analytic_params;
+use crate::ops::Kernels;
 
 const F32: u64 = 4;
 
@@ -74,14 +74,14 @@ impl Stack {
     }
     /// Softmax probabilities kept for backward: the scores, or with the flash kernel one
     /// logsumexp per row.
-    fn attention_saved(&self, b: u64, kernels: KernelPath) -> u64 {
-        if kernels.wgsl() {
+    fn attention_saved(&self, b: u64, kernels: Kernels) -> u64 {
+        if kernels == Kernels::Wgsl {
             b * self.heads * self.tokens * F32
         } else {
             BLOCK_SAVED_SCORES * self.scores(b)
         }
     }
-    fn saved(&self, b: u64, kernels: KernelPath) -> u64 {
+    fn saved(&self, b: u64, kernels: Kernels) -> u64 {
         self.depth
             * (BLOCK_SAVED_ND * self.nd(b)
                 + BLOCK_SAVED_HIDDEN * self.hidden(b)
@@ -89,13 +89,13 @@ impl Stack {
     }
 }
 
-/// The step memory of `model` at micro-batch `micro` with `accum` micro-batches per step, on
-/// the reference ops or sapling's WGSL kernels.
+/// The step memory of `model` at micro-batch `micro` with `accum` micro-batches per step, with
+/// the operations of `kernels` (the WGSL kernels keep neither scores nor patch tensors).
 pub fn step_memory(
     model: &ModelConfig,
     micro: usize,
     accum: usize,
-    kernels: KernelPath,
+    kernels: Kernels,
 ) -> StepMemory {
     let b = micro as u64;
     let counts = analytic_params(model);
@@ -119,13 +119,14 @@ pub fn step_memory(
     let pixels = b * model.in_chans as u64 * (model.img_size as u64).pow(2) * F32;
     let patch_rows = b * l * pd * F32;
     let visible_rows = b * k * pd * F32;
-    let (patches, scores) = if kernels.wgsl() {
+    let (patches, scores) = if kernels == Kernels::Wgsl {
         // Gather and loss read the image: the visible rows, the prediction and its gradient.
         (visible_rows + 2 * patch_rows, 0)
     } else {
         // The image, its patches, the gathered visible rows; the prediction and the norm-pix
         // target, its normalised form, the difference and its square. (The CPU kernels keep
-        // what burn's ops keep: GELU's input.)
+        // what burn's ops keep in a block: each layer's input, layer norm's statistics, the
+        // softmax probabilities and GELU's input.)
         (7 * patch_rows, encoder.scores(b).max(decoder.scores(b)))
     };
     // Outside the blocks: the embedding with position and cls; the final norm, decoder
@@ -157,11 +158,11 @@ fn largest_tensor(
     dec: &Stack,
     b: u64,
     pixels: u64,
-    kernels: KernelPath,
+    kernels: Kernels,
 ) -> Tensor {
     let (d, dd) = (model.dim as u64, model.decoder_dim as u64);
     let pd = model.patch_dim() as u64;
-    let materialised = u64::from(!kernels.wgsl());
+    let materialised = u64::from(kernels != Kernels::Wgsl);
     let candidates = [
         ("encoder attention scores", materialised * enc.scores(b)),
         ("decoder attention scores", materialised * dec.scores(b)),
@@ -211,7 +212,7 @@ mod tests {
     use super::*;
     use crate::config::Preset;
 
-    const REF: KernelPath = KernelPath::Reference;
+    const REF: Kernels = Kernels::Reference;
 
     #[test]
     fn memory_grows_with_the_batch_and_parameters_do_not() {
@@ -241,7 +242,7 @@ mod tests {
             Preset::Sapiens1b,
             Preset::Sapiens2b,
         ] {
-            let m = step_memory(&preset.config().model, 1, 1, KernelPath::Wgsl);
+            let m = step_memory(&preset.config().model, 1, 1, Kernels::Wgsl);
             assert!(
                 m.largest.bytes <= 128 << 20,
                 "{preset:?}: {} is {}",

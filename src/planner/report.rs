@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::memory::fmt_bytes;
-use super::plan::BatchPlan;
+use super::search::BatchPlan;
 
 impl fmt::Display for BatchPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -5,10 +5,9 @@
 //! `[B, N, D]` on the calling thread with a fresh output, and autodiff differentiates every one
 //! of them. Here each row is normalised in cache on rayon's threads; the forward keeps the
 //! row's mean and 1/σ for the backward, which is the closed form
-//! `dx = (g − mean(g) − x̂·mean(g·x̂)) / σ` with `g = dy·γ`. [`reference`] is burn's
-//! `layer_norm`. Variance is the biased one, as in PyTorch and burn.
+//! `dx = (g − mean(g) − x̂·mean(g·x̂)) / σ` with `g = dy·γ`. The reference is burn's
+//! `layer_norm` (`ops`). Variance is the biased one, as in PyTorch and burn.
 
-use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Rows per rayon task: enough work to amortise the split.
@@ -118,14 +117,4 @@ pub fn backward(
             },
         );
     (dx, dgamma, dbeta)
-}
-
-/// burn's layer norm over the last dimension: the reference.
-pub fn reference<const D: usize>(
-    x: Tensor<D>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    eps: f64,
-) -> Tensor<D> {
-    burn::tensor::module::layer_norm(x, gamma, Some(beta), eps)
 }

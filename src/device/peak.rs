@@ -3,8 +3,6 @@
 
 use burn::tensor::Device;
 
-use super::limits::meminfo_field;
-
 /// Started before the work, read after it.
 pub enum PeakMeter {
     /// Bytes the wgpu memory pool had reserved before.
@@ -59,3 +57,12 @@ fn release_free_heap() {
 
 #[cfg(target_family = "wasm")]
 fn release_free_heap() {}
+
+/// A `kB` field of `/proc/meminfo`-style text, in bytes.
+pub fn meminfo_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}

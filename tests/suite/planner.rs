@@ -3,11 +3,12 @@
 
 use std::process::Command;
 
-use sapling::config::{BatchSize, Config, DeviceChoice, Preset};
+use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice, Preset};
 use sapling::data::{ImageSource, Loader};
 use sapling::device::{self, Selected};
-use sapling::probe::{self, BatchPlan, DeviceLimits, PlanSource, ProbeOptions};
-use sapling::train::{RunOptions, Trainer, train};
+use sapling::ops::Kernels;
+use sapling::planner::{self, BatchPlan, DeviceLimits, PlanSource, TrialOptions};
+use sapling::train::{self, RunOptions, Trainer, train};
 
 use crate::common::{adapter_or_skip, flex, micro_config};
 
@@ -31,10 +32,11 @@ fn preset(p: Preset, effective: usize, batch: BatchSize) -> Config {
     c
 }
 
-const MODEL_ONLY: ProbeOptions = ProbeOptions { sizes: 0, steps: 0 };
+const MODEL_ONLY: TrialOptions = TrialOptions::MODEL_ONLY;
 
-/// Runs `sapling probe ... --json` in its own process, so its peak memory is its own.
-fn probe_in_child(args: &[&str]) -> BatchPlan {
+/// Runs `sapling probe ... --json` (the batch planner) in its own process, so its peak memory
+/// is its own.
+fn plan_in_child(args: &[&str]) -> BatchPlan {
     let out = Command::new(env!("CARGO_BIN_EXE_sapling"))
         .arg("probe")
         .args(args)
@@ -63,8 +65,8 @@ fn assert_model_matches(plan: &BatchPlan, what: &str) {
         eprintln!(
             "{what}: micro-batch {} predicted {} measured {} ({}) ratio {ratio:.2}",
             t.micro_batch,
-            probe::fmt_bytes(t.predicted_peak),
-            probe::fmt_bytes(measured as u64),
+            planner::fmt_bytes(t.predicted_peak),
+            planner::fmt_bytes(measured as u64),
             t.measured_by.as_deref().unwrap_or("")
         );
         assert!(
@@ -77,10 +79,10 @@ fn assert_model_matches(plan: &BatchPlan, what: &str) {
 
 #[test]
 fn memory_model_matches_the_peak_on_flex() {
-    // Two sizes: how far below them the probe walks depends on timings, and the model's fixed
+    // Two sizes: how far below them the planner walks depends on timings, and the model's fixed
     // allowances make the smallest micro-batches over-predicted (on a loaded machine it once
     // walked down past the tolerance).
-    let tiny = probe_in_child(&[
+    let tiny = plan_in_child(&[
         "--device",
         "cpu",
         "--trial-sizes",
@@ -89,7 +91,7 @@ fn memory_model_matches_the_peak_on_flex() {
         "1",
     ]);
     assert_model_matches(&tiny, "tiny on Flex");
-    let vit_b = probe_in_child(&[
+    let vit_b = plan_in_child(&[
         "--device",
         "cpu",
         "--preset",
@@ -109,7 +111,7 @@ fn memory_model_matches_the_wgpu_memory_pool() {
     if !adapter_or_skip("memory_model_matches_the_wgpu_memory_pool") {
         return;
     }
-    let tiny = probe_in_child(&[
+    let tiny = plan_in_child(&[
         "--device",
         "wgpu",
         "--trial-sizes",
@@ -129,7 +131,7 @@ fn vit_b_memory_model_matches_the_wgpu_memory_pool() {
     if !adapter_or_skip("vit_b_memory_model_matches_the_wgpu_memory_pool") {
         return;
     }
-    let vit_b = probe_in_child(&[
+    let vit_b = plan_in_child(&[
         "--device",
         "wgpu",
         "--preset",
@@ -155,10 +157,10 @@ fn small_limits_shrink_the_micro_batch_and_raise_accumulation() {
     ];
     for (p, effective, binding, budget) in cases {
         let config = preset(p, effective, BatchSize::Auto);
-        let roomy = probe::plan(&config, &flex(), &flex_limits(), MODEL_ONLY).unwrap();
+        let roomy = train::plan(&config, &flex(), &flex_limits(), MODEL_ONLY).unwrap();
         assert_eq!(roomy.source, PlanSource::Modelled);
         let limits = flex_limits().simulated(Some(binding), Some(budget));
-        let plan = probe::plan(&config, &flex(), &limits, MODEL_ONLY).unwrap();
+        let plan = train::plan(&config, &flex(), &limits, MODEL_ONLY).unwrap();
         let case = format!("{} under {binding} B binding, {budget} B budget", p.name());
         assert!(
             plan.micro_batch < roomy.micro_batch,
@@ -171,11 +173,11 @@ fn small_limits_shrink_the_micro_batch_and_raise_accumulation() {
         assert!(plan.predicted.largest.bytes <= binding, "{case}");
         assert!(plan.predicted.total <= budget, "{case}");
         // The next size up would not have fitted: the plan is the largest that does.
-        let next = probe::step_memory(
+        let next = planner::step_memory(
             &config.model,
             plan.micro_batch * 2,
             plan.accum / 2,
-            config.train.kernels,
+            Kernels::Reference,
         );
         assert!(
             next.largest.bytes > binding || next.total as f64 > budget as f64 * 0.85,
@@ -190,14 +192,22 @@ fn sapiens_scores_do_not_fit_a_webgpu_binding() {
     // on the reference path; the WGSL flash-attention kernel never materialises them.
     let mut config = preset(Preset::Sapiens03b, 4096, BatchSize::Auto);
     let limits = flex_limits().simulated(Some(128 << 20), Some(64 << 30));
-    let err = probe::plan(&config, &flex(), &limits, MODEL_ONLY)
+    let err = train::plan(&config, &flex(), &limits, MODEL_ONLY)
         .unwrap_err()
         .to_string();
     assert!(err.contains("Not even a micro-batch of 1"), "{err}");
     assert!(err.contains("decoder attention scores"), "{err}");
 
-    config.train.kernels = sapling::kernels::KernelPath::Wgsl;
-    let plan = probe::plan(&config, &flex(), &limits, MODEL_ONLY).unwrap();
+    // Planned without a wgpu device: the search itself only needs the kernels' memory model.
+    config.train.kernels = KernelChoice::Wgsl;
+    let plan = pollster::block_on(planner::search(
+        &config,
+        Kernels::Wgsl,
+        &limits,
+        MODEL_ONLY,
+        async |_, _| unreachable!("no trial steps with the memory model alone"),
+    ))
+    .unwrap();
     assert!(plan.micro_batch >= 1, "{}", plan.summary());
     assert!(
         plan.predicted.largest.bytes <= 128 << 20,
@@ -210,10 +220,10 @@ fn sapiens_scores_do_not_fit_a_webgpu_binding() {
 fn a_batch_that_cannot_fit_is_refused_with_what_does() {
     let config = preset(Preset::VitB, 256, BatchSize::Fixed(128));
     let limits = flex_limits().simulated(None, Some(3 << 30));
-    let err = probe::plan(&config, &flex(), &limits, MODEL_ONLY)
+    let err = train::plan(&config, &flex(), &limits, MODEL_ONLY)
         .unwrap_err()
         .to_string();
-    let fits = probe::plan(
+    let fits = train::plan(
         &preset(Preset::VitB, 256, BatchSize::Auto),
         &flex(),
         &limits,
@@ -230,14 +240,14 @@ fn a_batch_that_cannot_fit_is_refused_with_what_does() {
 }
 
 #[test]
-fn the_plan_is_probed_saved_and_reused_on_resume() {
+fn the_plan_is_measured_saved_and_reused_on_resume() {
     let mut c = micro_config("plan-resume");
     c.train.batch_size = BatchSize::Auto;
     c.train.effective_batch = 8;
     c.train.steps = Some(2);
     c.train.checkpoint_every = 2;
     let first = train(&c, RunOptions::default()).unwrap();
-    assert_eq!(first.plan.source, PlanSource::Probed);
+    assert_eq!(first.plan.source, PlanSource::Measured);
     assert_eq!(first.plan.micro_batch * first.plan.accum, 8);
     assert!(first.plan.trials.iter().all(|t| t.ok()));
     let loaded = sapling::checkpoint::latest(&c.train.out).unwrap();
@@ -256,7 +266,7 @@ fn the_plan_is_probed_saved_and_reused_on_resume() {
         (
             first.plan.micro_batch,
             first.plan.accum,
-            PlanSource::Probed,
+            PlanSource::Measured,
             &first.plan.limits.key
         )
     );
@@ -274,12 +284,12 @@ fn the_plan_is_probed_saved_and_reused_on_resume() {
     assert_eq!(resumed.plan.source, PlanSource::Reused);
     assert_eq!(resumed.plan.micro_batch, first.plan.micro_batch);
 
-    // Another device: probed again, same effective batch.
+    // Another device: planned again, same effective batch.
     let mut elsewhere = first.plan.clone();
     elsewhere.limits.key = "Vulkan|some other GPU".into();
     let limits = flex_limits();
-    let again = probe::plan_for_run(&c, &flex(), &limits, Some(&elsewhere)).unwrap();
-    assert_eq!(again.source, PlanSource::Probed);
+    let again = train::plan_for_run(&c, &flex(), &limits, Some(&elsewhere)).unwrap();
+    assert_eq!(again.source, PlanSource::Measured);
     assert_eq!(again.effective_batch, 8);
 }
 
@@ -289,7 +299,7 @@ fn splitting_a_batch_into_micro_batches_keeps_the_step() {
     let c = micro_config("split");
     let dev = flex();
     let step_with = |micro: usize| {
-        let mut t = Trainer::new(&c, &dev);
+        let mut t = Trainer::new(&c, &dev).unwrap();
         let mut loader = Loader::new(ImageSource::Embedded, &c.data, 32, micro, 0, 0);
         let batches = (0..8 / micro)
             .map(|_| loader.next_batch().unwrap())

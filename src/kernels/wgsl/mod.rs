@@ -1,0 +1,270 @@
+//! sapling's WGSL kernels: a burn backend extension ([`WgslKernels`]) whose operations are
+//! the shaders in `shaders/`, the tensor-level functions the ops layer calls, and one launcher
+//! file per shader.
+//!
+//! Each launcher fills its shader's `{{ }}` sizes from plain numbers ([`source::Wgsl`]), so the
+//! shader text of any shape can be built, and validated, without a device.
+
+/// Memory-efficient (online-softmax) attention, forward and backward.
+mod attention;
+/// The autodiff side: hand-written backward passes.
+mod autodiff;
+/// Masked norm-pix loss straight from the image, forward and backward.
+mod norm_pix;
+/// Patchify and gather the visible patches in one pass.
+mod patch_gather;
+/// Templated WGSL sources and their launch.
+mod source;
+
+pub use attention::{MAX_HEAD_DIM, supports};
+
+use attention::lse_shape;
+
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Dispatch, backend_extension};
+use burn::tensor::{Int, Shape, Tensor};
+
+/// The operations sapling implements in WGSL.
+///
+/// `Cube` is the wgpu backend (the kernels live in the sibling modules), `Fusion` records them as
+/// opaque operations in burn's lazy graph, and `Autodiff` adds the hand-written backward passes.
+/// Flex is deliberately absent: calling these on a Flex tensor panics, so the ops layer calls
+/// them on wgpu devices only.
+#[backend_extension(Autodiff, Cube, Fusion)]
+pub trait WgslKernels: burn::backend::Backend {
+    /// Per-patch squared error of `pred` `[B, L, P]` against the (norm-pix) patches of `imgs`
+    /// `[B, C, H, W]` → `[B, L]`.
+    #[fusion(dtype = pred, shape = per_patch_shape(pred))]
+    fn norm_pix_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of [`Self::norm_pix_loss`] w.r.t. `pred`, given the gradient per patch.
+    #[fusion(dtype = pred, shape = pred)]
+    fn norm_pix_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self>;
+
+    /// The patches of `imgs` `[B, C, H, W]` at flat rows `rows` (`b·L + l`) → `[rows, p·p·C]`.
+    #[fusion(dtype = imgs, shape = gather_shape(imgs, rows, patch))]
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Softmax attention over `[B, H, N, hd]` without the `N × N` scores → `(out, logsumexp)`,
+    /// `logsumexp` `[B, H, N]` being what the backward pass needs.
+    #[fusion(meta = |q, _k, _v, _s| (q.clone(), TensorSpec::new(lse_shape(&q.shape), q.dtype)))]
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients of [`Self::flash_attention`] w.r.t. `(q, k, v)`; `delta` is `rowsum(dO ∘ O)`.
+    #[fusion(meta = |q, _k, _v, _l, _d, _g, _s| (q.clone(), q.clone(), q.clone()))]
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn per_patch_shape(pred: &Shape) -> Shape {
+    Shape::new([pred[0], pred[1]])
+}
+
+fn gather_shape(imgs: &Shape, rows: &Shape, patch: &usize) -> Shape {
+    Shape::new([rows[0], imgs[1] * patch * patch])
+}
+
+/// Per-patch (norm-pix) squared error, differentiable w.r.t. `pred`.
+///
+/// # Shapes
+/// `pred`: `[B, L, p·p·C]`, `imgs`: `[B, C, H, W]` → `[B, L]`
+pub fn norm_pix_loss(pred: Tensor<3>, imgs: Tensor<4>, patch: usize, norm_pix: bool) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as WgslKernels>::norm_pix_loss(
+        pred.into_dispatch(),
+        imgs.into_dispatch(),
+        patch,
+        norm_pix,
+    ))
+}
+
+/// The patches of `imgs` at flat rows `b·L + l`, without patchifying the rest.
+///
+/// # Shapes
+/// `imgs`: `[B, C, H, W]`, `rows`: `[R]` → `[R, p·p·C]`
+pub fn patch_gather(imgs: Tensor<4>, rows: Tensor<1, Int>, patch: usize) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as WgslKernels>::patch_gather(
+        imgs.into_dispatch(),
+        rows.into_dispatch(),
+        patch,
+    ))
+}
+
+/// `softmax(scale · q·kᵀ)·v` without materialising the scores; differentiable in `q`, `k`, `v`.
+///
+/// # Shapes
+/// `q`, `k`, `v`: `[B, H, N, hd]` → `[B, H, N, hd]`
+pub fn flash_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<4> {
+    let (out, _lse) = <Dispatch as WgslKernels>::flash_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        scale,
+    );
+    Tensor::from_dispatch(out)
+}
+
+impl WgslKernels for burn::backend::wgpu::CubeBackend {
+    fn norm_pix_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        norm_pix::forward(pred, imgs, patch, norm_pix)
+    }
+
+    fn norm_pix_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        norm_pix::backward(pred, imgs, grad, patch, norm_pix)
+    }
+
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self> {
+        patch_gather::forward(imgs, rows, patch)
+    }
+
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention::forward(q, k, v, scale)
+    }
+
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention::backward(q, k, v, lse, delta, grad, scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every shader, at every size the presets instantiate, parsed and validated by naga (the
+    //! compiler wgpu runs on every backend), so a broken shader fails on any machine and not
+    //! only where a WebGPU adapter exists.
+
+    use super::attention::{self, Pass};
+    use super::norm_pix::{self, Geometry};
+    use super::patch_gather;
+    use super::source::Wgsl;
+    use crate::config::Preset;
+
+    /// WebGPU's default limits, which a browser gives every page.
+    const MAX_INVOCATIONS: u32 = 256;
+    const MAX_WORKGROUP_BYTES: u32 = 16 << 10;
+
+    /// The shaders a step of `preset` launches.
+    fn shaders(preset: Preset) -> Vec<Wgsl> {
+        let m = preset.config().model;
+        let geometry = Geometry {
+            channels: m.in_chans,
+            patch: m.patch_size,
+            height: m.img_size,
+            width: m.img_size,
+        };
+        let mut out = Vec::new();
+        for (tokens, hd) in [
+            (1 + m.num_visible(), m.dim / m.heads),
+            (1 + m.num_patches(), m.decoder_dim / m.decoder_heads),
+        ] {
+            let scale = (hd as f32).powf(-0.5);
+            out.extend(Pass::ALL.map(|pass| attention::shader(pass, tokens, hd, scale)));
+        }
+        for norm in [true, false] {
+            out.extend([false, true].map(|bwd| norm_pix::shader(bwd, geometry, norm)));
+        }
+        out.extend(["i32", "u32"].map(|int| patch_gather::shader(int, geometry)));
+        out
+    }
+
+    fn validate(shader: &Wgsl, what: &str) {
+        let text = shader.text();
+        assert!(
+            !text.contains("{{"),
+            "{what}: a placeholder was left unfilled"
+        );
+        let module = naga::front::wgsl::parse_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
+        drop(info);
+        let [entry] = module.entry_points.as_slice() else {
+            panic!("{what}: expected one entry point");
+        };
+        let invocations: u32 = entry.workgroup_size.iter().product();
+        assert!(
+            invocations <= MAX_INVOCATIONS,
+            "{what}: {invocations} invocations per workgroup"
+        );
+        let shared: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()))
+            .sum();
+        assert!(
+            shared <= MAX_WORKGROUP_BYTES,
+            "{what}: {shared} bytes of workgroup memory"
+        );
+    }
+
+    #[test]
+    fn every_shader_of_every_preset_validates() {
+        let mut checked = 0;
+        for preset in Preset::ALL {
+            for shader in shaders(preset) {
+                validate(&shader, &format!("{} for {}", shader.name(), preset.name()));
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, Preset::ALL.len() * 12);
+    }
+}

@@ -1,0 +1,214 @@
+//! The model's operations, one function each, on whichever implementation the run resolved.
+//!
+//! Every operation the hot path of a step runs is here: [`Ops::linear`], [`Ops::layer_norm`],
+//! [`Ops::attention`], [`Ops::gelu`], [`Ops::patch_gather`], [`Ops::per_patch_loss`]. Each is
+//! one `match` on [`Kernels`]: the reference arm is the plain burn maths, written inline, and
+//! the other arms call sapling's kernels (`kernels::wgsl`, `kernels::cpu`). The
+//! model calls these and nothing else for its heavy work, so a new kernel (or a new precision)
+//! is one arm here plus the kernel's own file and its parity test against the reference arm.
+//!
+//! The implementation is resolved once per run ([`Kernels::resolve`]: `auto` is gone by then)
+//! and handed to the model as one [`Ops`] value.
+
+/// Images to patch sequences and back.
+mod patch;
+
+pub use patch::{patchify, unpatchify};
+
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::config::KernelChoice;
+use crate::error::{Result, SaplingError};
+use crate::kernels::{cpu, wgsl};
+
+/// Variance floor of norm-pix, as MAE's `(var + 1.e-6) ** .5`.
+pub const NORM_PIX_EPS: f64 = 1e-6;
+
+/// The implementation a run's operations resolved to (a [`KernelChoice`] without `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// burn's own ops, on any device.
+    Reference,
+    /// sapling's WGSL kernels for the patch gather, the per-patch loss and attention (wgpu).
+    Wgsl,
+    /// sapling's Rust kernels for linear, layer norm, attention and GELU (Flex).
+    Cpu,
+}
+
+impl Kernels {
+    /// What `choice` means on `device`: `auto` is `cpu` on Flex and `reference` elsewhere. The
+    /// WGSL kernels need a wgpu device and the CPU kernels Flex; asking for either elsewhere is
+    /// refused naming the config field.
+    pub fn resolve(choice: KernelChoice, device: &Device) -> Result<Kernels> {
+        let on_flex = *device == Device::flex();
+        match choice {
+            KernelChoice::Auto if on_flex => Ok(Kernels::Cpu),
+            KernelChoice::Auto | KernelChoice::Reference => Ok(Kernels::Reference),
+            KernelChoice::Wgsl if on_flex => Err(SaplingError::config(
+                "train.kernels",
+                "the WGSL kernels run on wgpu devices only and this run is on the CPU (Flex): \
+                 use --device wgpu, or --kernels auto",
+            )),
+            KernelChoice::Wgsl => Ok(Kernels::Wgsl),
+            KernelChoice::Cpu if !on_flex => Err(SaplingError::config(
+                "train.kernels",
+                "the CPU kernels run on burn's Flex backend only and this run is on a wgpu \
+                 device: use --device cpu, or --kernels auto",
+            )),
+            KernelChoice::Cpu => Ok(Kernels::Cpu),
+        }
+    }
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Reference => "reference",
+            Kernels::Wgsl => "wgsl",
+            Kernels::Cpu => "cpu",
+        }
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The operations of one run, resolved for its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ops {
+    pub kernels: Kernels,
+}
+
+impl Ops {
+    /// burn's own ops everywhere.
+    pub const REFERENCE: Ops = Ops {
+        kernels: Kernels::Reference,
+    };
+
+    /// The operations `choice` asks for on `device` (see [`Kernels::resolve`]).
+    pub fn resolve(choice: KernelChoice, device: &Device) -> Result<Ops> {
+        Ok(Ops {
+            kernels: Kernels::resolve(choice, device)?,
+        })
+    }
+
+    /// `x·W + b` over the last dimension.
+    pub fn linear<const D: usize>(self, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+        let (weight, bias) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+        match (self.kernels, bias) {
+            (Kernels::Cpu, Some(bias)) => cpu::linear(x, weight, bias),
+            (_, bias) => burn::tensor::module::linear(x, weight, bias),
+        }
+    }
+
+    /// Layer norm over the last dimension with ε `eps` (burn's `LayerNorm` keeps its own private).
+    pub fn layer_norm<const D: usize>(self, norm: &LayerNorm, x: Tensor<D>, eps: f64) -> Tensor<D> {
+        let (gamma, beta) = (norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()));
+        match (self.kernels, beta) {
+            (Kernels::Cpu, Some(beta)) => cpu::layer_norm(x, gamma, beta, eps),
+            (_, beta) => burn::tensor::module::layer_norm(x, gamma, beta, eps),
+        }
+    }
+
+    /// Multi-head softmax attention of packed `qkv` (q, k, v side by side, heads contiguous in
+    /// each, as timm's fused projection), scaled by `head_dim^-½`.
+    ///
+    /// # Shapes
+    /// `qkv`: `[B, N, 3·D]` → `[B, N, D]`
+    pub fn attention(self, qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+        let hd = qkv.dims()[2] / 3 / heads;
+        let scale = (hd as f32).powf(-0.5);
+        match self.kernels {
+            Kernels::Cpu => cpu::attention(qkv, heads, scale),
+            Kernels::Wgsl if wgsl::supports(hd) => {
+                let [q, k, v] = split_heads(qkv, heads);
+                merge_heads(wgsl::flash_attention(q, k, v, scale))
+            }
+            // Scores [B, H, N, N]; also the WGSL path's fallback for head dims it does not take.
+            // Scaling q before the product touches N·hd values instead of N·N.
+            _ => {
+                let [q, k, v] = split_heads(qkv, heads);
+                merge_heads(softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3).matmul(v))
+            }
+        }
+    }
+
+    /// Exact (erf) GELU, as `nn.GELU()`.
+    pub fn gelu<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self.kernels {
+            Kernels::Cpu => cpu::gelu(x),
+            _ => burn::tensor::activation::gelu(x),
+        }
+    }
+
+    /// The patches of `imgs` at flat rows `b·L + l` (MAE's patch order, see [`patchify`]).
+    ///
+    /// # Shapes
+    /// `imgs`: `[B, C, H, W]`, `rows`: `[R]` → `[R, p·p·C]`
+    pub fn patch_gather(self, imgs: Tensor<4>, rows: Tensor<1, Int>, patch: usize) -> Tensor<2> {
+        match self.kernels {
+            // Only the gathered rows are written, never the whole patch tensor.
+            Kernels::Wgsl => wgsl::patch_gather(imgs, rows, patch),
+            _ => {
+                let patches = patchify(imgs, patch);
+                let [b, l, p] = patches.dims();
+                patches.reshape([b * l, p]).select(0, rows)
+            }
+        }
+    }
+
+    /// Each patch's mean squared error against the patches of `imgs`, normalised per patch
+    /// when `norm_pix` ([`norm_pix_target`]); differentiable w.r.t. `pred`.
+    ///
+    /// # Shapes
+    /// `pred`: `[B, L, p·p·C]`, `imgs`: `[B, C, H, W]` → `[B, L]`
+    pub fn per_patch_loss(
+        self,
+        pred: Tensor<3>,
+        imgs: Tensor<4>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> Tensor<2> {
+        match self.kernels {
+            // Targets are read straight from the image; no [B, L, P] intermediates are kept.
+            Kernels::Wgsl => wgsl::norm_pix_loss(pred, imgs, patch, norm_pix),
+            _ => {
+                let [b, l, _] = pred.dims();
+                let target = patchify(imgs, patch);
+                let target = if norm_pix {
+                    norm_pix_target(target)
+                } else {
+                    target
+                };
+                (pred - target).square().mean_dim(2).reshape([b, l])
+            }
+        }
+    }
+}
+
+/// Normalises every patch of `[B, L, P]` by its own mean and unbiased variance.
+pub fn norm_pix_target(target: Tensor<3>) -> Tensor<3> {
+    let (var, mean) = target.clone().var_mean(2); // [B, L, 1] each
+    (target - mean) / var.add_scalar(NORM_PIX_EPS).sqrt()
+}
+
+/// `qkv` `[B, N, 3·D]` split into q, k, v, each `[B, H, N, hd]`.
+pub fn split_heads(qkv: Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
+    let [b, n, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let mut parts = qkv
+        .chunk(3, 2)
+        .into_iter()
+        .map(|t| t.reshape([b, n, heads, hd]).swap_dims(1, 2));
+    [(); 3].map(|_| parts.next().expect("three chunks"))
+}
+
+/// `[B, H, N, hd]` → `[B, N, H·hd]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, n, hd] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * hd])
+}

@@ -1,0 +1,226 @@
+//! What a run writes after each step into its output folder: metric lines, reconstruction
+//! pictures and plots, checkpoints; and whether to stop (Ctrl-C, agreed across ranks).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::metrics::{MetricLine, MetricsLog};
+use super::run::RunOptions;
+use super::setup::{Run, start_of};
+use super::step::StepStats;
+use crate::atomic;
+use crate::checkpoint::{self, TrainState};
+use crate::config::Config;
+use crate::data::ImageSource;
+use crate::data::augment::fixed_batch;
+use crate::dist::World;
+use crate::error::{Result, SaplingError};
+use crate::model::MaskPlan;
+use crate::seed::{self, mix};
+use crate::viz::plot::plot_metrics;
+use crate::viz::{recon_grid, save_png};
+
+/// The output folder of a run and what goes into it.
+pub(super) struct Outputs {
+    config: Config,
+    /// Rank 0 writes; other ranks only take part in the stop vote and the barrier.
+    lead: bool,
+    world: World,
+    pub out: PathBuf,
+    interactive: bool,
+    metrics: Option<MetricsLog>,
+    bar: ProgressBar,
+    pictures: Pictures,
+    stop: Option<Arc<AtomicBool>>,
+    /// Images in the data set, for the epoch count.
+    data_len: usize,
+    total: u64,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// The run stopped early because `stop` was set.
+    pub interrupted: bool,
+}
+
+/// MAE's figure for a fixed batch and mask, so successive pictures show the same images getting
+/// better.
+struct Pictures {
+    images: Vec<f32>,
+    plan: MaskPlan,
+    dir: PathBuf,
+}
+
+impl Outputs {
+    /// Creates the output folder and writes the run's config into it (rank 0).
+    pub fn open(
+        config: &Config,
+        options: &RunOptions,
+        world: &World,
+        source: &ImageSource,
+    ) -> Result<Outputs> {
+        let lead = world.rank() == 0;
+        let out = config.train.out.clone();
+        if lead {
+            std::fs::create_dir_all(&out).map_err(|e| SaplingError::io(&out, e))?;
+            atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
+        }
+        let m = &config.model;
+        let (images, n) = fixed_batch(source, 4, m.img_size as u32, &config.data);
+        let plan = MaskPlan::random(
+            n,
+            m.num_patches(),
+            m.num_visible(),
+            mix(config.train.seed, seed::RECON_PICTURES),
+        );
+        let metrics = lead
+            .then(|| MetricsLog::open(&out.join("metrics.jsonl")))
+            .transpose()?;
+        let total = config.train.total_steps(source.len());
+        let start = start_of(options).0;
+        Ok(Outputs {
+            config: config.clone(),
+            lead,
+            world: world.clone(),
+            interactive: options.interactive,
+            metrics,
+            bar: progress_bar(total, start, options.interactive && lead),
+            pictures: Pictures {
+                images,
+                plan,
+                dir: out.join("recon"),
+            },
+            out,
+            stop: options.stop.clone(),
+            data_len: source.len(),
+            total,
+            checkpoint: None,
+            interrupted: false,
+        })
+    }
+
+    /// Writes what is due after optimizer step `done` (1-based); returns whether to stop now.
+    pub fn after_step(
+        &mut self,
+        run: &Run,
+        done: u64,
+        lr: f64,
+        stats: &StepStats,
+        images_per_sec: f64,
+    ) -> Result<bool> {
+        let t = &self.config.train;
+        let (log_every, recon_every, checkpoint_every) =
+            (t.log_every, t.recon_every, t.checkpoint_every);
+        let last = done == self.total;
+        self.bar.set_position(done);
+        self.bar.set_message(format!(
+            "loss {:.4}  lr {:.2e}  {images_per_sec:.1} img/s",
+            stats.loss, lr
+        ));
+        if done.is_multiple_of(log_every) || last {
+            self.log(run, done, lr, stats, images_per_sec)?;
+        }
+        let picture_due = recon_every > 0 && (done.is_multiple_of(recon_every) || last);
+        if self.lead && picture_due && self.pictures.plan.batch > 0 {
+            self.draw(run, done)?;
+        }
+        let stopping = self.stopping();
+        if done.is_multiple_of(checkpoint_every) || last || stopping {
+            self.save(run, done)?;
+        }
+        self.interrupted = stopping;
+        Ok(stopping)
+    }
+
+    fn log(
+        &mut self,
+        run: &Run,
+        done: u64,
+        lr: f64,
+        stats: &StepStats,
+        images_per_sec: f64,
+    ) -> Result<()> {
+        let Some(metrics) = self.metrics.as_mut() else {
+            return Ok(());
+        };
+        let line = MetricLine {
+            step: done,
+            epoch: (done as usize * run.plan.effective_batch) as f64 / self.data_len as f64,
+            loss: stats.loss,
+            lr,
+            grad_norm: stats.grad_norm,
+            images_per_sec,
+            device_bytes_in_use: run.device.memory_pool_usage().map(|u| u.bytes_in_use),
+        };
+        let json = metrics.write(&line)?;
+        if self.interactive {
+            self.bar.suspend(|| println!("{json}"));
+        }
+        Ok(())
+    }
+
+    /// The reconstruction figure of step `done`, and the loss and lr plots redrawn.
+    fn draw(&self, run: &Run, done: u64) -> Result<()> {
+        let p = &self.pictures;
+        std::fs::create_dir_all(&p.dir).map_err(|e| SaplingError::io(&p.dir, e))?;
+        let model = run.trainer.model();
+        let grid = recon_grid(model, p.images.clone(), &p.plan, &self.config.data)?;
+        save_png(&grid, &p.dir.join(format!("step-{done:08}.png")))?;
+        plot_metrics(&self.out)
+    }
+
+    /// Whether the stop flag is set on any rank: a Ctrl-C may reach only some, and all must
+    /// stop at the same step, or the others would wait in the next all-reduce forever.
+    fn stopping(&self) -> bool {
+        let here = self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        if self.world.size() > 1 {
+            return self.world.all_reduce_min(u64::from(!here)) == 0;
+        }
+        here
+    }
+
+    /// A checkpoint of step `done` (rank 0), then a barrier: no rank runs ahead of a
+    /// checkpoint it might have to resume from.
+    fn save(&mut self, run: &Run, done: u64) -> Result<()> {
+        if self.lead {
+            let state = TrainState {
+                step: done,
+                samples: run.loader.position(),
+                plan: Some(run.plan.clone()),
+                config: self.config.clone(),
+            };
+            let path = checkpoint::save(
+                &self.out,
+                run.trainer.model(),
+                run.trainer.optim(),
+                &state,
+                self.config.train.keep_checkpoints,
+            )?;
+            self.checkpoint = Some(path);
+        }
+        self.world.barrier();
+        Ok(())
+    }
+
+    /// Ends the progress bar.
+    pub fn close(&self) {
+        self.bar.finish();
+    }
+}
+
+fn progress_bar(total: u64, start: u64, interactive: bool) -> ProgressBar {
+    if !interactive {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_position(start);
+    bar.reset_eta();
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

@@ -1,0 +1,184 @@
+//! Setting a run up: the data checked before any device work, then the device, the batch plan
+//! (agreed across MPI ranks), the schedule, the trainer (restored and joined) and the loader.
+
+use std::ops::Range;
+
+use burn::tensor::Device;
+
+use super::run::RunOptions;
+use super::step::Trainer;
+use super::trial::plan_for_run;
+use crate::config::Config;
+use crate::data::{Batch, ImageSource, Loader, Shard};
+use crate::device;
+use crate::dist::{Collective, World};
+use crate::error::{Result, SaplingError};
+use crate::ops::Kernels;
+use crate::optim::{Schedule, scaled_lr};
+use crate::planner::{BatchPlan, DeviceLimits, step_memory};
+
+/// A run ready to step.
+pub(super) struct Run {
+    pub world: World,
+    pub trainer: Trainer,
+    pub loader: Loader,
+    pub schedule: Schedule,
+    pub plan: BatchPlan,
+    /// The optimizer steps still to run (0-based).
+    pub steps: Range<u64>,
+    pub device: Device,
+    /// The device, for people.
+    pub describe: String,
+}
+
+/// Checks what can be checked before any device work (the config, the ranks against the
+/// effective batch, a checkpoint against the model) and opens the images.
+pub(super) fn check_data(
+    config: &Config,
+    options: &RunOptions,
+    world: &dyn Collective,
+) -> Result<ImageSource> {
+    config.validate()?;
+    let ranks = world.size();
+    if !config.train.effective_batch.is_multiple_of(ranks) {
+        return Err(SaplingError::config(
+            "train.effective_batch",
+            format!(
+                "{} is not divisible by the {ranks} MPI ranks; each rank must take an equal share",
+                config.train.effective_batch
+            ),
+        ));
+    }
+    if let Some(loaded) = &options.resume {
+        loaded.check_model(config)?;
+    }
+    ImageSource::new(config.data.dir.as_deref())
+}
+
+/// Where a resumed run starts: `(step, samples consumed)`.
+pub(super) fn start_of(options: &RunOptions) -> (u64, u64) {
+    options
+        .resume
+        .as_ref()
+        .map_or((0, 0), |l| (l.state.step, l.state.samples))
+}
+
+impl Run {
+    /// The device, the batch plan, the trainer (restored from `options.resume`, then given
+    /// rank 0's weights) and the loader at the run's position in the data stream.
+    pub fn start(
+        config: &Config,
+        options: &RunOptions,
+        world: World,
+        source: ImageSource,
+    ) -> Result<Run> {
+        let selected = device::select_for(&config.train)?;
+        let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
+        let previous = options.resume.as_ref().and_then(|l| l.state.plan.as_ref());
+        let plan = plan_across(config, &selected.device, &limits, previous, world.as_ref())?;
+        let total = config.train.total_steps(source.len());
+        let schedule = Schedule::new(&config.optim, plan.effective_batch, total);
+        let mut trainer = Trainer::new(config, &selected.device)?;
+        if let Some(loaded) = &options.resume {
+            trainer.restore(loaded, config)?;
+            tracing::info!(
+                "resuming from {} at step {}",
+                loaded.path.display(),
+                loaded.state.step
+            );
+        }
+        // After a restore every rank holds the same weights already; a fresh start copies rank 0's.
+        let trainer = trainer.join(world.clone());
+        let (start_step, start_sample) = start_of(options);
+        let steps = start_step..total;
+        let describe = format!("{} ({})", selected.describe(), world.describe());
+        announce(config, &describe, &steps, &plan, &schedule, &source);
+        let shard = Shard {
+            rank: world.rank(),
+            size: world.size(),
+        };
+        let loader = Loader::sharded(
+            source,
+            &config.data,
+            config.model.img_size,
+            plan.micro_batch,
+            config.train.seed,
+            start_sample,
+            shard,
+        );
+        Ok(Run {
+            world,
+            trainer,
+            loader,
+            schedule,
+            plan,
+            steps,
+            describe: selected.describe(),
+            device: selected.device,
+        })
+    }
+
+    /// The micro-batches of the next optimizer step.
+    pub fn next_batches(&mut self) -> Result<Vec<Batch>> {
+        (0..self.plan.accum)
+            .map(|_| self.loader.next_batch())
+            .collect()
+    }
+}
+
+/// One line saying what the run will do.
+fn announce(
+    config: &Config,
+    device: &str,
+    steps: &Range<u64>,
+    plan: &BatchPlan,
+    schedule: &Schedule,
+    source: &ImageSource,
+) {
+    tracing::info!(
+        "{} on {device}: steps {}..{}, {} ({:?}), warmup {} steps, data: {}",
+        config.preset.name(),
+        steps.start,
+        steps.end,
+        plan.summary(),
+        plan.source,
+        schedule.warmup_steps,
+        source.describe()
+    );
+}
+
+/// Each rank plans for its share of the effective batch; the smallest micro-batch of any rank
+/// is used by all, so every rank runs the same number of accumulation steps.
+fn plan_across(
+    config: &Config,
+    device: &Device,
+    limits: &DeviceLimits,
+    previous: Option<&BatchPlan>,
+    world: &dyn Collective,
+) -> Result<BatchPlan> {
+    let ranks = world.size();
+    let global = config.train.effective_batch;
+    let mut share = config.clone();
+    share.train.effective_batch = global / ranks;
+    let previous = previous.filter(|p| p.world_size == ranks).map(|p| {
+        let mut p = p.clone();
+        p.effective_batch = global / ranks;
+        p
+    });
+    let mut plan = plan_for_run(&share, device, limits, previous.as_ref())?;
+    let micro = world.all_reduce_min(plan.micro_batch as u64) as usize;
+    if micro != plan.micro_batch {
+        tracing::info!(
+            "another rank fits only micro-batch {micro}; using it instead of {}",
+            plan.micro_batch
+        );
+    }
+    let kernels = Kernels::resolve(config.train.kernels, device)?;
+    plan.micro_batch = micro;
+    plan.accum = global / ranks / micro;
+    plan.predicted = step_memory(&config.model, micro, plan.accum, kernels);
+    plan.world_size = ranks;
+    plan.effective_batch = global;
+    plan.lr = scaled_lr(config.optim.base_lr, global, config.optim.lr_base_batch);
+    Ok(plan)
+}
