@@ -13,7 +13,7 @@ mod common;
 
 use sapling::config::{DeviceChoice, Preset};
 use sapling::ops::Kernels;
-use sapling::planner::{DeviceLimits, TrialOptions, fmt_bytes, step_memory};
+use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes, step_memory};
 use sapling::train::plan;
 
 fn main() -> anyhow::Result<()> {
@@ -43,16 +43,29 @@ fn main() -> anyhow::Result<()> {
             Err(e) => println!("{:<13} does not fit: {e}", preset.name()),
         }
     }
-    // What one Sapiens sample needs, and what the WGSL kernels (step 8) change.
+    // What one Sapiens sample needs, and what the WGSL kernels (step 8) and activation
+    // checkpointing (only block inputs kept, blocks recomputed in backward) change.
     let sapiens = Preset::Sapiens03b.config().model;
     for kernels in [Kernels::Reference, Kernels::Wgsl] {
-        let m = step_memory(&sapiens, 1, 1, kernels);
-        println!(
-            "sapiens-0.3b, 1 image, {kernels} kernels: {} per step; largest tensor {} ({})",
-            fmt_bytes(m.total),
-            m.largest.name,
-            fmt_bytes(m.largest.bytes)
-        );
+        for checkpointing in [false, true] {
+            let m = step_memory(
+                &sapiens,
+                1,
+                1,
+                Levers {
+                    kernels,
+                    checkpointing,
+                    max_tensor: Some(128 << 20),
+                    shards: 1,
+                },
+            );
+            println!(
+                "sapiens-0.3b, 1 image, {kernels} kernels, checkpointing {checkpointing}: {} per step; largest tensor {} ({})",
+                fmt_bytes(m.total),
+                m.largest.name,
+                fmt_bytes(m.largest.bytes)
+            );
+        }
     }
     // Real trial steps for the small preset: measured speed and memory beside the model.
     let mut tiny = Preset::Tiny.config();

@@ -50,9 +50,7 @@ fn main() -> anyhow::Result<()> {
     let rows = Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
 
     // 1. Correctness: the same numbers as the plain-burn reference.
-    let kernel = Ops {
-        kernels: Kernels::Wgsl,
-    };
+    let kernel = Ops::new(Kernels::Wgsl);
     let got = kernel.patch_gather(imgs.clone(), rows.clone(), p);
     let want = Ops::REFERENCE.patch_gather(imgs.clone(), rows.clone(), p);
     let diff = (got.clone() - want).abs().max().into_scalar::<f32>();

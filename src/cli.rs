@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::checkpoint::{self, Loaded};
-use crate::config::{BatchSize, Config, DeviceChoice, KernelChoice, Preset};
+use crate::config::{
+    BatchSize, Checkpointing, Config, DeviceChoice, KernelChoice, Preset, Sharding,
+};
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
 
@@ -30,6 +32,10 @@ pub enum Command {
     /// predicted memory, from the memory model and real trial steps.
     #[command(name = "probe")]
     Plan(PlanArgs),
+    /// Plan for hardware that is not here (no device used): for every combination of memory
+    /// levers, the largest micro-batch that fits, its peak and its largest single tensor.
+    #[command(name = "plan")]
+    Hypothetical(HypotheticalArgs),
     /// Benchmarks (figures side by side in one run).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -71,6 +77,24 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+/// Flags of `sapling plan`: the run's flags (`--preset`, `--config`, `--effective-batch`,
+/// `--memory-budget`, `--device cpu` for a CPU, ...) plus the hardware planned for.
+#[derive(Debug, Args)]
+pub struct HypotheticalArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// MPI ranks sharing the effective batch.
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
+    /// The GPU's storage-binding limit in MiB (WebGPU's default is 128; desktop GPUs allow
+    /// 2048 or more when asked).
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub binding: u64,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Flags of `sapling probe` (the batch planner): the run's flags (the plan is the one `train`
 /// would make) plus how much to try.
 #[derive(Debug, Args)]
@@ -86,6 +110,11 @@ pub struct PlanArgs {
     /// Pretend the adapter's storage-binding limit is this many MiB.
     #[arg(long, value_name = "MIB")]
     pub simulate_binding: Option<u64>,
+    /// Plan as one of this many MPI ranks (each takes its share of the effective batch, and
+    /// the optimizer may be sharded; trial steps of a sharded plan run alone, with the whole
+    /// optimizer on this host).
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
@@ -259,6 +288,14 @@ pub struct TrainArgs {
     /// WGSL kernels (`wgsl`, wgpu only) or its CPU kernels (`cpu`, Flex only).
     #[arg(long, value_name = "auto|reference|wgsl|cpu")]
     pub kernels: Option<KernelChoice>,
+    /// Keep every activation (`off`), only each block's input and recompute the block in
+    /// backward (`blocks`), or let the batch planner decide (`auto`).
+    #[arg(long, value_enum)]
+    pub activation_checkpointing: Option<Checkpointing>,
+    /// Split AdamW's state across MPI ranks, on the host (`true`), keep it whole on each
+    /// device (`false`), or let the batch planner decide (`auto`).
+    #[arg(long, value_name = "true|false|auto")]
+    pub shard_optimizer: Option<Sharding>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -349,6 +386,12 @@ impl TrainArgs {
         }
         if let Some(k) = self.kernels {
             t.kernels = k;
+        }
+        if let Some(c) = self.activation_checkpointing {
+            t.activation_checkpointing = c;
+        }
+        if let Some(s) = self.shard_optimizer {
+            t.shard_optimizer = s;
         }
         if let Some(s) = self.seed {
             t.seed = s;

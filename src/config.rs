@@ -578,6 +578,80 @@ pub struct TrainConfig {
     /// attention, GELU and AdamW; Flex only).
     #[serde(default)]
     pub kernels: KernelChoice,
+    /// `off` (every activation kept for backward), `blocks` (only each transformer block's input
+    /// kept, the block recomputed during backward: less memory, a second forward pass) or
+    /// `auto` (the batch planner uses it only for a micro-batch that does not fit without).
+    #[serde(default)]
+    pub activation_checkpointing: Checkpointing,
+    /// `true` (each MPI rank keeps and updates 1/N of AdamW's moments and master weights, on
+    /// the host, and gradients are summed on the host: ZeRO stage 1), `false`, or `"auto"`
+    /// (sharded when more than one rank runs and the planner needs it for a micro-batch to fit).
+    #[serde(default)]
+    pub shard_optimizer: Sharding,
+}
+
+/// Whether AdamW's state is split across MPI ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharding {
+    Off,
+    On,
+    /// Sharded only when several ranks run and a micro-batch does not fit without.
+    #[default]
+    Auto,
+}
+
+impl Serialize for Sharding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Sharding::Off => s.serialize_bool(false),
+            Sharding::On => s.serialize_bool(true),
+            Sharding::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sharding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Sharding;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Sharding, E> {
+                Ok(if v { Sharding::On } else { Sharding::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Sharding, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl std::str::FromStr for Sharding {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "true" | "on" => Ok(Sharding::On),
+            "false" | "off" => Ok(Sharding::Off),
+            "auto" => Ok(Sharding::Auto),
+            other => Err(format!("`{other}` is not true, false or auto")),
+        }
+    }
+}
+
+/// Whether a step keeps every activation for backward or recomputes each block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpointing {
+    /// Every activation autodiff needs is kept.
+    Off,
+    /// Only block inputs are kept; each block's forward runs again in backward.
+    Blocks,
+    /// Off, unless the planner needs it for a micro-batch to fit.
+    #[default]
+    Auto,
 }
 
 impl Default for TrainConfig {
@@ -598,6 +672,8 @@ impl Default for TrainConfig {
             allreduce_bucket_mib: 25,
             allreduce_overlap: true,
             kernels: KernelChoice::Auto,
+            activation_checkpointing: Checkpointing::Auto,
+            shard_optimizer: Sharding::Auto,
         }
     }
 }

@@ -8,14 +8,14 @@ use anyhow::Context;
 use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchKernelsArgs, BenchScalingArgs, BenchStepArgs, Cli, Command,
-    EvalCommand, ExportArgs, LinearProbeArgs, PlanArgs, ReconstructArgs, ReferenceCaseArgs,
-    TrainArgs,
+    EvalCommand, ExportArgs, HypotheticalArgs, LinearProbeArgs, PlanArgs, ReconstructArgs,
+    ReferenceCaseArgs, TrainArgs,
 };
-use sapling::config::{BatchSize, Config, KernelChoice};
+use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
 use sapling::device::Selected;
 use sapling::dist::World;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
-use sapling::planner::{DeviceLimits, TrialOptions, fmt_bytes};
+use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes};
 use sapling::train::{RunOptions, RunSummary};
 
 /// Reuses freed blocks instead of handing them back to the kernel (see `sapling::alloc`).
@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(EvalCommand::LinearProbe(args)) => eval_linear_probe(args),
         Command::Export(args) => export(args),
         Command::Plan(args) => plan(args),
+        Command::Hypothetical(args) => plan_hypothetical(args),
         Command::Bench(command) => bench(command),
         Command::Info => info(),
     }
@@ -159,7 +160,15 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
 
 /// `sapling probe`: the batch plan `train` would make, with the limits it was made under.
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
-    let config = args.run.resolve()?;
+    let mut config = args.run.resolve()?;
+    let ranks = args.ranks.max(1);
+    if !config.train.effective_batch.is_multiple_of(ranks) {
+        anyhow::bail!(
+            "--ranks {ranks} must divide the effective batch {}",
+            config.train.effective_batch
+        );
+    }
+    config.train.effective_batch /= ranks;
     let selected = sapling::device::select_for(&config.train)?;
     let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib)
         .simulated(args.simulate_binding.map(|m| m << 20), None);
@@ -167,8 +176,29 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
         sizes: args.trial_sizes,
         steps: args.trial_steps,
     };
-    let plan = sapling::train::plan(&config, &selected.device, &limits, options)?;
+    let device = &selected.device;
+    let plan = sapling::train::plan_in_world(&config, device, &limits, options, ranks)?;
     print_report(&plan, args.json)
+}
+
+/// `sapling plan`: every lever combination for hardware that is not here.
+fn plan_hypothetical(args: HypotheticalArgs) -> anyhow::Result<()> {
+    let config = args.run.resolve()?;
+    let Some(budget) = config.train.memory_budget_mib else {
+        anyhow::bail!("give --memory-budget MIB: the memory of the device to plan for");
+    };
+    if args.ranks == 0 || !config.train.effective_batch.is_multiple_of(args.ranks) {
+        anyhow::bail!(
+            "--ranks {} must be at least 1 and divide the effective batch {}",
+            args.ranks,
+            config.train.effective_batch
+        );
+    }
+    let gpu = config.train.device != DeviceChoice::Cpu;
+    let binding = gpu.then_some(args.binding << 20);
+    let limits = DeviceLimits::hypothetical(gpu, budget << 20, binding);
+    let table = sapling::planner::lever_table(&config, !gpu, &limits, args.ranks);
+    print_report(&table, args.json)
 }
 
 fn bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -191,19 +221,25 @@ fn device_of(run: &TrainArgs) -> anyhow::Result<(Config, Selected)> {
 /// `sapling bench step`: the micro-batch given, or the one `train` would plan.
 fn bench_step(args: BenchStepArgs) -> anyhow::Result<()> {
     let (config, selected) = device_of(&args.run)?;
-    let micro = match config.train.batch_size {
-        BatchSize::Fixed(b) => b,
+    let on_flex = selected.adapter.is_none();
+    let (micro, levers) = match config.train.batch_size {
+        BatchSize::Fixed(b) => (b, Levers::of(&config, on_flex)),
         BatchSize::Auto => {
             let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
             let options = TrialOptions::default();
-            sapling::train::plan(&config, &selected.device, &limits, options)?.micro_batch
+            let plan = sapling::train::plan(&config, &selected.device, &limits, options)?;
+            (
+                plan.micro_batch,
+                plan.levers.unwrap_or(Levers::of(&config, on_flex)),
+            )
         }
     };
     let timed = args.timed_steps;
     let matmul = sapling::bench::matmul_rate(&selected.device, 1024, timed.max(3))?;
     let describe = selected.describe();
+    let shape = (micro, levers);
     let result =
-        sapling::bench::bench_step(&config, &selected.device, &describe, micro, timed, matmul)?;
+        sapling::bench::bench_step(&config, &selected.device, &describe, shape, timed, matmul)?;
     print_report(&result, args.json)
 }
 

@@ -15,6 +15,7 @@ const options = {
   every: num('every', 10), // steps between reconstruction refreshes
   stop: num('stop', 0), // pause after this many steps (0: never)
   kernels: params.get('kernels') || 'reference',
+  checkpointing: params.get('checkpointing') || 'auto', // off, blocks or auto
   autostart: params.get('autostart') === '1',
 };
 
@@ -199,7 +200,7 @@ async function main() {
   }
   status('Loading the trainer…');
   await init();
-  const opts = { kernels: options.kernels };
+  const opts = { kernels: options.kernels, activation_checkpointing: options.checkpointing };
   if (options.effective) opts.effective_batch = options.effective;
   trainer = await create(JSON.stringify(opts));
   // Browsers hide the adapter's name from wgpu; their own `adapter.info` says what it is.
@@ -208,7 +209,7 @@ async function main() {
     description: info.description }, ...JSON.parse(trainer.device()) };
   $('device').textContent = JSON.stringify(device, null, 2);
   $('images').textContent = `${trainer.imageCount()} training images`;
-  status(`Probing the batch size on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);
+  status(`Planning the batch on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);
   const plan = JSON.parse(await serial(() => trainer.planBatch(options.sizes, options.trialSteps)));
   state.plan = plan;
   $('plan').textContent =

@@ -11,6 +11,7 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" > /dev/null && break; sleep 0.1; done
 # A small effective batch keeps each step short on a software rasteriser; the planner still
-# tries two sizes for real.
-query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=6&stop=12&autostart=1}"
+# tries two sizes for real. Every block is recomputed in backward (activation checkpointing),
+# so the browser runs that path too; the plain one is the native wgpu path's.
+query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=6&stop=12&checkpointing=blocks&autostart=1}"
 node test/browser.mjs "http://127.0.0.1:$port/?$query" test/out

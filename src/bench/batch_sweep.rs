@@ -9,15 +9,16 @@ use serde::Serialize;
 
 use crate::config::{BatchSize, Config};
 use crate::error::Result;
-use crate::ops::Kernels;
-use crate::planner::{BatchPlan, DeviceLimits, TrialOptions, candidates};
-use crate::train::{TimedSteps, Timing, plan, time_fresh};
+use crate::planner::{BatchPlan, DeviceLimits, Levers, TrialOptions, candidates};
+use crate::train::{TimedSteps, Timing, lever_options, plan, time_fresh};
 
 /// One micro-batch of the sweep.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepRow {
     pub micro_batch: usize,
     pub accum: usize,
+    /// The cheapest levers with which the size fits.
+    pub levers: Levers,
     /// Images per second over the timed optimizer steps; 0 when a step failed.
     pub images_per_sec: f64,
     pub error: Option<String>,
@@ -45,13 +46,16 @@ pub fn batch_sweep(
     auto.train.batch_size = BatchSize::Auto;
     let plan = plan(&auto, device, limits, TrialOptions::default())?;
     let effective = config.train.effective_batch;
-    let kernels = Kernels::resolve(config.train.kernels, device)?;
-    let rows: Vec<SweepRow> = candidates(&config.model, kernels, effective, limits)
+    let options = lever_options(config, device, limits, 1)?;
+    let rows: Vec<SweepRow> = candidates(&config.model, &options, effective, limits)
         .into_iter()
-        .filter(|(m, _)| effective / m <= max_accum)
-        .map(|(m, _)| {
-            tracing::info!("sweep: micro-batch {m}");
-            let result = catch_unwind(AssertUnwindSafe(|| time_steps_at(config, device, m, steps)));
+        .filter(|c| effective / c.micro_batch <= max_accum)
+        .map(|c| {
+            let (m, levers) = (c.micro_batch, c.levers);
+            tracing::info!("sweep: micro-batch {m} ({})", levers.describe());
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                time_steps_at(config, device, m, levers, steps)
+            }));
             device.memory_cleanup();
             let (images_per_sec, error) = match result {
                 Ok(Ok(v)) => (v, None),
@@ -61,6 +65,7 @@ pub fn batch_sweep(
             SweepRow {
                 micro_batch: m,
                 accum: effective / m,
+                levers,
                 images_per_sec,
                 error,
             }
@@ -80,14 +85,21 @@ pub fn batch_sweep(
 
 /// Images per second of whole steps at micro-batch `micro` (median phases), after one warm-up
 /// step.
-fn time_steps_at(config: &Config, device: &Device, micro: usize, steps: usize) -> Result<f64> {
+fn time_steps_at(
+    config: &Config,
+    device: &Device,
+    micro: usize,
+    levers: Levers,
+    steps: usize,
+) -> Result<f64> {
     let effective = config.train.effective_batch;
     let steps = TimedSteps {
         warmup: 1,
         timed: steps,
         timing: Timing::Phases,
     };
-    let t = pollster::block_on(time_fresh(config, device, micro, effective / micro, steps))?;
+    let shape = (micro, effective / micro);
+    let t = pollster::block_on(time_fresh(config, device, shape, levers, steps))?;
     Ok(effective as f64 / (t.forward_backward + t.optimizer))
 }
 

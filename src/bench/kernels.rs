@@ -115,9 +115,7 @@ pub fn bench_kernels(
     ad.seed(config.train.seed);
     let ops = |wgsl: bool| {
         if wgsl {
-            Ops {
-                kernels: Kernels::Wgsl,
-            }
+            Ops::new(Kernels::Wgsl)
         } else {
             Ops::REFERENCE
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::step::{bench_step, matmul_rate};
 use crate::config::Config;
 use crate::error::{Result, SaplingError};
+use crate::planner::Levers;
 use crate::viz::plot::line_plot;
 
 /// One measured point.
@@ -67,7 +68,8 @@ pub fn scaling(
     let matmul = matmul_rate(device, 1024, 3)?;
     let point = |c: &Config, b: usize| -> Result<ScalingPoint> {
         tracing::info!("scaling: micro-batch {b}, {} px", c.model.img_size);
-        let r = bench_step(c, device, describe, b, timed, matmul)?;
+        let levers = Levers::of(c, *device == Device::flex());
+        let r = bench_step(c, device, describe, (b, levers), timed, matmul)?;
         Ok(ScalingPoint {
             micro_batch: b,
             img_size: c.model.img_size,

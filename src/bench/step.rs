@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::device::PeakMeter;
 use crate::error::Result;
 use crate::model::{FlopCount, flops_per_image};
-use crate::planner::fmt_bytes;
+use crate::planner::{Levers, fmt_bytes, step_memory};
 use crate::timing::{drain, median, repeat};
 use crate::train::{TimedSteps, Timing, time_fresh};
 
@@ -21,6 +21,7 @@ pub struct StepBench {
     pub preset: String,
     pub device: String,
     pub micro_batch: usize,
+    pub levers: Levers,
     pub timed_steps: usize,
     pub images_per_sec: f64,
     pub forward_ms: f64,
@@ -35,6 +36,8 @@ pub struct StepBench {
     pub matmul_flops_per_sec: f64,
     /// `achieved_flops_per_sec / matmul_flops_per_sec`.
     pub fraction_of_matmul_peak: f64,
+    /// The memory model's peak for this step.
+    pub predicted_peak: u64,
     /// Peak memory over the run, where the device reports it, and how it was read.
     pub peak_memory: Option<u64>,
     pub peak_memory_by: Option<String>,
@@ -48,7 +51,7 @@ pub fn bench_step(
     config: &Config,
     device: &Device,
     describe: &str,
-    micro: usize,
+    (micro, levers): (usize, Levers),
     timed: usize,
     matmul_flops_per_sec: f64,
 ) -> Result<StepBench> {
@@ -58,7 +61,7 @@ pub fn bench_step(
         timed,
         timing: Timing::Split,
     };
-    let times = pollster::block_on(time_fresh(config, device, micro, 1, steps))?;
+    let times = pollster::block_on(time_fresh(config, device, (micro, 1), levers, steps))?;
     let peak = meter.finish(device);
     let f = times.forward.expect("a split step times its forward pass");
     let (b, o) = (times.forward_backward - f, times.optimizer);
@@ -69,6 +72,7 @@ pub fn bench_step(
         preset: config.preset.name().to_string(),
         device: describe.to_string(),
         micro_batch: micro,
+        levers,
         timed_steps: timed.max(1),
         images_per_sec,
         forward_ms: f * 1e3,
@@ -78,6 +82,7 @@ pub fn bench_step(
         achieved_flops_per_sec: achieved,
         matmul_flops_per_sec,
         fraction_of_matmul_peak: achieved / matmul_flops_per_sec,
+        predicted_peak: step_memory(&config.model, micro, 1, levers).total,
         peak_memory: peak.map(|p| p.0),
         peak_memory_by: peak.map(|p| p.1.to_string()),
     })
@@ -101,8 +106,11 @@ impl fmt::Display for StepBench {
         writeln!(f, "preset     {} on {}", self.preset, self.device)?;
         writeln!(
             f,
-            "step       micro-batch {}: {:.1} images/s (median of {} steps)",
-            self.micro_batch, self.images_per_sec, self.timed_steps
+            "step       micro-batch {} ({}): {:.1} images/s (median of {} steps)",
+            self.micro_batch,
+            self.levers.describe(),
+            self.images_per_sec,
+            self.timed_steps
         )?;
         writeln!(
             f,
@@ -124,13 +132,14 @@ impl fmt::Display for StepBench {
         )?;
         write!(
             f,
-            "memory     peak {}",
+            "memory     peak {}; the memory model predicts {}",
             self.peak_memory
                 .map_or("not reported".to_string(), |p| format!(
                     "{} ({})",
                     fmt_bytes(p),
                     self.peak_memory_by.as_deref().unwrap_or("")
-                ))
+                )),
+            fmt_bytes(self.predicted_peak)
         )
     }
 }

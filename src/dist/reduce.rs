@@ -75,6 +75,24 @@ pub fn all_reduce_grads<M: Module>(
     }
 }
 
+/// Adds every gradient of `module`, in module order, into the host buffer `acc` (as long as
+/// all parameters together), reading them back one bucket of about `bucket_bytes` at a time.
+pub fn add_grads_into<M: Module>(
+    module: &M,
+    grads: &GradientsParams,
+    acc: &mut [f32],
+    bucket_bytes: usize,
+) {
+    let mut at = 0;
+    for bucket in bucketize(flat_grads(module, grads), bucket_bytes / 4) {
+        for v in read_back(bucket) {
+            acc[at] += v;
+            at += 1;
+        }
+    }
+    assert_eq!(at, acc.len(), "one gradient per parameter value");
+}
+
 /// Rank 0's parameter values on every rank (initialisation differs per process and backend).
 pub fn broadcast_weights<M: Module>(module: M, world: &dyn Collective) -> M {
     if world.size() == 1 {

@@ -1,4 +1,4 @@
-//! Who this process is among its peers, and the three collectives sapling needs.
+//! Who this process is among its peers, and the collectives sapling needs.
 
 use std::rc::Rc;
 
@@ -12,6 +12,13 @@ pub trait Collective {
     fn all_reduce_min(&self, value: u64) -> u64;
     /// Rank `root`'s buffer, copied into every rank's.
     fn broadcast(&self, buf: &mut [f32], root: usize);
+    /// `send` holds one block per rank (rank order, `recv.len()` each); `recv` gets the
+    /// element-wise sum over ranks of block `rank`.
+    fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]);
+    /// Every rank's `send` (all the same length), in rank order, into `recv`.
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]);
+    /// Every rank's `value`, in rank order.
+    fn all_gather_u64(&self, value: u64) -> Vec<u64>;
     /// Returns once every rank has called it.
     fn barrier(&self);
     /// A name for logs.
@@ -34,6 +41,15 @@ impl Collective for Solo {
         value
     }
     fn broadcast(&self, _: &mut [f32], _: usize) {}
+    fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+    fn all_gather_u64(&self, value: u64) -> Vec<u64> {
+        vec![value]
+    }
     fn barrier(&self) {}
     fn describe(&self) -> String {
         "a single process".to_string()
@@ -100,6 +116,18 @@ mod mpi_world {
         }
         fn broadcast(&self, buf: &mut [f32], root: usize) {
             self.world.process_at_rank(root as i32).broadcast_into(buf);
+        }
+        fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) {
+            self.world
+                .reduce_scatter_block_into(send, recv, SystemOperation::sum());
+        }
+        fn all_gather(&self, send: &[f32], recv: &mut [f32]) {
+            self.world.all_gather_into(send, recv);
+        }
+        fn all_gather_u64(&self, value: u64) -> Vec<u64> {
+            let mut out = vec![0u64; self.size()];
+            self.world.all_gather_into(&value, &mut out[..]);
+            out
         }
         fn barrier(&self) {
             self.world.barrier();

@@ -32,8 +32,19 @@ impl Attention {
     /// # Shapes
     /// `x`: `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
-        let qkv = ops.linear(&self.qkv, x); // [B, N, 3·D]
-        ops.linear(&self.proj, ops.attention(qkv, self.heads))
+        let [b, n, d] = x.dims();
+        let out = if ops.pieces((b * n * 3 * d * 4) as u64) > 1 {
+            // The packed [B, N, 3·D] would not fit one binding: q, k and v apart.
+            let part = |i: usize| {
+                let w = self.qkv.weight.val().narrow(1, i * d, d);
+                let bias = self.qkv.bias.as_ref().map(|b| b.val().narrow(0, i * d, d));
+                burn::tensor::module::linear(x.clone(), w, bias)
+            };
+            ops.attention_unpacked([0, 1, 2].map(part), self.heads)
+        } else {
+            ops.attention(ops.linear(&self.qkv, x), self.heads) // qkv: [B, N, 3·D]
+        };
+        ops.linear(&self.proj, out)
     }
 }
 
@@ -55,7 +66,17 @@ impl Mlp {
     /// # Shapes
     /// `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
-        ops.linear(&self.fc2, ops.gelu(ops.linear(&self.fc1, x)))
+        let [b, n, _] = x.dims();
+        let hidden = self.fc1.weight.val().dims()[1];
+        let pieces = ops.pieces((b * n * hidden * 4) as u64).min(n);
+        let mlp = |x| ops.linear(&self.fc2, ops.gelu(ops.linear(&self.fc1, x)));
+        if pieces == 1 {
+            return mlp(x);
+        }
+        // The [B, N, hidden] activations would not fit one binding: token pieces, each kept
+        // apart for backward.
+        let parts = x.chunk(pieces, 1).into_iter().map(mlp).collect();
+        Tensor::cat(parts, 1)
     }
 }
 

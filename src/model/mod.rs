@@ -16,5 +16,5 @@ pub mod masking;
 pub mod pos_embed;
 
 pub use flops::{FlopCount, flops_per_image};
-pub use mae::{MaeOutput, MaskedAutoencoder, ParamCount, analytic_params};
+pub use mae::{MaeOutput, MaskedAutoencoder, MaskedBatch, ParamCount, Stage, analytic_params};
 pub use masking::MaskPlan;

@@ -27,7 +27,8 @@ use crate::kernels::{cpu, wgsl};
 pub const NORM_PIX_EPS: f64 = 1e-6;
 
 /// The implementation a run's operations resolved to (a [`KernelChoice`] without `auto`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kernels {
     /// burn's own ops, on any device.
     Reference,
@@ -43,21 +44,30 @@ impl Kernels {
     /// refused naming the config field.
     pub fn resolve(choice: KernelChoice, device: &Device) -> Result<Kernels> {
         let on_flex = *device == Device::flex();
-        match choice {
-            KernelChoice::Auto if on_flex => Ok(Kernels::Cpu),
-            KernelChoice::Auto | KernelChoice::Reference => Ok(Kernels::Reference),
-            KernelChoice::Wgsl if on_flex => Err(SaplingError::config(
+        let kernels = match choice {
+            KernelChoice::Auto if on_flex => Kernels::Cpu,
+            KernelChoice::Auto | KernelChoice::Reference => Kernels::Reference,
+            KernelChoice::Wgsl => Kernels::Wgsl,
+            KernelChoice::Cpu => Kernels::Cpu,
+        };
+        kernels.check(device)
+    }
+
+    /// `self`, if it runs on `device`; refused naming the config field otherwise.
+    pub fn check(self, device: &Device) -> Result<Kernels> {
+        let on_flex = *device == Device::flex();
+        match self {
+            Kernels::Wgsl if on_flex => Err(SaplingError::config(
                 "train.kernels",
                 "the WGSL kernels run on wgpu devices only and this run is on the CPU (Flex): \
                  use --device wgpu, or --kernels auto",
             )),
-            KernelChoice::Wgsl => Ok(Kernels::Wgsl),
-            KernelChoice::Cpu if !on_flex => Err(SaplingError::config(
+            Kernels::Cpu if !on_flex => Err(SaplingError::config(
                 "train.kernels",
                 "the CPU kernels run on burn's Flex backend only and this run is on a wgpu \
                  device: use --device cpu, or --kernels auto",
             )),
-            KernelChoice::Cpu => Ok(Kernels::Cpu),
+            other => Ok(other),
         }
     }
 
@@ -81,19 +91,34 @@ impl std::fmt::Display for Kernels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ops {
     pub kernels: Kernels,
+    /// The largest tensor an operation may write, in bytes: a GPU's storage-binding limit.
+    /// Layers whose activations would exceed it compute them in pieces (see
+    /// [`Ops::pieces`]); `None` never splits.
+    pub max_tensor: Option<u64>,
 }
 
 impl Ops {
     /// burn's own ops everywhere.
-    pub const REFERENCE: Ops = Ops {
-        kernels: Kernels::Reference,
-    };
+    pub const REFERENCE: Ops = Ops::new(Kernels::Reference);
+
+    /// The operations of `kernels`, never splitting a layer.
+    pub const fn new(kernels: Kernels) -> Ops {
+        Ops {
+            kernels,
+            max_tensor: None,
+        }
+    }
 
     /// The operations `choice` asks for on `device` (see [`Kernels::resolve`]).
     pub fn resolve(choice: KernelChoice, device: &Device) -> Result<Ops> {
-        Ok(Ops {
-            kernels: Kernels::resolve(choice, device)?,
-        })
+        Ok(Ops::new(Kernels::resolve(choice, device)?))
+    }
+
+    /// How many pieces a tensor of `bytes` must be computed in so that none exceeds
+    /// [`Ops::max_tensor`] (1 when it fits, or when nothing limits it).
+    pub fn pieces(self, bytes: u64) -> usize {
+        self.max_tensor
+            .map_or(1, |limit| bytes.div_ceil(limit.max(1)).max(1) as usize)
     }
 
     /// `x·W + b` over the last dimension.
@@ -111,6 +136,25 @@ impl Ops {
         match (self.kernels, beta) {
             (Kernels::Cpu, Some(beta)) => cpu::layer_norm(x, gamma, beta, eps),
             (_, beta) => burn::tensor::module::layer_norm(x, gamma, beta, eps),
+        }
+    }
+
+    /// Multi-head softmax attention of q, k and v `[B, N, D]` given apart (the packed `qkv`
+    /// would exceed [`Ops::max_tensor`]), scaled by `head_dim^-½`.
+    ///
+    /// # Shapes
+    /// `q`, `k`, `v`: `[B, N, D]` → `[B, N, D]`
+    pub fn attention_unpacked(self, [q, k, v]: [Tensor<3>; 3], heads: usize) -> Tensor<3> {
+        let [b, n, d] = q.dims();
+        let hd = d / heads;
+        let scale = (hd as f32).powf(-0.5);
+        let heads_of = |t: Tensor<3>| t.reshape([b, n, heads, hd]).swap_dims(1, 2);
+        let [q, k, v] = [q, k, v].map(heads_of);
+        match self.kernels {
+            Kernels::Wgsl if wgsl::supports(hd) => {
+                merge_heads(wgsl::flash_attention(q, k, v, scale))
+            }
+            _ => merge_heads(softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3).matmul(v)),
         }
     }
 

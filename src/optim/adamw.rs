@@ -15,16 +15,7 @@ use crate::ops::Kernels;
 /// With the `cpu` kernels each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
 /// both keep the same state, so a checkpoint resumes on either.
 pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: Kernels) -> ModuleOptimizer {
-    let group = |weight_decay: f64| Hyper {
-        lr: 0.0,
-        beta1: config.beta1 as f32,
-        beta2: config.beta2 as f32,
-        // burn's default epsilon is 1e-5; MAE and Sapiens use 1e-8.
-        eps: config.eps as f32,
-        weight_decay: weight_decay as f32,
-        time: 0,
-    };
-    let (decayed, no_decay) = (group(config.weight_decay), group(0.0));
+    let (decayed, no_decay) = (hyper(config, config.weight_decay), hyper(config, 0.0));
     let no_decay_group = ParamGroup::from_ids(no_decay_ids(module));
     if kernels == Kernels::Cpu {
         ModuleOptimizer::from(FusedAdamW(decayed)).with_group(
@@ -38,6 +29,19 @@ pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: Kernels) -> M
             burn_adamw(&no_decay),
             None,
         )
+    }
+}
+
+/// The settings of one parameter group (its `lr` and `time` are set per step).
+pub fn hyper(config: &OptimConfig, weight_decay: f64) -> Hyper {
+    Hyper {
+        lr: 0.0,
+        beta1: config.beta1 as f32,
+        beta2: config.beta2 as f32,
+        // burn's default epsilon is 1e-5; MAE and Sapiens use 1e-8.
+        eps: config.eps as f32,
+        weight_decay: weight_decay as f32,
+        time: 0,
     }
 }
 

@@ -26,6 +26,10 @@ pub struct DeviceLimits {
     pub device_memory: Option<u64>,
     /// Bytes a step may use.
     pub budget: u64,
+    /// The device allocates from host memory (Flex, or a software adapter such as lavapipe),
+    /// so what a step keeps on the host counts against the same budget.
+    #[serde(default)]
+    pub shares_host_memory: bool,
     /// Where the budget came from, for people.
     pub budget_source: String,
 }
@@ -34,6 +38,7 @@ impl DeviceLimits {
     /// Reads the limits of `selected`; `budget_mib` overrides the memory budget.
     pub fn of(selected: &Selected, budget_mib: Option<u64>) -> Self {
         let adapter = selected.describe();
+        let shares_host_memory = selected.adapter.as_ref().is_none_or(|a| a.is_software());
         let (key, binding, buffer, workgroup, memory) = match &selected.adapter {
             Some(a) => {
                 let key = format!("{}|{}|{}|{}", a.api, a.name, a.driver, a.device_type);
@@ -83,7 +88,33 @@ impl DeviceLimits {
             max_compute_workgroup_storage_size: workgroup,
             device_memory: memory,
             budget,
+            shares_host_memory,
             budget_source,
+        }
+    }
+
+    /// The limits of a device that is not here: a GPU (`gpu`) whose single tensors may not
+    /// exceed `binding`, or a CPU, with `budget` bytes for a step.
+    pub fn hypothetical(gpu: bool, budget: u64, binding: Option<u64>) -> Self {
+        let adapter = match (gpu, binding) {
+            (true, Some(b)) => format!(
+                "a GPU with a {} budget and {} storage bindings (planned, no device used)",
+                super::fmt_bytes(budget),
+                super::fmt_bytes(b)
+            ),
+            (true, None) => format!("a GPU with a {} budget", super::fmt_bytes(budget)),
+            (false, _) => format!("a CPU with a {} budget", super::fmt_bytes(budget)),
+        };
+        DeviceLimits {
+            adapter,
+            key: "hypothetical".to_string(),
+            max_buffer_size: binding,
+            max_storage_buffer_binding_size: binding,
+            max_compute_workgroup_storage_size: None,
+            device_memory: None,
+            budget,
+            shares_host_memory: !gpu,
+            budget_source: "--memory-budget".to_string(),
         }
     }
 

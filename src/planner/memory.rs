@@ -6,10 +6,12 @@
 //! backward, and the temporaries of the op being differentiated. The per-block activation
 //! count follows the ops in `model::block` (see [`BLOCK_SAVED_ND`]); the coefficients were
 //! checked against burn's memory pool on lavapipe and the process's peak RSS on Flex (tests in
-//! `tests/suite/planner.rs`).
+//! `tests/suite/planner.rs`). With activation checkpointing the saved activations are each
+//! stage's input plus the activations of the one stage being differentiated.
 
 use serde::{Deserialize, Serialize};
 
+use super::levers::Levers;
 use crate::config::ModelConfig;
 use crate::model::analytic_params;
 use crate::ops::Kernels;
@@ -44,6 +46,11 @@ pub struct StepMemory {
     pub total: u64,
     /// The largest single tensor of the step; it must fit the adapter's storage-binding limit.
     pub largest: Tensor,
+    /// Host memory the sharded optimizer needs per rank besides: the gradient sums, this
+    /// rank's moments and master weights, and the buffers of the exchange (0 when not
+    /// sharded).
+    #[serde(default)]
+    pub host: u64,
 }
 
 /// One named tensor and its size.
@@ -81,23 +88,19 @@ impl Stack {
             BLOCK_SAVED_SCORES * self.scores(b)
         }
     }
-    fn saved(&self, b: u64, kernels: Kernels) -> u64 {
-        self.depth
-            * (BLOCK_SAVED_ND * self.nd(b)
-                + BLOCK_SAVED_HIDDEN * self.hidden(b)
-                + self.attention_saved(b, kernels))
+    /// What one block keeps for backward.
+    fn block(&self, b: u64, kernels: Kernels) -> u64 {
+        BLOCK_SAVED_ND * self.nd(b)
+            + BLOCK_SAVED_HIDDEN * self.hidden(b)
+            + self.attention_saved(b, kernels)
     }
 }
 
 /// The step memory of `model` at micro-batch `micro` with `accum` micro-batches per step, with
-/// the operations of `kernels` (the WGSL kernels keep neither scores nor patch tensors).
-pub fn step_memory(
-    model: &ModelConfig,
-    micro: usize,
-    accum: usize,
-    kernels: Kernels,
-) -> StepMemory {
+/// `levers` pulled.
+pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Levers) -> StepMemory {
     let b = micro as u64;
+    let kernels = levers.kernels;
     let counts = analytic_params(model);
     let learnable = counts.learnable as u64 * F32;
     let (l, k) = (model.num_patches() as u64, model.num_visible() as u64);
@@ -119,27 +122,64 @@ pub fn step_memory(
     let pixels = b * model.in_chans as u64 * (model.img_size as u64).pow(2) * F32;
     let patch_rows = b * l * pd * F32;
     let visible_rows = b * k * pd * F32;
-    let (patches, scores) = if kernels == Kernels::Wgsl {
-        // Gather and loss read the image: the visible rows, the prediction and its gradient.
-        (visible_rows + 2 * patch_rows, 0)
+    let wgsl = kernels == Kernels::Wgsl;
+    // The embedding reads the image: its patches and the gathered rows, or with the WGSL gather
+    // the rows alone. The loss keeps the prediction and its gradient, and on burn's ops the
+    // norm-pix target, its normalised form, the difference and its square. (The CPU kernels keep
+    // what burn's ops keep in a block: each layer's input, layer norm's statistics, the softmax
+    // probabilities and GELU's input.)
+    let (gather, loss) = if wgsl {
+        (visible_rows, 2 * patch_rows)
     } else {
-        // The image, its patches, the gathered visible rows; the prediction and the norm-pix
-        // target, its normalised form, the difference and its square. (The CPU kernels keep
-        // what burn's ops keep in a block: each layer's input, layer norm's statistics, the
-        // softmax probabilities and GELU's input.)
-        (7 * patch_rows, encoder.scores(b).max(decoder.scores(b)))
+        (2 * patch_rows, 5 * patch_rows)
     };
-    // Outside the blocks: the embedding with position and cls; the final norm, decoder
-    // embedding, mask tokens, the restored order with positions, the decoder norm.
-    let around = pixels + patches + 4 * encoder.nd(b) + 8 * decoder.nd(b);
-    let activations = encoder.saved(b, kernels) + decoder.saved(b, kernels) + around;
+    let scores = if wgsl {
+        0
+    } else {
+        encoder.scores(b).max(decoder.scores(b))
+    };
+    // Outside the blocks: the embedding with position and cls, the final norm (4 encoder-wide);
+    // the decoder embedding, mask tokens, the restored order with positions and the decoder
+    // norm (8 decoder-wide).
+    let (embed, bridge, head) = (
+        gather + 2 * encoder.nd(b),
+        2 * encoder.nd(b) + 5 * decoder.nd(b),
+        loss + 3 * decoder.nd(b),
+    );
+    let (enc_block, dec_block) = (encoder.block(b, kernels), decoder.block(b, kernels));
+    let activations = if levers.checkpointing {
+        // Each stage's input (the encoder blocks' and the bridge's encoder-wide, the decoder
+        // blocks' and the head's decoder-wide), the head's graph, then while one stage is
+        // recomputed and differentiated its activations, its output and the incoming gradient.
+        let inputs = (encoder.depth + 1) * encoder.nd(b) + (decoder.depth + 1) * decoder.nd(b);
+        let stage = enc_block.max(dec_block).max(embed).max(bridge);
+        pixels + inputs + head + stage + 2 * encoder.nd(b).max(decoder.nd(b))
+    } else {
+        pixels + encoder.depth * enc_block + decoder.depth * dec_block + embed + bridge + head
+    };
     // At the peak: the gradient of the softmax output and of the scores of the last block
-    // differentiated, next to the hidden-width gradients of its MLP.
-    let transient = 2 * scores + 2 * encoder.hidden(b).max(decoder.hidden(b));
+    // differentiated, next to the hidden-width gradients of its MLP. (The CPU attention kernel
+    // differentiates one batch row and head at a time in a per-thread scratch.)
+    let score_grads = if kernels == Kernels::Cpu {
+        0
+    } else {
+        2 * scores
+    };
+    let transient = score_grads + 2 * encoder.hidden(b).max(decoder.hidden(b));
     let params = (counts.learnable + counts.fixed) as u64 * F32;
-    let grads = learnable * if accum > 1 { 2 } else { 1 };
-    let optim_state = 2 * learnable;
-    let largest = largest_tensor(model, &encoder, &decoder, b, pixels, kernels);
+    // Accumulating on the device keeps the running sum beside the new gradients; the sharded
+    // optimizer sums them on the host and keeps its moments there.
+    let sharded = levers.shards > 1;
+    let grads = learnable * if accum > 1 && !sharded { 2 } else { 1 };
+    let optim_state = if sharded { 0 } else { 2 * learnable };
+    // On the host when sharded: the gradient sums, this rank's moments and master weights, and
+    // while reducing and gathering a padded copy of the sums and the gathered parameters.
+    let host = if sharded {
+        3 * learnable + 3 * learnable.div_ceil(levers.shards as u64)
+    } else {
+        0
+    };
+    let largest = largest_tensor(model, &encoder, &decoder, b, pixels, levers);
     StepMemory {
         micro_batch: micro,
         params,
@@ -149,6 +189,7 @@ pub fn step_memory(
         transient,
         total: params + grads + optim_state + activations + transient,
         largest,
+        host,
     }
 }
 
@@ -158,11 +199,26 @@ fn largest_tensor(
     dec: &Stack,
     b: u64,
     pixels: u64,
-    kernels: Kernels,
+    levers: Levers,
 ) -> Tensor {
     let (d, dd) = (model.dim as u64, model.decoder_dim as u64);
     let pd = model.patch_dim() as u64;
-    let materialised = u64::from(kernels != Kernels::Wgsl);
+    let materialised = u64::from(levers.kernels != Kernels::Wgsl);
+    // Layers past the split threshold are computed in pieces (`model::block`): q, k and v
+    // apart, the MLP's hidden activations over token pieces.
+    let ops = levers.ops();
+    let qkv = |s: &Stack| {
+        let packed = 3 * s.nd(b);
+        if ops.pieces(packed) > 1 {
+            s.nd(b)
+        } else {
+            packed
+        }
+    };
+    let hidden = |s: &Stack| {
+        let pieces = (ops.pieces(s.hidden(b)) as u64).min(s.tokens);
+        s.hidden(b).div_ceil(s.tokens) * s.tokens.div_ceil(pieces)
+    };
     let candidates = [
         ("encoder attention scores", materialised * enc.scores(b)),
         ("decoder attention scores", materialised * dec.scores(b)),
@@ -171,10 +227,10 @@ fn largest_tensor(
             materialised * b * model.num_patches() as u64 * pd * F32,
         ),
         ("prediction", b * model.num_patches() as u64 * pd * F32),
-        ("encoder MLP hidden", enc.hidden(b)),
-        ("decoder MLP hidden", dec.hidden(b)),
-        ("encoder qkv", 3 * enc.nd(b)),
-        ("decoder qkv", 3 * dec.nd(b)),
+        ("encoder MLP hidden", hidden(enc)),
+        ("decoder MLP hidden", hidden(dec)),
+        ("encoder qkv", qkv(enc)),
+        ("decoder qkv", qkv(dec)),
         ("image batch", pixels),
         ("encoder MLP weight", d * enc.hidden * F32),
         ("decoder MLP weight", dd * dec.hidden * F32),
@@ -212,7 +268,12 @@ mod tests {
     use super::*;
     use crate::config::Preset;
 
-    const REF: Kernels = Kernels::Reference;
+    const REF: Levers = Levers {
+        kernels: Kernels::Reference,
+        checkpointing: false,
+        max_tensor: None,
+        shards: 1,
+    };
 
     #[test]
     fn memory_grows_with_the_batch_and_parameters_do_not() {
@@ -242,7 +303,17 @@ mod tests {
             Preset::Sapiens1b,
             Preset::Sapiens2b,
         ] {
-            let m = step_memory(&preset.config().model, 1, 1, Kernels::Wgsl);
+            let m = step_memory(
+                &preset.config().model,
+                1,
+                1,
+                Levers {
+                    kernels: Kernels::Wgsl,
+                    checkpointing: false,
+                    max_tensor: None,
+                    shards: 1,
+                },
+            );
             assert!(
                 m.largest.bytes <= 128 << 20,
                 "{preset:?}: {} is {}",

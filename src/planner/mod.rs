@@ -3,6 +3,8 @@
 //! batch. The search asks its caller to run trial steps (`train::trial` runs the real
 //! training step), so planning itself never builds a model.
 
+/// The memory levers and which a config allows.
+pub mod levers;
 /// The device's limits and the memory budget.
 pub mod limits;
 /// The analytic memory model of a step.
@@ -11,10 +13,14 @@ pub mod memory;
 mod report;
 /// Choosing micro-batch and accumulation.
 pub mod search;
+/// Every combination of levers from the memory model alone (`sapling plan`).
+pub mod table;
 /// What a trial step measured.
 pub mod trial;
 
+pub use levers::Levers;
 pub use limits::DeviceLimits;
 pub use memory::{StepMemory, fmt_bytes, step_memory};
-pub use search::{BatchPlan, PlanSource, candidates, misfit, reusable, search};
+pub use search::{BatchPlan, Candidate, PlanSource, candidates, fitting, misfit, reusable, search};
+pub use table::{LeverRow, LeverTable, lever_table};
 pub use trial::{Trial, TrialOptions};

@@ -41,20 +41,21 @@ impl fmt::Display for BatchPlan {
         if !self.trials.is_empty() {
             writeln!(
                 f,
-                "trials     {:>6} {:>12} {:>10} {:>10} {:>12} {:>12}",
+                "trials     {:>6} {:>12} {:>10} {:>10} {:>12} {:>12}  levers",
                 "micro", "fwd+bwd ms", "optim ms", "img/s", "predicted", "measured"
             )?;
             for t in &self.trials {
                 match &t.error {
                     None => writeln!(
                         f,
-                        "           {:>6} {:>12.1} {:>10.1} {:>10.1} {:>12} {:>12}",
+                        "           {:>6} {:>12.1} {:>10.1} {:>10.1} {:>12} {:>12}  {}",
                         t.micro_batch,
                         t.forward_backward_ms,
                         t.optimizer_ms,
                         t.images_per_sec,
                         fmt_bytes(t.predicted_peak),
-                        opt(t.measured_peak)
+                        opt(t.measured_peak),
+                        t.levers.map(|l| l.describe()).unwrap_or_default()
                     )?,
                     Some(e) => writeln!(f, "           {:>6} failed: {e}", t.micro_batch)?,
                 }

@@ -7,12 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::levers::Levers;
 use super::limits::DeviceLimits;
 use super::memory::{StepMemory, fmt_bytes, step_memory};
 use super::trial::{Trial, TrialOptions};
 use crate::config::{BatchSize, Config, ModelConfig, accumulation_steps};
 use crate::error::{Result, SaplingError};
-use crate::ops::Kernels;
 use crate::optim::scaled_lr;
 
 /// Share of the budget a planned step may use: the model is an estimate, and allocators
@@ -52,6 +52,10 @@ pub struct BatchPlan {
     pub world_size: usize,
     /// Peak learning rate after scaling from the effective batch.
     pub lr: f64,
+    /// The memory levers the step uses at `micro_batch` (absent in plans saved before they
+    /// existed, which are then planned again).
+    #[serde(default)]
+    pub levers: Option<Levers>,
     /// The modelled step at `micro_batch`.
     pub predicted: StepMemory,
     pub limits: DeviceLimits,
@@ -68,11 +72,13 @@ impl BatchPlan {
         } else {
             String::new()
         };
+        let levers = self.levers.map(|l| format!(", {}", l.describe()));
         format!(
-            "micro-batch {} x {} accumulation{ranks} = {} images/step, peak lr {:.3e}, predicted {} per step (budget {}), largest buffer {} ({})",
+            "micro-batch {} x {} accumulation{ranks} = {} images/step{}, peak lr {:.3e}, predicted {} per step (budget {}), largest buffer {} ({})",
             self.micro_batch,
             self.accum,
             self.effective_batch,
+            levers.unwrap_or_default(),
             self.lr,
             fmt_bytes(self.predicted.total),
             fmt_bytes(self.limits.budget),
@@ -99,10 +105,16 @@ pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
         ));
     }
     let allowed = (limits.budget as f64 * SAFETY_MARGIN) as u64;
-    (memory.total > allowed).then(|| {
+    let needed = memory.total
+        + if limits.shares_host_memory {
+            memory.host
+        } else {
+            0
+        };
+    (needed > allowed).then(|| {
         format!(
             "a step needs about {}, over {:.0}% of the {} budget ({})",
-            fmt_bytes(memory.total),
+            fmt_bytes(needed),
             SAFETY_MARGIN * 100.0,
             fmt_bytes(limits.budget),
             limits.budget_source
@@ -110,39 +122,68 @@ pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
     })
 }
 
-/// Micro-batches that divide `effective` and fit, largest first, with their modelled steps.
+/// A micro-batch with the cheapest levers that make it fit, and its modelled step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub micro_batch: usize,
+    pub levers: Levers,
+    pub memory: StepMemory,
+}
+
+/// The cheapest of `options` (cheapest first) with which micro-batch `micro` fits, if any.
+pub fn fitting(
+    model: &ModelConfig,
+    options: &[Levers],
+    micro: usize,
+    accum: usize,
+    limits: &DeviceLimits,
+) -> Option<Candidate> {
+    options.iter().find_map(|&levers| {
+        let memory = step_memory(model, micro, accum, levers);
+        misfit(&memory, limits).is_none().then_some(Candidate {
+            micro_batch: micro,
+            levers,
+            memory,
+        })
+    })
+}
+
+/// Micro-batches that divide `effective` and fit with one of `options`, largest first, each
+/// with the cheapest levers that make it fit.
 pub fn candidates(
     model: &ModelConfig,
-    kernels: Kernels,
+    options: &[Levers],
     effective: usize,
     limits: &DeviceLimits,
-) -> Vec<(usize, StepMemory)> {
+) -> Vec<Candidate> {
     (1..=effective)
         .rev()
         .filter(|m| effective.is_multiple_of(*m))
-        .map(|m| (m, step_memory(model, m, effective / m, kernels)))
-        .filter(|(_, mem)| misfit(mem, limits).is_none())
+        .filter_map(|m| fitting(model, options, m, effective / m, limits))
         .collect()
 }
 
-/// Plans the batch of `config` for a device with `limits` whose operations are `kernels`.
+/// Plans the batch of `config` for a device with `limits`, with any of the lever sets
+/// `options` (cheapest first, see [`super::levers::options`]).
 ///
 /// A given `batch_size` is checked against the memory model and kept; `auto` asks `trial` to
-/// run the largest `options.sizes` candidates for real (micro-batch, accumulation → what it
-/// measured) and keeps the fastest.
+/// run the largest `trial_options.sizes` candidates for real (micro-batch, accumulation and
+/// levers → what it measured) and keeps the fastest, so a lever that costs time is used only
+/// for a size that needs it, and only when that size is still faster.
 pub async fn search(
     config: &Config,
-    kernels: Kernels,
+    options: &[Levers],
     limits: &DeviceLimits,
-    options: TrialOptions,
-    mut trial: impl AsyncFnMut(usize, usize) -> Trial,
+    trial_options: TrialOptions,
+    mut trial: impl AsyncFnMut(usize, usize, Levers) -> Trial,
 ) -> Result<BatchPlan> {
-    let mut search = match Search::start(config, kernels, limits, options)? {
+    let mut search = match Search::start(config, options, limits, trial_options)? {
         Start::Planned(plan) => return Ok(*plan),
         Start::Trials(search) => search,
     };
-    while let Some(micro) = search.next_size() {
-        search.record(trial(micro, search.accum(micro)).await);
+    while let Some(next) = search.next_size() {
+        let (micro, levers) = (next.micro_batch, next.levers);
+        search.record(trial(micro, search.accum(micro), levers).await);
     }
     search.finish()
 }
@@ -158,9 +199,9 @@ enum Start<'a> {
 /// The walk over fitting micro-batches, largest first.
 struct Search<'a> {
     config: &'a Config,
-    kernels: Kernels,
+    options: &'a [Levers],
     limits: &'a DeviceLimits,
-    fitting: Vec<(usize, StepMemory)>,
+    fitting: Vec<Candidate>,
     sizes: usize,
     trials: Vec<Trial>,
 }
@@ -168,35 +209,34 @@ struct Search<'a> {
 impl<'a> Search<'a> {
     fn start(
         config: &'a Config,
-        kernels: Kernels,
+        options: &'a [Levers],
         limits: &'a DeviceLimits,
-        options: TrialOptions,
+        trial_options: TrialOptions,
     ) -> Result<Start<'a>> {
         let model = &config.model;
         let effective = config.train.effective_batch;
         let search = Search {
             config,
-            kernels,
+            options,
             limits,
-            fitting: candidates(model, kernels, effective, limits),
-            sizes: options.sizes,
+            fitting: candidates(model, options, effective, limits),
+            sizes: trial_options.sizes,
             trials: Vec::new(),
         };
         if let BatchSize::Fixed(micro) = config.train.batch_size {
-            let memory = step_memory(model, micro, effective / micro, kernels);
-            if let Some(why) = misfit(&memory, limits) {
+            let Some(given) = fitting(model, options, micro, effective / micro, limits) else {
+                let why = search.why_not(micro);
                 return Err(does_not_fit(micro, why, &search.fitting, effective, limits));
-            }
+            };
             return Ok(Start::Planned(Box::new(
-                search.make(micro, PlanSource::Given),
+                search.make(&given, PlanSource::Given),
             )));
         }
-        let Some(&(largest, _)) = search.fitting.first() else {
-            let why =
-                misfit(&step_memory(model, 1, effective, kernels), limits).unwrap_or_default();
+        let Some(largest) = search.fitting.first() else {
+            let why = search.why_not(1);
             return Err(does_not_fit(1, why, &search.fitting, effective, limits));
         };
-        if options.sizes == 0 {
+        if trial_options.sizes == 0 {
             return Ok(Start::Planned(Box::new(
                 search.make(largest, PlanSource::Modelled),
             )));
@@ -204,12 +244,19 @@ impl<'a> Search<'a> {
         Ok(Start::Trials(search))
     }
 
+    /// Why `micro` does not fit even with the levers that save the most memory.
+    fn why_not(&self, micro: usize) -> String {
+        let levers = *self.options.last().expect("at least one set of levers");
+        let memory = step_memory(&self.config.model, micro, self.accum(micro), levers);
+        misfit(&memory, self.limits).unwrap_or_default()
+    }
+
     fn accum(&self, micro: usize) -> usize {
         self.config.train.effective_batch / micro
     }
 
     /// The next size to try, or `None` when the search is over.
-    fn next_size(&self) -> Option<usize> {
+    fn next_size(&self) -> Option<Candidate> {
         let ok: Vec<&Trial> = self.trials.iter().filter(|t| t.ok()).collect();
         if ok.len() == self.sizes {
             return None;
@@ -224,17 +271,23 @@ impl<'a> Search<'a> {
         {
             return None;
         }
-        let micro = self.fitting.get(self.trials.len())?.0;
-        tracing::info!("batch plan: trying micro-batch {micro}");
-        Some(micro)
+        let next = self.fitting.get(self.trials.len())?.clone();
+        tracing::info!(
+            "batch plan: trying micro-batch {} ({})",
+            next.micro_batch,
+            next.levers.describe()
+        );
+        Some(next)
     }
 
     /// Keeps a trial with the memory model's prediction beside what it measured, rejecting it
     /// when its measured peak is over the budget.
     fn record(&mut self, mut trial: Trial) {
         let micro = trial.micro_batch;
-        trial.predicted_peak =
-            step_memory(&self.config.model, micro, self.accum(micro), self.kernels).total;
+        if let Some(c) = self.fitting.iter().find(|c| c.micro_batch == micro) {
+            trial.predicted_peak = c.memory.total;
+            trial.levers = Some(c.levers);
+        }
         if trial.ok()
             && let Some(peak) = trial.measured_peak
             && peak > self.limits.budget
@@ -260,7 +313,7 @@ impl<'a> Search<'a> {
                 .find_map(|t| t.error.clone())
                 .unwrap_or_default();
             return Err(does_not_fit(
-                self.fitting.last().map_or(1, |c| c.0),
+                self.fitting.last().map_or(1, |c| c.micro_batch),
                 format!("every trial step failed ({why})"),
                 &[],
                 effective,
@@ -268,20 +321,27 @@ impl<'a> Search<'a> {
             ));
         };
         let trials = std::mem::take(&mut self.trials);
-        let mut plan = self.make(best, PlanSource::Measured);
+        let chosen = self
+            .fitting
+            .iter()
+            .find(|c| c.micro_batch == best)
+            .expect("trials are of fitting sizes");
+        let mut plan = self.make(chosen, PlanSource::Measured);
         plan.trials = trials;
         Ok(plan)
     }
 
-    fn make(&self, micro: usize, source: PlanSource) -> BatchPlan {
+    fn make(&self, chosen: &Candidate, source: PlanSource) -> BatchPlan {
         let (config, effective) = (self.config, self.config.train.effective_batch);
+        let micro = chosen.micro_batch;
         BatchPlan {
             micro_batch: micro,
             accum: effective / micro,
             effective_batch: effective,
             world_size: 1,
             lr: scaled_lr(config.optim.base_lr, effective, config.optim.lr_base_batch),
-            predicted: step_memory(&config.model, micro, effective / micro, self.kernels),
+            levers: Some(chosen.levers),
+            predicted: chosen.memory.clone(),
             limits: self.limits.clone(),
             source,
             trials: Vec::new(),
@@ -311,7 +371,10 @@ pub fn reusable(
     previous: Option<&BatchPlan>,
 ) -> Option<BatchPlan> {
     let p = previous.filter(|_| config.train.batch_size == BatchSize::Auto)?;
-    if p.limits.key == limits.key && p.effective_batch == config.train.effective_batch {
+    if p.limits.key == limits.key
+        && p.effective_batch == config.train.effective_batch
+        && p.levers.is_some()
+    {
         let mut reused = p.clone();
         reused.source = PlanSource::Reused;
         reused.limits = limits.clone();
@@ -329,12 +392,12 @@ pub fn reusable(
 fn does_not_fit(
     requested: usize,
     why: String,
-    fitting: &[(usize, StepMemory)],
+    fitting: &[Candidate],
     effective: usize,
     limits: &DeviceLimits,
 ) -> SaplingError {
-    let advice = match fitting.first() {
-        Some(&(m, _)) => format!(
+    let advice = match fitting.first().map(|c| c.micro_batch) {
+        Some(m) => format!(
             "The largest micro-batch that fits is {m}: use --batch-size {m} ({} to keep the effective batch of {effective}), or --batch-size auto",
             accumulation_steps(effective / m)
         ),

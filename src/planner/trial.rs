@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::levers::Levers;
+
 /// What one micro-batch size did on the device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
@@ -22,6 +24,9 @@ pub struct Trial {
     pub measured_peak: Option<u64>,
     /// How `measured_peak` was read.
     pub measured_by: Option<String>,
+    /// The levers the trial ran with.
+    #[serde(default)]
+    pub levers: Option<Levers>,
 }
 
 impl Trial {

@@ -5,12 +5,16 @@ pub mod metrics;
 /// What a run writes after each step.
 #[cfg(not(target_family = "wasm"))]
 mod outputs;
+/// Activation checkpointing: backward stage by stage, recomputing each.
+mod recompute;
 /// The loop (the command line's; the browser drives `Trainer` from `web/`).
 #[cfg(not(target_family = "wasm"))]
 pub mod run;
 /// Setting a run up.
 #[cfg(not(target_family = "wasm"))]
 mod setup;
+/// AdamW sharded across MPI ranks on the host (ZeRO stage 1).
+mod sharded;
 /// One optimizer step with accumulation and clipping.
 pub mod step;
 /// Running totals and the end-of-run summary.
@@ -25,6 +29,6 @@ pub mod trial;
 pub use run::{RunOptions, RunSummary, train};
 pub use step::{PhaseTimes, StepStats, Timing, Trainer};
 pub use timer::{TimedSteps, time_fresh, time_steps};
+pub use trial::{lever_options, plan_async, run_trial_async};
 #[cfg(not(target_family = "wasm"))]
-pub use trial::{plan, plan_for_run, run_trial};
-pub use trial::{plan_async, run_trial_async};
+pub use trial::{plan, plan_for_run, plan_in_world, run_trial};

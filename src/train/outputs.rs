@@ -180,26 +180,26 @@ impl Outputs {
         here
     }
 
-    /// A checkpoint of step `done` (rank 0), then a barrier: no rank runs ahead of a
-    /// checkpoint it might have to resume from.
+    /// A checkpoint of step `done`: rank 0 writes it (every rank its shard of a sharded
+    /// optimizer), and no rank runs ahead of a checkpoint it might have to resume from.
     fn save(&mut self, run: &Run, done: u64) -> Result<()> {
-        if self.lead {
-            let state = TrainState {
-                step: done,
-                samples: run.loader.position(),
-                plan: Some(run.plan.clone()),
-                config: self.config.clone(),
-            };
-            let path = checkpoint::save(
-                &self.out,
-                run.trainer.model(),
-                run.trainer.optim(),
-                &state,
-                self.config.train.keep_checkpoints,
-            )?;
-            self.checkpoint = Some(path);
+        let state = TrainState {
+            step: done,
+            samples: run.loader.position(),
+            plan: Some(run.plan.clone()),
+            config: self.config.clone(),
+        };
+        let path = checkpoint::save(
+            &self.out,
+            run.trainer.model(),
+            run.trainer.moments()?,
+            &state,
+            self.config.train.keep_checkpoints,
+            self.world.as_ref(),
+        )?;
+        if path.is_some() {
+            self.checkpoint = path;
         }
-        self.world.barrier();
         Ok(())
     }
 

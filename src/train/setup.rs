@@ -7,15 +7,14 @@ use burn::tensor::Device;
 
 use super::run::RunOptions;
 use super::step::Trainer;
-use super::trial::plan_for_run;
+use super::trial::{lever_options, plan_for_run};
 use crate::config::Config;
 use crate::data::{Batch, ImageSource, Loader, Shard};
 use crate::device;
 use crate::dist::{Collective, World};
 use crate::error::{Result, SaplingError};
-use crate::ops::Kernels;
 use crate::optim::{Schedule, scaled_lr};
-use crate::planner::{BatchPlan, DeviceLimits, step_memory};
+use crate::planner::{BatchPlan, DeviceLimits, fitting};
 
 /// A run ready to step.
 pub(super) struct Run {
@@ -78,7 +77,11 @@ impl Run {
         let plan = plan_across(config, &selected.device, &limits, previous, world.as_ref())?;
         let total = config.train.total_steps(source.len());
         let schedule = Schedule::new(&config.optim, plan.effective_batch, total);
-        let mut trainer = Trainer::new(config, &selected.device)?;
+        let levers = plan.levers.expect("a run's plan has its levers");
+        // A fresh start copies rank 0's weights to every rank; a restore then replaces them by
+        // the checkpoint's on every rank (and a sharded optimizer needs its rank to restore).
+        let mut trainer =
+            Trainer::with_levers(config, &selected.device, levers)?.join(world.clone())?;
         if let Some(loaded) = &options.resume {
             trainer.restore(loaded, config)?;
             tracing::info!(
@@ -87,8 +90,6 @@ impl Run {
                 loaded.state.step
             );
         }
-        // After a restore every rank holds the same weights already; a fresh start copies rank 0's.
-        let trainer = trainer.join(world.clone());
         let (start_step, start_sample) = start_of(options);
         let steps = start_step..total;
         let describe = format!("{} ({})", selected.describe(), world.describe());
@@ -165,7 +166,7 @@ fn plan_across(
         p.effective_batch = global / ranks;
         p
     });
-    let mut plan = plan_for_run(&share, device, limits, previous.as_ref())?;
+    let mut plan = plan_for_run(&share, device, limits, previous.as_ref(), ranks)?;
     let micro = world.all_reduce_min(plan.micro_batch as u64) as usize;
     if micro != plan.micro_batch {
         tracing::info!(
@@ -173,10 +174,27 @@ fn plan_across(
             plan.micro_batch
         );
     }
-    let kernels = Kernels::resolve(config.train.kernels, device)?;
+    let accum = global / ranks / micro;
+    // This rank's cheapest levers at the micro-batch all ranks use; if any rank needs the
+    // optimizer sharded, all shard it.
+    let mut options = lever_options(config, device, limits, ranks)?;
+    let here = fitting(&config.model, &options, micro, accum, limits);
+    let sharded = here.as_ref().is_some_and(|c| c.levers.shards > 1);
+    if world.all_reduce_min(u64::from(!sharded)) == 0 {
+        options.retain(|l| l.shards > 1);
+    }
+    // Memory only shrinks with the micro-batch, so a size another rank chose below this
+    // rank's own fits here too.
+    let chosen = fitting(&config.model, &options, micro, accum, limits).ok_or_else(|| {
+        SaplingError::Device(format!(
+            "micro-batch {micro}, chosen across ranks, does not fit on {}",
+            limits.adapter
+        ))
+    })?;
     plan.micro_batch = micro;
-    plan.accum = global / ranks / micro;
-    plan.predicted = step_memory(&config.model, micro, plan.accum, kernels);
+    plan.accum = accum;
+    plan.levers = Some(chosen.levers);
+    plan.predicted = chosen.memory;
     plan.world_size = ranks;
     plan.effective_batch = global;
     plan.lr = scaled_lr(config.optim.base_lr, global, config.optim.lr_base_batch);

@@ -9,15 +9,19 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use std::rc::Rc;
 
+use crate::checkpoint::{Loaded, Moments};
 use crate::config::Config;
 use crate::data::Batch;
 use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights};
 use crate::error::{Result, SaplingError};
-use crate::model::{MaskPlan, MaskedAutoencoder, init};
-use crate::ops::Ops;
+use crate::model::{MaskPlan, MaskedAutoencoder, MaskedBatch, init};
 use crate::optim::{self, clip};
+use crate::planner::Levers;
 use crate::seed::{self, mix};
 use crate::timing::drain;
+
+use super::recompute::backward_by_stages;
+use super::sharded::ShardedAdamW;
 use web_time::Instant;
 
 /// Runs `f` with burn's default device set to Flex.
@@ -73,12 +77,22 @@ pub struct PhaseTimes {
     pub optimizer: f64,
 }
 
+/// How a step's gradients become new weights.
+enum Update {
+    /// burn's optimizer (or the fused CPU AdamW) on the device: gradients summed there and,
+    /// with several ranks, all-reduced.
+    Device(ModuleOptimizer),
+    /// AdamW sharded across the ranks, on the host (ZeRO stage 1).
+    Sharded(Box<ShardedAdamW>),
+}
+
 /// The model and its optimizer, on an autodiff device.
 pub struct Trainer {
     model: Option<MaskedAutoencoder>,
-    optim: ModuleOptimizer,
+    update: Update,
+    optim_config: crate::config::OptimConfig,
     device: Device,
-    ops: Ops,
+    levers: Levers,
     clip_grad: f64,
     seed: u64,
     /// Patches per image and kept patches per image, for drawing masks.
@@ -89,65 +103,142 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh model with MAE's initialisation, seeded by `config.train.seed`.
+    /// A fresh model with MAE's initialisation, seeded by `config.train.seed`, with the levers
+    /// `config` asks for outright (see [`Levers::of`]).
     pub fn new(config: &Config, device: &Device) -> Result<Self> {
+        Self::with_levers(
+            config,
+            device,
+            Levers::of(config, *device == Device::flex()),
+        )
+    }
+
+    /// [`Trainer::new`] with the given `levers` (a batch plan's).
+    pub fn with_levers(config: &Config, device: &Device, levers: Levers) -> Result<Self> {
         let device = device.clone().autodiff();
         device.seed(config.train.seed);
         let model = MaskedAutoencoder::new(&config.model, &device);
-        Self::from_model(config, model, &device)
+        Self::from_model_with(config, model, &device, levers)
     }
 
-    /// Trains an existing model (already on `device`), on the operations `config` asks for.
+    /// Trains an existing model (already on `device`), with the levers `config` asks for.
     pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Result<Self> {
-        let ops = Ops::resolve(config.train.kernels, device)?;
+        let levers = Levers::of(config, *device == Device::flex());
+        Self::from_model_with(config, model, device, levers)
+    }
+
+    /// [`Trainer::from_model`] with the given `levers`.
+    pub fn from_model_with(
+        config: &Config,
+        model: MaskedAutoencoder,
+        device: &Device,
+        levers: Levers,
+    ) -> Result<Self> {
+        levers.kernels.check(device)?;
+        let ops = levers.ops();
         init::materialize(&model);
         let model = model.with_ops(ops);
-        let optim = optim::adamw(&config.optim, &model, ops.kernels);
+        let bucket_bytes = (config.train.allreduce_bucket_mib << 20) as usize;
+        // A sharded optimizer is built for a world of one until the trainer joins its world
+        // (a trial step of a sharded plan runs so, alone).
+        let update = if levers.shards > 1 {
+            let shard = ShardedAdamW::new(&model, &config.optim, &Solo, bucket_bytes);
+            Update::Sharded(Box::new(shard))
+        } else {
+            Update::Device(optim::adamw(&config.optim, &model, ops.kernels))
+        };
         let mask_shape = (model.config.num_patches(), model.config.num_visible());
         Ok(Trainer {
             model: Some(model),
-            optim,
+            update,
+            optim_config: config.optim.clone(),
             device: device.clone(),
-            ops,
+            levers,
             clip_grad: config.optim.clip_grad,
             seed: config.train.seed,
             mask_shape,
             world: Rc::new(Solo),
-            bucket_bytes: (config.train.allreduce_bucket_mib << 20) as usize,
+            bucket_bytes,
             overlap: config.train.allreduce_overlap,
         })
     }
 
+    /// The memory levers this trainer's steps use.
+    pub fn levers(&self) -> Levers {
+        self.levers
+    }
+
     /// Joins `world`: rank 0's weights are copied to every rank (initialisation differs per
-    /// process and backend), and every step averages gradients over the ranks.
-    pub fn join(mut self, world: World) -> Self {
+    /// process and backend), and every step averages gradients over the ranks; with the
+    /// sharding lever, each rank keeps and updates its shard of AdamW from here on.
+    pub fn join(mut self, world: World) -> Result<Self> {
         if world.size() > 1 {
             let model = self.model.take().expect("model is present between steps");
             self.model = Some(broadcast_weights(model, world.as_ref()));
         }
+        if self.levers.shards > 1 {
+            if self.levers.shards != world.size() {
+                return Err(SaplingError::config(
+                    "train.shard_optimizer",
+                    format!(
+                        "the plan shards the optimizer over {} ranks but {} run",
+                        self.levers.shards,
+                        world.size()
+                    ),
+                ));
+            }
+            let bucket = self.bucket_bytes;
+            let shard = ShardedAdamW::new(self.model(), &self.optim_config, world.as_ref(), bucket);
+            self.update = Update::Sharded(Box::new(shard));
+        }
         self.world = world;
-        self
+        Ok(self)
     }
 
-    /// Restores weights and optimizer moments from a checkpoint of the same model config.
-    pub fn restore(&mut self, loaded: &crate::checkpoint::Loaded, config: &Config) -> Result<()> {
+    /// Restores weights and optimizer moments from a checkpoint of the same model config
+    /// (after [`Trainer::join`], so a sharded optimizer knows its rank).
+    pub fn restore(&mut self, loaded: &Loaded, config: &Config) -> Result<()> {
         let model = self.model.take().expect("model is present between steps");
-        let model = loaded.load_model(model)?.with_ops(self.ops);
+        let ops = self.levers.ops();
+        let model = loaded.load_model(model)?.with_ops(ops);
+        if let Update::Sharded(_) = self.update {
+            if !loaded.is_sharded() {
+                self.model = Some(model);
+                return Err(SaplingError::config(
+                    "train.shard_optimizer",
+                    format!(
+                        "{} holds the optimizer's moments whole; resume it with \
+                         --shard-optimizer false",
+                        loaded.path.display()
+                    ),
+                ));
+            }
+            let bucket = self.bucket_bytes;
+            let mut shard = ShardedAdamW::new(&model, &config.optim, self.world.as_ref(), bucket);
+            shard.restore(&loaded.shards()?)?;
+            self.update = Update::Sharded(Box::new(shard));
+            self.model = Some(model);
+            return Ok(());
+        }
         // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
         // ids, so it must be rebuilt from the restored model before the moments are loaded.
-        let optim = optim::adamw(&config.optim, &model, self.ops.kernels);
-        self.optim = if self.device == Device::flex() {
-            flex_default_device(|| loaded.load_optim(optim))?
+        let optim = optim::adamw(&config.optim, &model, ops.kernels);
+        let optim = if self.device == Device::flex() {
+            flex_default_device(|| loaded.load_optim(optim))
         } else {
-            loaded.load_optim(optim)?
+            loaded.load_optim(optim)
         };
         self.model = Some(model);
+        self.update = Update::Device(optim?);
         Ok(())
     }
 
-    /// The optimizer (its moments go into checkpoints).
-    pub fn optim(&self) -> &ModuleOptimizer {
-        &self.optim
+    /// The optimizer's part of a checkpoint: burn's record, or this rank's shard.
+    pub fn moments(&self) -> Result<Moments<'_>> {
+        match &self.update {
+            Update::Device(optim) => Ok(Moments::Whole(optim)),
+            Update::Sharded(shard) => Ok(Moments::Shard(shard.to_bytes()?)),
+        }
     }
 
     /// The model as it is now.
@@ -250,8 +341,10 @@ impl Trainer {
     }
 
     /// Forward and backward over every micro-batch, the all-reduce over ranks and the global
-    /// norm: everything up to the step's one readback, queued on the device. With
-    /// [`Timing::Split`], also the seconds of the forward passes alone.
+    /// norm: everything up to the step's one readback, queued on the device. With the
+    /// optimizer sharded, every micro-batch's gradients are summed on the host instead and
+    /// only the loss is read back. With [`Timing::Split`], also the seconds of the forward
+    /// passes alone.
     async fn forward_backward(
         &mut self,
         batches: Vec<Batch>,
@@ -271,12 +364,25 @@ impl Trainer {
                     return Err(e);
                 }
             };
+            match &mut self.update {
+                Update::Device(_) => acc.accumulate(&model, grads),
+                Update::Sharded(shard) => shard.accumulate(&model, &grads),
+            }
             forward += secs;
-            acc.accumulate(&model, grads);
             loss_sum = Some(match loss_sum {
                 Some(s) => s + loss,
                 None => loss,
             });
+        }
+        let loss_sum = loss_sum.expect("at least one micro-batch");
+        if let Update::Sharded(_) = self.update {
+            let pending = Pending {
+                model,
+                grads: None,
+                readout: loss_sum,
+                reduce: ReduceStats::default(),
+            };
+            return Ok((pending, split.then_some(forward)));
         }
         let mut grads = acc.grads();
         let reduce = if self.world.size() > 1 {
@@ -292,14 +398,10 @@ impl Trainer {
         };
         let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
         // One readback per step: the loss and the norm together.
-        let readout = Tensor::cat(
-            vec![loss_sum.expect("at least one micro-batch"), norm.clone()],
-            0,
-        );
+        let readout = Tensor::cat(vec![loss_sum, norm.clone()], 0);
         let pending = Pending {
             model,
-            grads,
-            norm,
+            grads: Some((grads, norm)),
             readout,
             reduce,
         };
@@ -307,7 +409,9 @@ impl Trainer {
     }
 
     /// Forward and backward of one of `accum` micro-batches: its loss (detached, already
-    /// divided by `accum`), its gradients, and with `split` the seconds of its forward pass.
+    /// divided by `accum`), its gradients and, with `split`, the seconds of its forward pass.
+    /// With activation checkpointing the forward pass keeps only each stage's input and the
+    /// backward recomputes the stages one by one (see `recompute`).
     async fn backward_one(
         &self,
         model: &MaskedAutoencoder,
@@ -320,9 +424,16 @@ impl Trainer {
             TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
             &self.device,
         );
+        let masked = MaskedBatch::new(images, &plan);
+        if self.levers.checkpointing {
+            let mut stages = GradientsAccumulator::<MaskedAutoencoder>::new();
+            let (loss, forward) =
+                backward_by_stages(model, &masked, accum, split, &mut stages).await?;
+            return Ok((loss, stages.grads(), forward));
+        }
         let started = Instant::now();
         // Accumulated gradients are summed, so each micro-batch carries 1/accum of the loss.
-        let loss = model.forward(images, &plan).loss.div_scalar(accum as f64);
+        let loss = model.forward_batch(&masked).loss.div_scalar(accum as f64);
         if split {
             drain(&self.device, loss.clone()).await?;
         }
@@ -336,26 +447,55 @@ impl Trainer {
     fn apply(&mut self, pending: Pending, values: &[f32], step: u64, lr: f64) -> Result<StepStats> {
         let Pending {
             model,
-            mut grads,
-            norm,
-            reduce,
+            grads,
+            mut reduce,
             ..
         } = pending;
-        let mut loss = [values[0]];
-        if self.world.size() > 1 {
-            self.world.all_reduce_sum(&mut loss);
-        }
-        let (loss, grad_norm) = (loss[0] as f64 / self.world.size() as f64, values[1] as f64);
+        let world = self.world.clone();
+        let started = Instant::now();
+        let (loss, grad_norm, sharded_grad) = match (&mut self.update, &grads) {
+            (Update::Sharded(shard), _) => {
+                let (grad, r) = shard.reduce(values[0], world.as_ref());
+                reduce.bytes = r.bytes;
+                reduce.buckets = 1;
+                (r.loss, r.grad_norm, Some(grad))
+            }
+            (Update::Device(_), _) => {
+                let mut loss = [values[0]];
+                if world.size() > 1 {
+                    world.all_reduce_sum(&mut loss);
+                }
+                let loss = loss[0] as f64 / world.size() as f64;
+                (loss, values[1] as f64, None)
+            }
+        };
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
                 self.model = Some(model);
                 return Err(SaplingError::NonFinite { what, value, step });
             }
         }
-        if self.clip_grad > 0.0 {
-            clip::clip_to(&model, &mut grads, norm, self.clip_grad);
-        }
-        self.model = Some(self.optim.step(lr, model, grads));
+        let model = match (&mut self.update, grads, sharded_grad) {
+            (Update::Device(optim), Some((mut grads, norm)), _) => {
+                if self.clip_grad > 0.0 {
+                    clip::clip_to(&model, &mut grads, norm, self.clip_grad);
+                }
+                optim.step(lr, model, grads)
+            }
+            (Update::Sharded(shard), _, Some(grad)) => {
+                // `clip::clip_to`'s factor, in the same f32 arithmetic.
+                let scale = if self.clip_grad > 0.0 {
+                    ((grad_norm as f32 + 1e-6).recip() * self.clip_grad as f32).min(1.0)
+                } else {
+                    1.0
+                };
+                let model = shard.apply(model, grad, lr, scale, world.as_ref());
+                reduce.seconds = started.elapsed().as_secs_f64();
+                model
+            }
+            _ => unreachable!("the pending step matches the optimizer"),
+        };
+        self.model = Some(model);
         Ok(StepStats {
             loss,
             grad_norm,
@@ -367,9 +507,10 @@ impl Trainer {
 /// A step between its forward/backward pass and its one readback.
 struct Pending {
     model: MaskedAutoencoder,
-    grads: GradientsParams,
-    norm: Tensor<1>,
-    /// `[loss sum, gradient norm]`, read back together.
+    /// The summed gradients and their global norm, on the device (`None` when the sharded
+    /// optimizer summed them on the host).
+    grads: Option<(GradientsParams, Tensor<1>)>,
+    /// `[loss sum, gradient norm]` read back together, or the loss sum alone when sharded.
     readout: Tensor<1>,
     reduce: ReduceStats,
 }

@@ -8,6 +8,7 @@ use super::step::{PhaseTimes, Timing, Trainer};
 use crate::config::{BatchSize, Config};
 use crate::data::Batch;
 use crate::error::Result;
+use crate::planner::Levers;
 use crate::timing::{median, repeat};
 
 /// The learning rate of timed steps: they measure, they do not need to learn.
@@ -50,19 +51,19 @@ pub async fn time_steps(
     })
 }
 
-/// [`time_steps`] of a fresh trainer of `config` at micro-batch `micro` with `accum`
-/// micro-batches per step, all copies of one synthetic batch (a step's cost does not depend on
-/// the pixels).
+/// [`time_steps`] of a fresh trainer of `config` with `levers` at micro-batch `micro` with
+/// `accum` micro-batches per step, all copies of one synthetic batch (a step's cost does not
+/// depend on the pixels).
 pub async fn time_fresh(
     config: &Config,
     device: &Device,
-    micro: usize,
-    accum: usize,
+    (micro, accum): (usize, usize),
+    levers: Levers,
     steps: TimedSteps,
 ) -> Result<PhaseTimes> {
     let mut config = config.clone();
     config.train.batch_size = BatchSize::Fixed(micro);
-    let mut trainer = Trainer::new(&config, device)?;
+    let mut trainer = Trainer::with_levers(&config, device, levers)?;
     let batch = Batch::synthetic(micro, config.model.img_size, config.train.seed);
     time_steps(&mut trainer, &vec![batch; accum.max(1)], steps).await
 }

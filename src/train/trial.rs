@@ -7,11 +7,11 @@ use burn::tensor::Device;
 
 use super::step::{PhaseTimes, Timing};
 use super::timer::{TimedSteps, time_fresh};
-use crate::config::Config;
+use crate::config::{Config, Sharding};
 use crate::device::PeakMeter;
-use crate::error::Result;
+use crate::error::{Result, SaplingError};
 use crate::ops::Kernels;
-use crate::planner::{self, BatchPlan, DeviceLimits, Trial, TrialOptions};
+use crate::planner::{self, BatchPlan, DeviceLimits, Levers, Trial, TrialOptions};
 
 /// Plans the batch of `config` on `device`: the memory model, then real trial steps as
 /// `options` says (see [`planner::search`]).
@@ -21,10 +21,16 @@ pub async fn plan_async(
     limits: &DeviceLimits,
     options: TrialOptions,
 ) -> Result<BatchPlan> {
-    let kernels = Kernels::resolve(config.train.kernels, device)?;
-    planner::search(config, kernels, limits, options, async |micro, accum| {
-        run_trial_async(config, device, micro, accum, options.steps).await
-    })
+    let levers = lever_options(config, device, limits, 1)?;
+    planner::search(
+        config,
+        &levers,
+        limits,
+        options,
+        async |micro, accum, levers| {
+            run_trial_async(config, device, (micro, accum), levers, options.steps).await
+        },
+    )
     .await
 }
 
@@ -37,46 +43,87 @@ pub fn plan(
     limits: &DeviceLimits,
     options: TrialOptions,
 ) -> Result<BatchPlan> {
-    let kernels = Kernels::resolve(config.train.kernels, device)?;
+    plan_in_world(config, device, limits, options, 1)
+}
+
+/// [`plan`] for one of `ranks` MPI ranks (the sharding lever needs several): `config`'s
+/// effective batch is this rank's share.
+#[cfg(not(target_family = "wasm"))]
+pub fn plan_in_world(
+    config: &Config,
+    device: &Device,
+    limits: &DeviceLimits,
+    options: TrialOptions,
+    ranks: usize,
+) -> Result<BatchPlan> {
+    let levers = lever_options(config, device, limits, ranks)?;
     pollster::block_on(planner::search(
         config,
-        kernels,
+        &levers,
         limits,
         options,
-        async |micro, accum| run_trial(config, device, micro, accum, options.steps),
+        async |micro, accum, levers| {
+            run_trial(config, device, (micro, accum), levers, options.steps)
+        },
     ))
 }
 
-/// The plan of a training run: the checkpoint's (`previous`) on the same device and effective
-/// batch, otherwise planned afresh.
+/// The levers `config` allows on `device` with `limits` in a world of `ranks`, cheapest first;
+/// kernels the device cannot run, and sharding without several MPI ranks, are refused naming
+/// the field.
+pub fn lever_options(
+    config: &Config,
+    device: &Device,
+    limits: &DeviceLimits,
+    ranks: usize,
+) -> Result<Vec<Levers>> {
+    Kernels::resolve(config.train.kernels, device)?;
+    if config.train.shard_optimizer == Sharding::On && ranks < 2 {
+        let why = if cfg!(feature = "mpi") {
+            "needs several MPI ranks: start the run with `mpirun -n N`, or set it to false"
+        } else {
+            "needs several MPI ranks, and this build has no MPI: build with `--features mpi` \
+             and start the run with `mpirun -n N`, or set it to false"
+        };
+        return Err(SaplingError::config("train.shard_optimizer", why));
+    }
+    let on_flex = *device == Device::flex();
+    let max_tensor = limits.max_storage_buffer_binding_size;
+    Ok(planner::levers::options(config, on_flex, max_tensor, ranks))
+}
+
+/// The plan of one of `ranks` ranks of a training run: the checkpoint's (`previous`) on the
+/// same device and effective batch, otherwise planned afresh.
 #[cfg(not(target_family = "wasm"))]
 pub fn plan_for_run(
     config: &Config,
     device: &Device,
     limits: &DeviceLimits,
     previous: Option<&BatchPlan>,
+    ranks: usize,
 ) -> Result<BatchPlan> {
     match planner::reusable(config, limits, previous) {
         Some(plan) => Ok(plan),
-        None => plan(config, device, limits, TrialOptions::default()),
+        None => plan_in_world(config, device, limits, TrialOptions::default(), ranks),
     }
 }
 
 /// One warm-up step (it compiles kernels and allocates AdamW's moments) and `timed` measured
-/// steps of micro-batch `micro` on a fresh model; `accum` only turns the phase times into
-/// whole-step throughput. Failures, panics included, come back as [`Trial::error`].
+/// steps of micro-batch `micro` with `levers` on a fresh model; `accum` only turns the phase
+/// times into whole-step throughput. Failures, panics included, come back as
+/// [`Trial::error`].
 #[cfg(not(target_family = "wasm"))]
 pub fn run_trial(
     config: &Config,
     device: &Device,
-    micro: usize,
-    accum: usize,
+    (micro, accum): (usize, usize),
+    levers: Levers,
     timed: usize,
 ) -> Trial {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     let meter = PeakMeter::start(device);
     let measured = catch_unwind(AssertUnwindSafe(|| {
-        pollster::block_on(measure(config, device, micro, timed))
+        pollster::block_on(measure(config, device, micro, levers, timed))
     }));
     let result = match measured {
         Ok(measured) => measured.map_err(|e| e.to_string()),
@@ -94,12 +141,12 @@ pub fn run_trial(
 pub async fn run_trial_async(
     config: &Config,
     device: &Device,
-    micro: usize,
-    accum: usize,
+    (micro, accum): (usize, usize),
+    levers: Levers,
     timed: usize,
 ) -> Trial {
     let meter = PeakMeter::start(device);
-    let result = measure(config, device, micro, timed)
+    let result = measure(config, device, micro, levers, timed)
         .await
         .map_err(|e| e.to_string());
     conclude(device, micro, accum, meter, result)
@@ -110,6 +157,7 @@ async fn measure(
     config: &Config,
     device: &Device,
     micro: usize,
+    levers: Levers,
     timed: usize,
 ) -> Result<PhaseTimes> {
     let steps = TimedSteps {
@@ -117,7 +165,7 @@ async fn measure(
         timed,
         timing: Timing::Phases,
     };
-    time_fresh(config, device, micro, 1, steps).await
+    time_fresh(config, device, (micro, 1), levers, steps).await
 }
 
 /// The trial from its measurement (the medians, or why the size failed) and the peak memory
@@ -138,6 +186,7 @@ fn conclude(
         predicted_peak: 0,
         measured_peak: None,
         measured_by: None,
+        levers: None,
     };
     if let Some((peak, how)) = meter.finish(device) {
         trial.measured_peak = Some(peak);

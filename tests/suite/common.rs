@@ -128,7 +128,7 @@ pub fn lockstep(
 /// The ops with `kernels` (`kernel`) or the reference ops: the two arms a parity test compares.
 pub fn arm(kernels: sapling::ops::Kernels, kernel: bool) -> sapling::ops::Ops {
     if kernel {
-        sapling::ops::Ops { kernels }
+        sapling::ops::Ops::new(kernels)
     } else {
         sapling::ops::Ops::REFERENCE
     }

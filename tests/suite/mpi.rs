@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sapling::checkpoint;
+use sapling::config::Sharding;
 use sapling::dist::flat::flat_params;
 
 use crate::common::{adapter_or_skip, micro_config, temp_dir};
@@ -171,52 +172,100 @@ fn a_wgpu_rank_and_a_cpu_rank_match_one_process() {
     assert_matches_single(&config, &two, "mpi-mixed", 1e-4);
 }
 
+/// `mpirun -n 2` of the run in `config` into `out` for `steps` steps, with `extra` flags.
+fn two_ranks(config: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
+    let mut args = train_args(config, out, "cpu");
+    let at = args.iter().position(|a| a == "--steps").unwrap();
+    args[at + 1] = steps.to_string();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    check(
+        mpirun()
+            .args(["-n", "2", SAPLING])
+            .args(args)
+            .output()
+            .unwrap(),
+        "mpirun -n 2",
+    )
+}
+
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 #[test]
-fn a_two_rank_run_resumes_where_it_stopped() {
-    // A constant learning rate after one warmup step, so a run told to stop after 2 steps and
-    // resumed to 4 follows the same schedule as a run of 4 (the cosine depends on the length).
-    let mut c = micro_config("mpi-resume");
+fn a_sharded_optimizer_trains_as_the_whole_one() {
+    // Each rank updates half of AdamW on the host from reduce-scattered gradients, then the
+    // halves are gathered: the same step as the all-reduced one, to rounding (the gradient
+    // norm is summed in another order).
+    let config = run_config("mpi-sharded");
+    let whole = temp_dir("mpi-sharded-whole");
+    two_ranks(&config, &whole, STEPS, &["--shard-optimizer", "false"]);
+    let sharded = temp_dir("mpi-sharded-on");
+    let stdout = two_ranks(&config, &sharded, STEPS, &["--shard-optimizer", "true"]);
+    let ranks = rank_lines(&stdout);
+    assert_eq!(ranks.len(), 2, "{stdout}");
+    assert_eq!(ranks[0].0, ranks[1].0, "ranks end with different weights");
+    for (x, y) in losses(&sharded).iter().zip(losses(&whole)) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "loss {x} sharded vs {y}");
+    }
+    assert_eq!(losses(&sharded).len(), STEPS.parse::<usize>().unwrap());
+    let worst = max_difference(&final_weights(&sharded), &final_weights(&whole));
+    assert!(worst <= 1e-5, "weights differ by {worst}");
+    let last = checkpoint::latest(&sharded).unwrap();
+    assert!(last.is_sharded());
+    assert_eq!(last.shards().unwrap().len(), 2);
+    let plan = last.state.plan.as_ref().expect("the plan is saved");
+    assert_eq!(plan.levers.map(|l| l.shards), Some(2), "{plan:?}");
+}
+
+/// A run config with a constant learning rate after one warmup step, so a run told to stop
+/// after 2 steps and resumed to 4 follows the same schedule as a run of 4 (the cosine depends
+/// on the length).
+fn resume_config(name: &str, shard: Sharding) -> PathBuf {
+    let mut c = micro_config(name);
     c.train.log_every = 1;
     c.train.recon_every = 0;
     c.optim.warmup_steps = Some(1);
     c.optim.min_lr = sapling::optim::scaled_lr(c.optim.base_lr, 8, c.optim.lr_base_batch);
-    let config = temp_dir("mpi-resume").join("run.toml");
+    c.train.shard_optimizer = shard;
+    let config = temp_dir(name).join("run.toml");
     std::fs::write(&config, c.to_toml()).unwrap();
-    let two_ranks = |out: &Path, steps: &str, resume: bool| {
-        let mut args = train_args(&config, out, "cpu");
-        let at = args.iter().position(|a| a == "--steps").unwrap();
-        args[at + 1] = steps.to_string();
-        args.extend(["--checkpoint-every".to_string(), "2".to_string()]);
-        if resume {
-            args.push("--resume".to_string());
-        }
-        check(
-            mpirun()
-                .args(["-n", "2", SAPLING])
-                .args(args)
-                .output()
-                .unwrap(),
-            "mpirun -n 2",
-        )
-    };
-    let straight = temp_dir("mpi-resume-straight");
-    two_ranks(&straight, STEPS, false);
-    let stopped = temp_dir("mpi-resume-stopped");
-    two_ranks(&stopped, "2", false);
-    let stdout = two_ranks(&stopped, STEPS, true);
+    config
+}
+
+/// Two ranks straight to the end, and stopped halfway then resumed: the same losses at every
+/// step and the same weights, to the bit.
+fn assert_resumes(name: &str, shard: Sharding) {
+    let config = resume_config(name, shard);
+    let every = ["--checkpoint-every", "2"];
+    let straight = temp_dir(&format!("{name}-straight"));
+    two_ranks(&config, &straight, STEPS, &every);
+    let stopped = temp_dir(&format!("{name}-stopped"));
+    two_ranks(&config, &stopped, "2", &every);
+    let stdout = two_ranks(&config, &stopped, STEPS, &[every[0], every[1], "--resume"]);
     let ranks = rank_lines(&stdout);
     assert_eq!(ranks.len(), 2, "{stdout}");
     assert_eq!(ranks[0].0, ranks[1].0, "ranks disagree after the resume");
     // Same data, masks and moments from the checkpoint on: the same run as never stopping.
     assert_eq!(losses(&stopped), losses(&straight));
-    let (a, b) = (final_weights(&stopped), final_weights(&straight));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let worst = max_difference(&final_weights(&stopped), &final_weights(&straight));
     assert!(
         worst == 0.0,
         "weights differ by up to {worst} after the resume"
     );
+}
+
+#[test]
+fn a_sharded_run_resumes_where_it_stopped() {
+    // Every rank's shard of the moments written into the checkpoint and read back.
+    assert_resumes("mpi-sharded-resume", Sharding::On);
+}
+
+#[test]
+fn a_two_rank_run_resumes_where_it_stopped() {
+    assert_resumes("mpi-resume", Sharding::Off);
 }

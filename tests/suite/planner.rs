@@ -15,7 +15,7 @@ use crate::common::{adapter_or_skip, flex, micro_config};
 /// Predicted peak over measured peak must lie in this range.
 const MODEL_TOLERANCE: (f64, f64) = (0.7, 1.3);
 
-fn flex_limits() -> DeviceLimits {
+pub(crate) fn flex_limits() -> DeviceLimits {
     DeviceLimits::of(
         &Selected {
             device: flex(),
@@ -36,7 +36,7 @@ const MODEL_ONLY: TrialOptions = TrialOptions::MODEL_ONLY;
 
 /// Runs `sapling probe ... --json` (the batch planner) in its own process, so its peak memory
 /// is its own.
-fn plan_in_child(args: &[&str]) -> BatchPlan {
+pub(crate) fn plan_in_child(args: &[&str]) -> BatchPlan {
     let out = Command::new(env!("CARGO_BIN_EXE_sapling"))
         .arg("probe")
         .args(args)
@@ -51,7 +51,7 @@ fn plan_in_child(args: &[&str]) -> BatchPlan {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn assert_model_matches(plan: &BatchPlan, what: &str) {
+pub(crate) fn assert_model_matches(plan: &BatchPlan, what: &str) {
     assert!(!plan.trials.is_empty(), "{what}: no trials");
     for t in &plan.trials {
         assert!(
@@ -172,15 +172,12 @@ fn small_limits_shrink_the_micro_batch_and_raise_accumulation() {
         assert!(plan.accum > roomy.accum, "{case}");
         assert!(plan.predicted.largest.bytes <= binding, "{case}");
         assert!(plan.predicted.total <= budget, "{case}");
-        // The next size up would not have fitted: the plan is the largest that does.
-        let next = planner::step_memory(
-            &config.model,
-            plan.micro_batch * 2,
-            plan.accum / 2,
-            Kernels::Reference,
-        );
+        // The next size up would not have fitted with any lever: the plan is the largest
+        // that does.
+        let options = train::lever_options(&config, &flex(), &limits, 1).unwrap();
+        let (twice, half) = (plan.micro_batch * 2, plan.accum / 2);
         assert!(
-            next.largest.bytes > binding || next.total as f64 > budget as f64 * 0.85,
+            planner::fitting(&config.model, &options, twice, half, &limits).is_none(),
             "{case}"
         );
     }
@@ -200,12 +197,14 @@ fn sapiens_scores_do_not_fit_a_webgpu_binding() {
 
     // Planned without a wgpu device: the search itself only needs the kernels' memory model.
     config.train.kernels = KernelChoice::Wgsl;
+    let options = planner::levers::options(&config, false, Some(128 << 20), 1);
+    assert!(options.iter().all(|l| l.kernels == Kernels::Wgsl));
     let plan = pollster::block_on(planner::search(
         &config,
-        Kernels::Wgsl,
+        &options,
         &limits,
         MODEL_ONLY,
-        async |_, _| unreachable!("no trial steps with the memory model alone"),
+        async |_, _, _| unreachable!("no trial steps with the memory model alone"),
     ))
     .unwrap();
     assert!(plan.micro_batch >= 1, "{}", plan.summary());
@@ -288,7 +287,7 @@ fn the_plan_is_measured_saved_and_reused_on_resume() {
     let mut elsewhere = first.plan.clone();
     elsewhere.limits.key = "Vulkan|some other GPU".into();
     let limits = flex_limits();
-    let again = train::plan_for_run(&c, &flex(), &limits, Some(&elsewhere)).unwrap();
+    let again = train::plan_for_run(&c, &flex(), &limits, Some(&elsewhere), 1).unwrap();
     assert_eq!(again.source, PlanSource::Measured);
     assert_eq!(again.effective_batch, 8);
 }
@@ -325,4 +324,46 @@ fn auto_is_the_default_and_on_flex_never_touches_wgpu() {
     assert_eq!(limits.key, "flex");
     assert!(limits.max_storage_buffer_binding_size.is_none());
     assert!(limits.budget > 0);
+}
+
+#[test]
+fn sapiens_presets_fit_a_24_gib_gpu_with_the_default_levers() {
+    // The planner with default settings, from the memory model alone (no device): WebGPU's
+    // default 128 MiB binding and a desktop GPU's 2 GiB, the 2B preset at 4 ranks.
+    for binding in [128u64 << 20, 2 << 30] {
+        for (p, ranks, want) in [
+            (Preset::Sapiens03b, 1, 8),
+            (Preset::Sapiens06b, 1, 4),
+            (Preset::Sapiens1b, 4, 2),
+            (Preset::Sapiens2b, 4, 1),
+        ] {
+            let limits = DeviceLimits::hypothetical(true, 24 << 30, Some(binding));
+            let table = planner::lever_table(&p.config(), false, &limits, ranks);
+            let chosen = table.chosen.as_ref().unwrap_or_else(|| panic!("{table}"));
+            eprintln!(
+                "{} at {} ranks, {} MiB binding: micro-batch {} ({})",
+                p.name(),
+                ranks,
+                binding >> 20,
+                chosen.micro_batch,
+                chosen.levers.describe()
+            );
+            assert!(chosen.micro_batch >= want, "{table}");
+            assert!(chosen.memory.largest.bytes <= binding, "{table}");
+        }
+    }
+}
+
+#[test]
+fn sharding_needs_several_ranks_and_says_so() {
+    let mut c = micro_config("shard-one-rank");
+    c.train.shard_optimizer = sapling::config::Sharding::On;
+    let err = train::lever_options(&c, &flex(), &flex_limits(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.shard_optimizer"), "{err}");
+    assert!(err.contains("mpirun"), "{err}");
+    // Several ranks: only sharded levers are on offer.
+    let options = train::lever_options(&c, &flex(), &flex_limits(), 2).unwrap();
+    assert!(options.iter().all(|l| l.shards == 2), "{options:?}");
 }

@@ -180,7 +180,11 @@ fn restore_is_bit_exact() {
         plan: None,
         config: cfg.clone(),
     };
-    let path = checkpoint::save(&cfg.train.out, a.model(), a.optim(), &state, 3).unwrap();
+    let moments = a.moments().unwrap();
+    let solo = sapling::dist::Solo;
+    let path = checkpoint::save(&cfg.train.out, a.model(), moments, &state, 3, &solo)
+        .unwrap()
+        .expect("rank 0 writes the checkpoint");
     let loaded = checkpoint::load(&path).unwrap();
     let mut b = Trainer::new(&cfg, &dev).unwrap();
     b.restore(&loaded, &cfg).unwrap();

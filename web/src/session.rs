@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use image::RgbImage;
-use sapling::config::{BatchSize, Config, KernelChoice, Preset};
+use sapling::config::{BatchSize, Checkpointing, Config, KernelChoice, Preset};
 use sapling::data::augment::fixed_batch;
 use sapling::data::{ImageSource, Shard, Stream};
 use sapling::device::{AdapterSummary, Selected};
@@ -29,6 +29,8 @@ pub struct Options {
     pub steps: u64,
     pub seed: u64,
     pub kernels: KernelChoice,
+    /// `off`, `blocks` (each block recomputed in backward) or `auto` (the planner decides).
+    pub activation_checkpointing: Checkpointing,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             steps: train.steps.unwrap_or(400),
             seed: train.seed,
             kernels: KernelChoice::Reference,
+            activation_checkpointing: Checkpointing::Auto,
         }
     }
 }
@@ -91,6 +94,7 @@ impl Session {
         config.train.steps = Some(options.steps);
         config.train.seed = options.seed;
         config.train.kernels = options.kernels;
+        config.train.activation_checkpointing = options.activation_checkpointing;
         config.validate()?;
         if config.train.kernels == KernelChoice::Cpu {
             return Err(SaplingError::config(
@@ -143,6 +147,14 @@ impl Session {
         let limits = DeviceLimits::of(&self.selected, None);
         let options = TrialOptions { sizes, steps };
         let plan = plan_async(&config, &self.selected.device, &limits, options).await?;
+        // Before the first step a trainer can still take the plan's levers (a fresh model of the
+        // same seed).
+        if let Some(levers) = plan.levers
+            && levers != self.trainer.levers()
+            && self.step == 0
+        {
+            self.trainer = Trainer::with_levers(&self.config, &self.selected.device, levers)?;
+        }
         self.stream = stream(&self.config, &self.source, plan.micro_batch);
         self.plan = Some(plan.clone());
         Ok(plan)

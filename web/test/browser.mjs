@@ -92,11 +92,15 @@ try {
   };
   writeFileSync(`${outDir}/result.json`, JSON.stringify(result, null, 2));
   console.log(JSON.stringify({ ...result, losses: undefined, plan: state.plan && {
-    micro_batch: state.plan.micro_batch, accum: state.plan.accum, trials: state.plan.trials.length } }, null, 2));
+    micro_batch: state.plan.micro_batch, accum: state.plan.accum, levers: state.plan.levers,
+    trials: state.plan.trials.length } }, null, 2));
   if (state.error) failed = `the page reported an error: ${state.error}`;
   else if (!(lastLoss < first)) failed = `the loss did not fall: ${first} -> ${lastLoss}`;
   else if (state.reconstructions < 1 || recon.width === 0) failed = 'no reconstruction was drawn';
   else if (errors.length) failed = `console errors: ${errors.join(' | ')}`;
+  else if (url.includes('checkpointing=blocks') && !state.plan?.levers?.checkpointing) {
+    failed = `checkpointing was asked for but the plan's levers are ${JSON.stringify(state.plan?.levers)}`;
+  }
 } catch (e) {
   failed = e.message;
 } finally {

@@ -1,0 +1,108 @@
+//! The levers a step can pull to need less memory, each at some other cost, and which of them
+//! a config allows on a device.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Checkpointing, Config, KernelChoice, Sharding};
+use crate::ops::{Kernels, Ops};
+
+/// How a step runs, as far as its memory is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Levers {
+    /// The operations' implementation: the WGSL kernels keep neither the `[B, H, N, N]`
+    /// attention scores nor the `[B, L, P]` patch tensors.
+    pub kernels: Kernels,
+    /// Keep only each block's input and recompute the block during backward (a second forward
+    /// pass: 18–25 % of a step's throughput where measured, BENCHMARKS.md).
+    pub checkpointing: bool,
+    /// Compute a layer whose activations would exceed this many bytes (a GPU's storage-binding
+    /// limit) in pieces: q, k and v apart instead of packed, the MLP over token pieces. The
+    /// same memory in smaller tensors; `None` never splits.
+    #[serde(default)]
+    pub max_tensor: Option<u64>,
+    /// MPI ranks AdamW's moments and master weights are split over, kept on the host, with
+    /// gradients summed on the host (1: not sharded, everything on the device).
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Levers {
+    /// The levers `config` asks for outright on a Flex (`on_flex`) or wgpu device: `auto`
+    /// kernels as [`Kernels::resolve`] has them, checkpointing only when asked for by name.
+    pub fn of(config: &Config, on_flex: bool) -> Levers {
+        *options(config, on_flex, None, 1)
+            .first()
+            .expect("every config allows at least one set of levers")
+    }
+
+    /// The operations these levers run a step on.
+    pub fn ops(&self) -> Ops {
+        Ops {
+            kernels: self.kernels,
+            max_tensor: self.max_tensor,
+        }
+    }
+
+    /// One line for people: "kernels wgsl, checkpointing blocks, optimizer sharded over 4".
+    pub fn describe(&self) -> String {
+        let checkpointing = if self.checkpointing {
+            "checkpointing blocks"
+        } else {
+            "no checkpointing"
+        };
+        let sharded = if self.shards > 1 {
+            format!(", optimizer sharded over {}", self.shards)
+        } else {
+            String::new()
+        };
+        format!("kernels {}, {checkpointing}{sharded}", self.kernels)
+    }
+}
+
+/// Every set of levers `config` allows on a Flex (`on_flex`) or wgpu device whose single
+/// tensors may not exceed `max_tensor`, in a world of `ranks`, cheapest first: what costs time
+/// comes last. `auto` kernels on wgpu may pick the WGSL kernels (they saved memory and no time
+/// on the adapters measured), `auto` checkpointing may turn it on, and `auto` sharding too
+/// (after checkpointing: it reads every gradient back each micro-batch).
+pub fn options(
+    config: &Config,
+    on_flex: bool,
+    max_tensor: Option<u64>,
+    ranks: usize,
+) -> Vec<Levers> {
+    let kernels: Vec<Kernels> = match (config.train.kernels, on_flex) {
+        (KernelChoice::Auto, true) => vec![Kernels::Cpu],
+        (KernelChoice::Auto, false) => vec![Kernels::Reference, Kernels::Wgsl],
+        (KernelChoice::Reference, _) => vec![Kernels::Reference],
+        (KernelChoice::Wgsl, _) => vec![Kernels::Wgsl],
+        (KernelChoice::Cpu, _) => vec![Kernels::Cpu],
+    };
+    let checkpointing: &[bool] = match config.train.activation_checkpointing {
+        Checkpointing::Off => &[false],
+        Checkpointing::Blocks => &[true],
+        Checkpointing::Auto => &[false, true],
+    };
+    let shards: Vec<usize> = match (config.train.shard_optimizer, ranks > 1) {
+        (Sharding::On, true) => vec![ranks],
+        (Sharding::Auto, true) => vec![1, ranks],
+        _ => vec![1],
+    };
+    let mut all = Vec::new();
+    for &shards in &shards {
+        for &checkpointing in checkpointing {
+            for &kernels in &kernels {
+                all.push(Levers {
+                    kernels,
+                    checkpointing,
+                    max_tensor,
+                    shards,
+                });
+            }
+        }
+    }
+    all
+}
