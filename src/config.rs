@@ -4,6 +4,7 @@
 //! key by key, and the result is deserialised with unknown fields rejected, so a typo in a file is
 //! an error naming the field rather than a silently ignored setting.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -174,7 +175,7 @@ pub struct ModelConfig {
     pub img_size: usize,
     /// Square patch side in pixels; `img_size` must be a multiple.
     pub patch_size: usize,
-    /// Image channels (3 for RGB).
+    /// Image channels: only 3 (RGB), the only layout the data pipeline decodes.
     pub in_chans: usize,
     /// Encoder width.
     pub dim: usize,
@@ -241,23 +242,29 @@ impl ModelConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("model.img_size", self.img_size),
-            ("model.patch_size", self.patch_size),
-            ("model.in_chans", self.in_chans),
-            ("model.dim", self.dim),
-            ("model.depth", self.depth),
-            ("model.heads", self.heads),
-            ("model.decoder_dim", self.decoder_dim),
-            ("model.decoder_depth", self.decoder_depth),
-            ("model.decoder_heads", self.decoder_heads),
-            ("model.mlp_ratio", self.mlp_ratio),
-        ];
-        for (field, v) in positive {
-            if v == 0 {
-                return Err(SaplingError::config(field, "must be at least 1"));
-            }
+        int_in("model.img_size", self.img_size, bounds::IMG_SIZE)?;
+        int_in("model.patch_size", self.patch_size, bounds::IMG_SIZE)?;
+        // Images are decoded as RGB, and the data streams and pictures hard-code three planes.
+        if self.in_chans != 3 {
+            return Err(SaplingError::config(
+                "model.in_chans",
+                format!("{} is not supported; only 3 (RGB) is", self.in_chans),
+            ));
         }
+        int_in("model.dim", self.dim, bounds::WIDTH)?;
+        int_in("model.depth", self.depth, bounds::DEPTH)?;
+        int_in("model.heads", self.heads, bounds::HEADS)?;
+        int_in("model.decoder_dim", self.decoder_dim, bounds::WIDTH)?;
+        int_in("model.decoder_depth", self.decoder_depth, bounds::DEPTH)?;
+        int_in("model.decoder_heads", self.decoder_heads, bounds::HEADS)?;
+        int_in("model.mlp_ratio", self.mlp_ratio, bounds::MLP_RATIO)?;
+        float_in("model.mask_ratio", self.mask_ratio, bounds::FRACTION)?;
+        float_in("model.layer_norm_eps", self.layer_norm_eps, bounds::EPS)?;
+        self.validate_shapes()
+    }
+
+    /// The constraints between fields, once each is in range.
+    fn validate_shapes(&self) -> Result<()> {
         if !self.img_size.is_multiple_of(self.patch_size) {
             return Err(SaplingError::config(
                 "model.img_size",
@@ -285,12 +292,6 @@ impl ModelConfig {
                 ));
             }
         }
-        if !(0.0..1.0).contains(&self.mask_ratio) {
-            return Err(SaplingError::config(
-                "model.mask_ratio",
-                format!("{} must be in [0, 1)", self.mask_ratio),
-            ));
-        }
         if self.num_visible() == self.num_patches() {
             return Err(SaplingError::config(
                 "model.mask_ratio",
@@ -299,12 +300,6 @@ impl ModelConfig {
                     self.mask_ratio,
                     self.num_patches()
                 ),
-            ));
-        }
-        if !is_positive(self.layer_norm_eps) {
-            return Err(SaplingError::config(
-                "model.layer_norm_eps",
-                "must be positive",
             ));
         }
         Ok(())
@@ -355,53 +350,20 @@ impl Default for OptimConfig {
 
 impl OptimConfig {
     fn validate(&self) -> Result<()> {
-        let checks: [(&str, bool, &str); 9] = [
-            ("optim.base_lr", self.base_lr > 0.0, "must be positive"),
-            (
-                "optim.lr_base_batch",
-                self.lr_base_batch > 0,
-                "must be at least 1",
-            ),
-            ("optim.min_lr", self.min_lr >= 0.0, "must not be negative"),
-            (
-                "optim.warmup_fraction",
-                (0.0..1.0).contains(&self.warmup_fraction),
-                "must be in [0, 1)",
-            ),
-            (
-                "optim.warmup_start_factor",
-                (0.0..=1.0).contains(&self.warmup_start_factor),
-                "must be in [0, 1]",
-            ),
-            (
-                "optim.weight_decay",
-                self.weight_decay >= 0.0,
-                "must not be negative",
-            ),
-            (
-                "optim.beta1",
-                (0.0..1.0).contains(&self.beta1),
-                "must be in [0, 1)",
-            ),
-            (
-                "optim.beta2",
-                (0.0..1.0).contains(&self.beta2),
-                "must be in [0, 1)",
-            ),
-            ("optim.eps", self.eps > 0.0, "must be positive"),
-        ];
-        for (field, ok, message) in checks {
-            if !ok {
-                return Err(SaplingError::config(field, message));
-            }
+        float_in("optim.base_lr", self.base_lr, bounds::LR)?;
+        int_in("optim.lr_base_batch", self.lr_base_batch, bounds::BATCH)?;
+        float_in("optim.min_lr", self.min_lr, bounds::LR_FLOOR)?;
+        if let Some(w) = self.warmup_steps {
+            int_in("optim.warmup_steps", w, bounds::STEPS_OR_NONE)?;
         }
-        if !(is_positive(self.clip_grad) || self.clip_grad == 0.0) {
-            return Err(SaplingError::config(
-                "optim.clip_grad",
-                "must be positive, or 0 to turn clipping off",
-            ));
-        }
-        Ok(())
+        let (fraction, start) = (self.warmup_fraction, self.warmup_start_factor);
+        float_in("optim.warmup_fraction", fraction, bounds::FRACTION)?;
+        float_in("optim.warmup_start_factor", start, bounds::UNIT)?;
+        float_in("optim.weight_decay", self.weight_decay, bounds::DECAY)?;
+        float_in("optim.beta1", self.beta1, bounds::FRACTION)?;
+        float_in("optim.beta2", self.beta2, bounds::FRACTION)?;
+        float_in("optim.eps", self.eps, bounds::EPS)?;
+        float_in("optim.clip_grad", self.clip_grad, bounds::CLIP_GRAD)
     }
 }
 
@@ -444,31 +406,25 @@ impl Default for DataConfig {
 
 impl DataConfig {
     fn validate(&self) -> Result<()> {
-        let [s0, s1] = self.crop_scale;
-        if !(0.0 < s0 && s0 <= s1 && s1 <= 1.0) {
-            return Err(SaplingError::config(
-                "data.crop_scale",
-                format!("[{s0}, {s1}] must satisfy 0 < min <= max <= 1"),
-            ));
+        int_in("data.workers", self.workers, bounds::WORKERS)?;
+        int_in("data.prefetch", self.prefetch, bounds::PREFETCH)?;
+        for (field, [lo, hi], range) in [
+            ("data.crop_scale", self.crop_scale, bounds::CROP_SCALE),
+            ("data.crop_ratio", self.crop_ratio, bounds::CROP_RATIO),
+        ] {
+            float_in(&format!("{field}[0]"), lo, range)?;
+            float_in(&format!("{field}[1]"), hi, range)?;
+            if lo > hi {
+                return Err(SaplingError::config(
+                    field,
+                    format!("[{lo}, {hi}]: the first (min) must not exceed the second (max)"),
+                ));
+            }
         }
-        let [r0, r1] = self.crop_ratio;
-        if !(0.0 < r0 && r0 <= r1) {
-            return Err(SaplingError::config(
-                "data.crop_ratio",
-                format!("[{r0}, {r1}] must satisfy 0 < min <= max"),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.hflip) {
-            return Err(SaplingError::config("data.hflip", "must be in [0, 1]"));
-        }
-        if self.workers == 0 || self.prefetch == 0 {
-            return Err(SaplingError::config(
-                "data.workers",
-                "workers and prefetch must be at least 1",
-            ));
-        }
-        if !self.std.iter().all(|s| is_positive(f64::from(*s))) {
-            return Err(SaplingError::config("data.std", "must be positive"));
+        float_in("data.hflip", self.hflip, bounds::UNIT)?;
+        for c in 0..3 {
+            float_in(&format!("data.mean[{c}]"), self.mean[c], bounds::UNIT)?;
+            float_in(&format!("data.std[{c}]"), self.std[c], bounds::EPS)?;
         }
         Ok(())
     }
@@ -690,73 +646,58 @@ impl TrainConfig {
 
     fn validate(&self) -> Result<()> {
         match (self.steps, self.epochs) {
-            (Some(_), Some(_)) => {
-                return Err(SaplingError::config(
-                    "train.steps",
-                    "set either steps or epochs, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(SaplingError::config("train.steps", "set steps or epochs"));
-            }
-            (Some(0), _) => return Err(SaplingError::config("train.steps", "must be at least 1")),
-            (_, Some(e)) if !is_positive(e) => {
-                return Err(SaplingError::config("train.epochs", "must be positive"));
-            }
-            _ => {}
-        }
-        if self.effective_batch == 0 {
-            return Err(SaplingError::config(
-                "train.effective_batch",
-                "must be at least 1",
-            ));
-        }
+            (Some(_), Some(_)) => Err(SaplingError::config(
+                "train.steps",
+                "set either steps or epochs, not both",
+            )),
+            (None, None) => Err(SaplingError::config("train.steps", "set steps or epochs")),
+            (Some(s), None) => int_in("train.steps", s, bounds::STEPS),
+            (None, Some(e)) => float_in("train.epochs", e, bounds::EPOCHS),
+        }?;
+        int_in("train.effective_batch", self.effective_batch, bounds::BATCH)?;
         if let BatchSize::Fixed(b) = self.batch_size {
-            if b == 0 {
-                return Err(SaplingError::config(
-                    "train.batch_size",
-                    "must be at least 1, or \"auto\"",
-                ));
-            }
-            if !self.effective_batch.is_multiple_of(b) {
-                let fits = largest_divisor_at_most(self.effective_batch, b);
-                return Err(SaplingError::config(
-                    "train.batch_size",
-                    format!(
-                        "{b} does not divide train.effective_batch {e}, so no whole number of \
-                         accumulation steps reaches it; use {fits} ({}), \"auto\", or change \
-                         effective_batch",
-                        accumulation_steps(self.effective_batch / fits),
-                        e = self.effective_batch
-                    ),
-                ));
-            }
+            int_in("train.batch_size", b, bounds::BATCH)?;
+            self.check_divides(b)?;
         }
-        if self.allreduce_bucket_mib == 0 {
-            return Err(SaplingError::config(
-                "train.allreduce_bucket_mib",
-                "must be at least 1",
-            ));
+        if let Some(m) = self.memory_budget_mib {
+            int_in("train.memory_budget_mib", m, bounds::MEMORY_MIB)?;
         }
-        if self.memory_budget_mib == Some(0) {
-            return Err(SaplingError::config(
-                "train.memory_budget_mib",
-                "must be positive, or absent to use what the device reports",
-            ));
+        // `seed` is not checked: every u64 is a seed.
+        int_in("train.log_every", self.log_every, bounds::STEPS)?;
+        int_in(
+            "train.checkpoint_every",
+            self.checkpoint_every,
+            bounds::STEPS,
+        )?;
+        int_in(
+            "train.keep_checkpoints",
+            self.keep_checkpoints,
+            bounds::KEEP,
+        )?;
+        int_in("train.recon_every", self.recon_every, bounds::STEPS_OR_NONE)?;
+        int_in(
+            "train.allreduce_bucket_mib",
+            self.allreduce_bucket_mib,
+            bounds::BUCKET_MIB,
+        )
+    }
+
+    /// A fixed micro-batch must reach the effective batch in whole accumulation steps.
+    fn check_divides(&self, b: usize) -> Result<()> {
+        if self.effective_batch.is_multiple_of(b) {
+            return Ok(());
         }
-        if self.keep_checkpoints == 0 {
-            return Err(SaplingError::config(
-                "train.keep_checkpoints",
-                "must be at least 1",
-            ));
-        }
-        if self.log_every == 0 || self.checkpoint_every == 0 {
-            return Err(SaplingError::config(
-                "train.log_every",
-                "log_every and checkpoint_every must be at least 1",
-            ));
-        }
-        Ok(())
+        let fits = largest_divisor_at_most(self.effective_batch, b);
+        Err(SaplingError::config(
+            "train.batch_size",
+            format!(
+                "{b} does not divide train.effective_batch {e}, so no whole number of \
+                 accumulation steps reaches it; use {fits} ({}), \"auto\", or change \
+                 effective_batch",
+                accumulation_steps(self.effective_batch / fits),
+                e = self.effective_batch
+            ),
+        ))
     }
 }
 
@@ -811,7 +752,8 @@ impl Config {
         merge(&mut merged, file);
         let config: Config = toml::Value::Table(merged)
             .try_into()
-            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+            // toml names the field on a second line; one line reads better after the file's.
+            .map_err(|e: toml::de::Error| file_err(e.to_string().trim_end().replace('\n', " ")))?;
         config.validate()?;
         Ok(config)
     }
@@ -899,9 +841,133 @@ pub fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// True for positive numbers; false for zero, negatives and NaN.
-fn is_positive(x: f64) -> bool {
-    x > 0.0
+/// What each numeric field accepts: far beyond any published recipe, yet finite and small
+/// enough that nothing downstream overflows, allocates without end or runs for ever on a typo.
+mod bounds {
+    use std::ops::RangeInclusive;
+
+    use super::{Interval, closed, open_high, open_low};
+
+    pub const IMG_SIZE: RangeInclusive<u64> = 1..=4096;
+    /// Encoder and decoder widths (the 2B Sapiens is 1920 wide).
+    pub const WIDTH: RangeInclusive<u64> = 1..=16384;
+    pub const DEPTH: RangeInclusive<u64> = 1..=512;
+    pub const HEADS: RangeInclusive<u64> = 1..=512;
+    pub const MLP_RATIO: RangeInclusive<u64> = 1..=64;
+    /// Micro-batch, effective batch and the lr's reference batch.
+    pub const BATCH: RangeInclusive<u64> = 1..=1 << 20;
+    /// Run lengths and intervals between logs and checkpoints.
+    pub const STEPS: RangeInclusive<u64> = 1..=1_000_000_000;
+    /// Where 0 is documented: no warmup, no reconstruction pictures.
+    pub const STEPS_OR_NONE: RangeInclusive<u64> = 0..=1_000_000_000;
+    /// 16 TiB.
+    pub const MEMORY_MIB: RangeInclusive<u64> = 1..=1 << 24;
+    pub const KEEP: RangeInclusive<u64> = 1..=10_000;
+    /// Shifted left by 20 into bytes, so it must stay far from the top of `u64`.
+    pub const BUCKET_MIB: RangeInclusive<u64> = 1..=16384;
+    pub const WORKERS: RangeInclusive<u64> = 1..=256;
+    /// Each prefetched batch is a whole micro-batch of decoded pixels held in memory.
+    pub const PREFETCH: RangeInclusive<u64> = 1..=64;
+
+    /// Fractions that must leave something: mask ratio, warmup fraction, Adam's betas.
+    pub const FRACTION: Interval = open_high(0.0, 1.0);
+    /// Probabilities and factors.
+    pub const UNIT: Interval = closed(0.0, 1.0);
+    /// Positive constants a division relies on: epsilons, pixel standard deviations.
+    pub const EPS: Interval = open_low(0.0, 1.0);
+    pub const LR: Interval = open_low(0.0, 10.0);
+    pub const LR_FLOOR: Interval = closed(0.0, 10.0);
+    pub const DECAY: Interval = closed(0.0, 10.0);
+    /// 0 is the documented "off"; a huge threshold is an "off" spelled by mistake.
+    pub const CLIP_GRAD: Interval = closed(0.0, 1e6);
+    pub const EPOCHS: Interval = open_low(0.0, 1e5);
+    /// A crop keeps a positive share of the image, at most all of it.
+    pub const CROP_SCALE: Interval = open_low(0.0, 1.0);
+    pub const CROP_RATIO: Interval = closed(0.01, 100.0);
+}
+
+/// A finite interval of accepted values, closed or open at each end.
+#[derive(Debug, Clone, Copy)]
+struct Interval {
+    lo: f64,
+    hi: f64,
+    lo_open: bool,
+    hi_open: bool,
+}
+
+impl Interval {
+    /// False for NaN and both infinities, since both ends are finite.
+    fn contains(self, x: f64) -> bool {
+        let above = x > self.lo || (!self.lo_open && x == self.lo);
+        let below = x < self.hi || (!self.hi_open && x == self.hi);
+        above && below
+    }
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (open, close) = (
+            if self.lo_open { '(' } else { '[' },
+            if self.hi_open { ')' } else { ']' },
+        );
+        write!(f, "{open}{:?}, {:?}{close}", self.lo, self.hi)
+    }
+}
+
+/// `[lo, hi]`.
+const fn closed(lo: f64, hi: f64) -> Interval {
+    Interval {
+        lo,
+        hi,
+        lo_open: false,
+        hi_open: false,
+    }
+}
+
+/// `(lo, hi]`.
+const fn open_low(lo: f64, hi: f64) -> Interval {
+    Interval {
+        lo_open: true,
+        ..closed(lo, hi)
+    }
+}
+
+/// `[lo, hi)`.
+const fn open_high(lo: f64, hi: f64) -> Interval {
+    Interval {
+        hi_open: true,
+        ..closed(lo, hi)
+    }
+}
+
+/// `value` must lie in `range`.
+fn float_in(field: &str, value: impl Into<f64>, range: Interval) -> Result<()> {
+    let value = value.into();
+    if range.contains(value) {
+        return Ok(());
+    }
+    Err(SaplingError::config(
+        field,
+        format!("{value:?} is outside {range}; set a number in that interval"),
+    ))
+}
+
+/// `value` must lie in `range` (inclusive).
+fn int_in<T>(field: &str, value: T, range: RangeInclusive<u64>) -> Result<()>
+where
+    T: TryInto<u64> + Copy + std::fmt::Display,
+{
+    if value.try_into().is_ok_and(|v| range.contains(&v)) {
+        return Ok(());
+    }
+    Err(SaplingError::config(
+        field,
+        format!(
+            "{value} is outside [{}, {}]; set a whole number in that range",
+            range.start(),
+            range.end()
+        ),
+    ))
 }
 
 /// Overlays `top` on `base`: tables merge key by key, any other value replaces.
