@@ -41,7 +41,7 @@ if (navigator.gpu) {
 }
 
 // What the browser test reads.
-const state = (window.sapling = { ready: false, steps: [], reconstructions: 0, done: false, error: null });
+const state = (window.sapling = { ready: false, steps: [], reconstructions: 0, images: 0, done: false, error: null });
 
 let trainer = null;
 let running = false;
@@ -143,13 +143,56 @@ function toggle() {
   }
 }
 
+// Larger than any camera's photos, as sapling's own decoder limits (16384 px a side, 512 MiB):
+// a header claiming more is refused before the browser decodes a pixel.
+const MAX_SIDE = 16384;
+const MAX_PIXELS = (512 * 2 ** 20) / 4;
+
+// Decodes a dropped file with the browser's decoders and draws it at the short side the trainer
+// keeps: only that small copy enters the wasm heap, which never shrinks back.
+async function pixelsOf(file, keep) {
+  const url = URL.createObjectURL(file);
+  try {
+    const img = new Image();
+    // `load` fires once the header is read; the pixels are decoded when drawn.
+    await new Promise((loaded, failed) => {
+      img.onload = loaded;
+      img.onerror = () => failed(new Error('cannot decode it; drop a PNG, JPEG or WebP image'));
+      img.src = url;
+    });
+    const { naturalWidth: w, naturalHeight: h } = img;
+    if (!w || !h || w > MAX_SIDE || h > MAX_SIDE || w * h > MAX_PIXELS) {
+      throw new Error(`${w}×${h} pixels is more than this page decodes ` +
+        `(${MAX_SIDE} a side, ${Math.round(MAX_PIXELS / 1e6)} megapixels)`);
+    }
+    const scale = Math.min(1, keep / Math.min(w, h));
+    const width = Math.max(1, Math.round(w * scale));
+    const height = Math.max(1, Math.round(h * scale));
+    const canvas = document.createElement('canvas');
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext('2d');
+    ctx.imageSmoothingQuality = 'high';
+    ctx.drawImage(img, 0, 0, width, height);
+    const rgba = ctx.getImageData(0, 0, width, height).data;
+    return { width, height, rgba: new Uint8Array(rgba.buffer), original: [w, h] };
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+// Each file is decoded, shrunk and handed over on its own: the images already added stay where
+// they are.
 async function addFiles(files) {
   for (const file of files) {
     if (!file.type.startsWith('image/')) continue;
-    const bytes = new Uint8Array(await file.arrayBuffer());
     try {
-      const count = await serial(() => trainer.addImage(file.name, bytes));
+      const keep = await serial(() => trainer.keepSide());
+      const { width, height, rgba, original } = await pixelsOf(file, keep);
+      const count = await serial(() => trainer.addPixels(file.name, width, height, rgba));
+      state.images = count;
       $('images').textContent = `${count} training images`;
+      status(`Added ${file.name} (${original.join('×')}, kept at ${width}×${height}).`);
     } catch (e) {
       status(`${file.name}: ${e.message}`, true);
     }
@@ -208,7 +251,8 @@ async function main() {
   const device = { browser: { vendor: info.vendor, architecture: info.architecture,
     description: info.description }, ...JSON.parse(trainer.device()) };
   $('device').textContent = JSON.stringify(device, null, 2);
-  $('images').textContent = `${trainer.imageCount()} training images`;
+  state.images = trainer.imageCount();
+  $('images').textContent = `${state.images} training images`;
   status(`Planning the batch on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);
   const plan = JSON.parse(await serial(() => trainer.planBatch(options.sizes, options.trialSteps)));
   state.plan = plan;

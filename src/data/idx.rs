@@ -1,9 +1,11 @@
 //! Reader for the IDX files of MNIST-style data sets (e.g. Debian's `dataset-fashion-mnist`),
 //! plain or gzip-compressed.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use super::source::MAX_IMAGE_SIDE;
 use crate::error::{Result, SaplingError};
 
 /// Magic number of an unsigned-byte, 3-D (images) IDX file.
@@ -95,43 +97,106 @@ fn read(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         path: path.to_path_buf(),
         message,
     };
-    let raw = std::fs::read(path).map_err(|e| SaplingError::io(path, e))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("corrupt gzip: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    let word = |i: usize| -> Option<u32> {
-        bytes
-            .get(4 * i..4 * i + 4)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
-    };
-    let found = word(0).ok_or_else(|| err("too short to be an IDX file".into()))?;
+    let mut body = open(path)?;
+    let found = words(&mut body, 1).map_err(&err)?[0];
     if found != magic {
         return Err(err(format!(
             "magic number {found:#010x}, expected {magic:#010x} (an IDX {} file)",
-            if magic == IMAGES_MAGIC {
-                "images"
-            } else {
-                "labels"
-            }
+            kind(magic)
         )));
     }
-    let dims: Vec<usize> = (1..=rank)
-        .map(|i| word(i).map(|d| d as usize))
-        .collect::<Option<_>>()
-        .ok_or_else(|| err("header cut short".into()))?;
-    let len: usize = dims.iter().product();
-    let start = 4 * (rank + 1);
-    if bytes.len() != start + len {
-        return Err(err(format!(
-            "{} data bytes, the header {dims:?} needs {len}",
-            bytes.len().saturating_sub(start)
-        )));
+    let dims: Vec<usize> = words(&mut body, rank)
+        .map_err(&err)?
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
+    if dims[0] == 0 {
+        return Err(err(format!("holds no {} (its count is 0)", kind(magic))));
     }
-    Ok((dims, bytes[start..].to_vec()))
+    let len = body_len(&dims).ok_or_else(|| {
+        err(format!(
+            "the header's dimensions {dims:?} multiply past {} bytes: corrupt header",
+            usize::MAX
+        ))
+    })?;
+    check_sides(&dims[1..]).map_err(err)?;
+    let data = read_body(body, len).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => err(format!(
+            "truncated: the compressed data ends before the {len} bytes the header {dims:?} needs"
+        )),
+        _ => err(format!("cannot read the data (corrupt gzip?): {e}")),
+    })?;
+    if data.len() != len {
+        return Err(err(if data.len() > len {
+            format!(
+                "more data than the {len} bytes its header {dims:?} says: corrupt, or not an IDX file"
+            )
+        } else {
+            format!(
+                "truncated: {} data bytes, the header {dims:?} needs {len}",
+                data.len()
+            )
+        }));
+    }
+    Ok((dims, data))
+}
+
+/// The file's bytes, decompressed when it starts with gzip's magic.
+fn open(path: &Path) -> Result<Box<dyn Read>> {
+    let io = |e| SaplingError::io(path, e);
+    let mut file = BufReader::new(File::open(path).map_err(io)?);
+    let gzip = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(flate2::bufread::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// `n` big-endian words of the header.
+fn words(body: &mut impl Read, n: usize) -> std::result::Result<Vec<u32>, String> {
+    let mut bytes = vec![0u8; 4 * n];
+    body.read_exact(&mut bytes).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            "too short to be an IDX file: its header is cut short".to_string()
+        }
+        _ => format!("cannot read the header (corrupt gzip?): {e}"),
+    })?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        .collect())
+}
+
+/// "images" or "labels", for messages.
+fn kind(magic: u32) -> &'static str {
+    if magic == IMAGES_MAGIC {
+        "images"
+    } else {
+        "labels"
+    }
+}
+
+/// Refuses images with no pixels, or with sides past what the image decoder takes.
+fn check_sides(sides: &[usize]) -> std::result::Result<(), String> {
+    if sides.iter().any(|&s| s == 0 || s > MAX_IMAGE_SIDE as usize) {
+        return Err(format!(
+            "images of {sides:?} pixels: each side must be 1 to {MAX_IMAGE_SIDE}"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads at most `len + 1` bytes: the extra byte tells a body longer than the header says from
+/// an exact one, so a gzip bomb is never decompressed past the size its header claims.
+fn read_body(body: impl Read, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    body.take((len as u64).saturating_add(1))
+        .read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// The data bytes the dimensions call for, or `None` when their product overflows.
+fn body_len(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }

@@ -10,6 +10,13 @@ use super::idx::{self, IdxSplit};
 
 use crate::error::{Result, SaplingError};
 
+/// Widest and tallest image decoded, in pixels: past any camera's or scanner's output, and small
+/// enough that a forged header (PNG allows 2^31 a side) is refused before any pixel is allocated.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Most bytes a decoder may allocate for one image: about 130 megapixels of RGBA, and few enough
+/// that several loader threads decoding at once stay well inside a training machine's memory.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
 /// File extensions read from an image folder (case-insensitive).
 pub const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
@@ -103,15 +110,13 @@ impl ImageSource {
         }
         let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(root).follow_links(true) {
-            let entry = entry.map_err(|e| err(format!("cannot list: {e}")))?;
-            let is_image = entry.file_type().is_file()
-                && entry
-                    .path()
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            if is_image {
-                files.push(entry.into_path());
+            match entry {
+                Ok(entry) if is_image(&entry) => files.push(entry.into_path()),
+                Ok(_) => {}
+                // The root itself failing is the whole source failing; one bad entry under it
+                // (a dangling symlink, an unreadable folder, a loop) is not.
+                Err(e) if e.depth() == 0 => return Err(err(format!("cannot list: {e}"))),
+                Err(e) => tracing::warn!("skipping {}", describe_walk_error(&e)),
             }
         }
         if files.is_empty() {
@@ -136,6 +141,24 @@ impl ImageSource {
             });
         }
         Ok(ImageSource::Decoded(Arc::new(images)))
+    }
+
+    /// Appends an image to a `Decoded` source, in place while nothing else shares its list: the
+    /// browser adds dropped photos one at a time and must not copy the ones it holds.
+    pub fn push(&mut self, name: String, image: RgbImage) -> Result<()> {
+        match self {
+            ImageSource::Decoded(images) => {
+                Arc::make_mut(images).push((name, image));
+                Ok(())
+            }
+            _ => Err(SaplingError::Data {
+                path: name.into(),
+                message: format!(
+                    "cannot be added to {}: only images in memory take more",
+                    self.describe()
+                ),
+            }),
+        }
     }
 
     /// Number of images.
@@ -181,17 +204,77 @@ impl ImageSource {
         }
     }
 
-    /// Decodes image `i` to 8-bit RGB (grey and alpha images are converted).
+    /// Decodes image `i` to 8-bit RGB (grey and alpha images are converted), within
+    /// [`decode_limits`].
     pub fn load(&self, i: usize) -> std::result::Result<RgbImage, String> {
-        let decoded = match self {
-            ImageSource::Embedded => image::load_from_memory(EMBEDDED[i].1),
-            ImageSource::Folder { files, .. } => image::ImageReader::open(&files[i])
-                .map_err(image::ImageError::IoError)
-                .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
-                .and_then(|r| r.decode()),
-            ImageSource::Idx { split, .. } => return Ok(split.images.rgb(i)),
-            ImageSource::Decoded(images) => return Ok(images[i].1.clone()),
-        };
-        decoded.map(|img| img.to_rgb8()).map_err(|e| e.to_string())
+        match self {
+            ImageSource::Embedded => decode_bytes(EMBEDDED[i].1),
+            ImageSource::Folder { files, .. } => decode_file(&files[i]),
+            ImageSource::Idx { split, .. } => Ok(split.images.rgb(i)),
+            ImageSource::Decoded(images) => Ok(images[i].1.clone()),
+        }
+    }
+}
+
+/// Whether a folder entry is a file with one of [`EXTENSIONS`].
+fn is_image(entry: &walkdir::DirEntry) -> bool {
+    entry.file_type().is_file()
+        && entry
+            .path()
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// "PATH: why" for an entry the folder scan could not read.
+fn describe_walk_error(e: &walkdir::Error) -> String {
+    let path = e
+        .path()
+        .map_or("an entry".into(), |p| p.display().to_string());
+    match e.io_error() {
+        Some(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            format!("{path}: dangling symbolic link")
+        }
+        Some(io) => format!("{path}: {io}"),
+        None => format!("{path}: {e}"),
+    }
+}
+
+/// The limits every image is decoded within: [`MAX_IMAGE_SIDE`] and [`MAX_DECODE_BYTES`].
+pub fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
+/// Decodes an image file (its format read from its bytes) within [`decode_limits`].
+pub fn decode_file(path: &Path) -> std::result::Result<RgbImage, String> {
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| e.to_string())?;
+    decode(reader)
+}
+
+/// Decodes an encoded image in memory within [`decode_limits`].
+pub fn decode_bytes(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    decode(reader)
+}
+
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+) -> std::result::Result<RgbImage, String> {
+    reader.limits(decode_limits());
+    match reader.decode() {
+        Ok(img) => Ok(img.to_rgb8()),
+        Err(image::ImageError::Limits(e)) => Err(format!(
+            "larger than sapling decodes ({MAX_IMAGE_SIDE} px a side, {} MiB): {e}",
+            MAX_DECODE_BYTES >> 20
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -118,6 +118,19 @@ impl Stream {
         self
     }
 
+    /// The images this stream reads.
+    pub fn source(&self) -> &Arc<ImageSource> {
+        &self.source
+    }
+
+    /// Adds an image to the source and returns the new count; see [`ImageSource::push`]. Later
+    /// samples draw from the larger set (the epoch's shuffle is redrawn for it).
+    pub fn push_image(&mut self, name: String, image: image::RgbImage) -> Result<usize> {
+        Arc::make_mut(&mut self.source).push(name, image)?;
+        self.epoch_perm = None;
+        Ok(self.source.len())
+    }
+
     /// Files skipped because they could not be decoded.
     pub fn skipped(&self) -> usize {
         self.skips.count()

@@ -38,6 +38,7 @@ pub(super) fn check_data(
     world: &dyn Collective,
 ) -> Result<ImageSource> {
     config.validate()?;
+    paths_are_utf8(config)?;
     let ranks = world.size();
     if !config.train.effective_batch.is_multiple_of(ranks) {
         return Err(SaplingError::config(
@@ -52,6 +53,30 @@ pub(super) fn check_data(
         loaded.check_model(config)?;
     }
     ImageSource::new(config.data.dir.as_deref())
+}
+
+/// The run writes its config as TOML, whose strings are UTF-8: a path that is not cannot be
+/// recorded, so it is refused here by its field rather than failing once the run has started.
+fn paths_are_utf8(config: &Config) -> Result<()> {
+    let paths = [
+        ("data.dir", config.data.dir.as_deref()),
+        ("train.out", Some(config.train.out.as_path())),
+    ];
+    for (field, path) in paths {
+        if let Some(path) = path
+            && path.to_str().is_none()
+        {
+            return Err(SaplingError::config(
+                field,
+                format!(
+                    "{} is not valid UTF-8, so the run's config.toml cannot record it; \
+                     rename it, or reach it through a symbolic link with a UTF-8 name",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where a resumed run starts: `(step, samples consumed)`.

@@ -135,12 +135,10 @@ pub fn reconstruct_file(
         }
         model_config.mask_ratio = r;
     }
-    let img = image::open(image_path)
-        .map_err(|e| SaplingError::Data {
-            path: image_path.to_path_buf(),
-            message: format!("cannot decode: {e}"),
-        })?
-        .to_rgb8();
+    let img = crate::data::source::decode_file(image_path).map_err(|e| SaplingError::Data {
+        path: image_path.to_path_buf(),
+        message: format!("cannot decode: {e}"),
+    })?;
     let mut values = Vec::new();
     crate::data::augment::center_resize(
         &img,

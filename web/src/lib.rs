@@ -133,10 +133,23 @@ impl Trainer {
         self.sync(|s| s.set_mask_ratio(ratio).map_err(js_error))?
     }
 
-    /// Adds an image file's bytes to the training set; returns the number of images.
-    #[wasm_bindgen(js_name = addImage)]
-    pub fn add_image(&self, name: &str, bytes: &[u8]) -> Result<usize, JsValue> {
-        self.sync(|s| s.add_image(name, bytes).map_err(js_error))?
+    /// The short side, in pixels, to draw a dropped photo at before `addPixels`.
+    #[wasm_bindgen(js_name = keepSide)]
+    pub fn keep_side(&self) -> Result<u32, JsValue> {
+        self.sync(|s| s.keep_side())
+    }
+
+    /// Adds a dropped image the page decoded (`width` x `height` RGBA bytes) to the training
+    /// set; returns the number of images.
+    #[wasm_bindgen(js_name = addPixels)]
+    pub fn add_pixels(
+        &self,
+        name: &str,
+        width: u32,
+        height: u32,
+        rgba: Vec<u8>,
+    ) -> Result<usize, JsValue> {
+        self.sync(|s| s.add_pixels(name, width, height, rgba).map_err(js_error))?
     }
 
     #[wasm_bindgen(js_name = imageCount)]

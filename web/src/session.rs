@@ -6,6 +6,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use sapling::config::{BatchSize, Checkpointing, Config, KernelChoice, Preset};
 use sapling::data::augment::fixed_batch;
+use sapling::data::source::MAX_IMAGE_SIDE;
 use sapling::data::{ImageSource, Shard, Stream};
 use sapling::device::{AdapterSummary, Selected};
 use sapling::model::MaskPlan;
@@ -18,6 +19,10 @@ use web_time::Instant;
 
 /// Images shown in the reconstruction grid.
 const PREVIEW_IMAGES: usize = 4;
+
+/// Short side dropped photos are kept at, as the embedded photos are: crops at the model's input
+/// size keep their detail, and a 50-megapixel photo takes 0.2 MB of the page instead of 150.
+const KEEP_SHORT_SIDE: u32 = 256;
 
 /// What the page may set when it starts a session (JSON; unknown fields are refused).
 #[derive(Debug, Clone, Deserialize)]
@@ -71,9 +76,8 @@ pub struct Session {
     config: Config,
     selected: Selected,
     trainer: Trainer,
-    images: Vec<(String, RgbImage)>,
-    /// `images` as the data pipeline reads them.
-    source: Arc<ImageSource>,
+    /// Reads the images (the embedded photos, then the dropped ones); it alone holds them, so a
+    /// drop extends the list in place.
     stream: Stream,
     schedule: Schedule,
     plan: Option<BatchPlan>,
@@ -115,14 +119,12 @@ impl Session {
             .collect::<Result<Vec<_>>>()?;
         let trainer = Trainer::new(&config, &selected.device)?;
         let schedule = Schedule::new(&config.optim, options.effective_batch, options.steps);
-        let source = Arc::new(ImageSource::decoded(images.clone())?);
-        let stream = stream(&config, &source, 1);
+        let source = Arc::new(ImageSource::decoded(images)?);
+        let stream = stream(&config, source, 1);
         Ok(Session {
             config,
             selected,
             trainer,
-            images,
-            source,
             stream,
             schedule,
             plan: None,
@@ -155,7 +157,7 @@ impl Session {
         {
             self.trainer = Trainer::with_levers(&self.config, &self.selected.device, levers)?;
         }
-        self.stream = stream(&self.config, &self.source, plan.micro_batch);
+        self.stream = stream(&self.config, self.stream.source().clone(), plan.micro_batch);
         self.plan = Some(plan.clone());
         Ok(plan)
     }
@@ -202,7 +204,12 @@ impl Session {
     pub async fn reconstruction(&self) -> Result<Vec<u8>> {
         let model_config = &self.trainer.model().config;
         let size = model_config.img_size as u32;
-        let (values, b) = fixed_batch(&self.source, PREVIEW_IMAGES, size, &self.config.data);
+        let (values, b) = fixed_batch(
+            self.stream.source(),
+            PREVIEW_IMAGES,
+            size,
+            &self.config.data,
+        );
         let plan = MaskPlan::random(
             b,
             model_config.num_patches(),
@@ -224,23 +231,36 @@ impl Session {
         Ok(())
     }
 
-    /// Adds a dropped image to the training set; returns how many there are now.
-    pub fn add_image(&mut self, name: &str, bytes: &[u8]) -> Result<usize> {
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| SaplingError::Data {
-                path: name.into(),
-                message: format!("cannot decode ({e}); drop a PNG, JPEG or WebP image"),
-            })?
-            .to_rgb8();
-        self.images.push((format!("dropped:{name}"), img));
-        self.source = Arc::new(ImageSource::decoded(self.images.clone())?);
-        let micro = self.plan.as_ref().map_or(1, |p| p.micro_batch);
-        self.stream = stream(&self.config, &self.source, micro);
-        Ok(self.images.len())
+    /// The short side the page should draw a dropped photo at before [`Session::add_pixels`].
+    pub fn keep_side(&self) -> u32 {
+        KEEP_SHORT_SIDE.max(self.config.model.img_size as u32)
+    }
+
+    /// Adds a dropped image, as the page decoded it (`width` x `height` RGBA, alpha dropped), to
+    /// the training set, shrunk to [`Session::keep_side`] if larger; returns how many there are.
+    pub fn add_pixels(
+        &mut self,
+        name: &str,
+        width: u32,
+        height: u32,
+        rgba: Vec<u8>,
+    ) -> Result<usize> {
+        let rgba = rgba_image(width, height, rgba).ok_or_else(|| SaplingError::Data {
+            path: name.into(),
+            message: format!(
+                "{width}x{height} pixels: a side is 0 or past {MAX_IMAGE_SIDE}, or the bytes \
+                 given are not that many RGBA pixels"
+            ),
+        })?;
+        let image = shrink(
+            image::DynamicImage::ImageRgba8(rgba).to_rgb8(),
+            self.keep_side(),
+        );
+        self.stream.push_image(format!("dropped:{name}"), image)
     }
 
     pub fn image_count(&self) -> usize {
-        self.images.len()
+        self.stream.source().len()
     }
 
     /// The encoder in timm's ViT layout, as safetensors bytes.
@@ -250,9 +270,37 @@ impl Session {
     }
 }
 
-fn stream(config: &Config, source: &Arc<ImageSource>, micro: usize) -> Stream {
+/// `rgba` as a `width` x `height` image, if it is exactly that many pixels within the limits.
+fn rgba_image(width: u32, height: u32, rgba: Vec<u8>) -> Option<image::RgbaImage> {
+    let sides = 1..=MAX_IMAGE_SIDE;
+    let len = (width as usize)
+        .checked_mul(height as usize)?
+        .checked_mul(4)?;
+    if !sides.contains(&width) || !sides.contains(&height) || rgba.len() != len {
+        return None;
+    }
+    image::RgbaImage::from_raw(width, height, rgba)
+}
+
+/// `image` with its short side at most `side` (aspect kept).
+fn shrink(image: RgbImage, side: u32) -> RgbImage {
+    let short = image.width().min(image.height());
+    if short <= side {
+        return image;
+    }
+    let scale =
+        |n: u32| ((u64::from(n) * u64::from(side)).div_ceil(u64::from(short)) as u32).max(1);
+    image::imageops::resize(
+        &image,
+        scale(image.width()),
+        scale(image.height()),
+        image::imageops::FilterType::Triangle,
+    )
+}
+
+fn stream(config: &Config, source: Arc<ImageSource>, micro: usize) -> Stream {
     Stream::new(
-        source.clone(),
+        source,
         &config.data,
         config.model.img_size,
         micro,

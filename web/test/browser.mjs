@@ -16,11 +16,43 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--disable-quic'],
 });
+// Drops a photo too large to keep as it is and a file that is not an image: the first is added
+// at the trainer's keep size, the second refused by name, and the page goes on.
+async function checkDrops(page, logs) {
+  const drop = await page.evaluate(async () => {
+    const canvas = document.createElement('canvas');
+    [canvas.width, canvas.height] = [3000, 2000];
+    canvas.getContext('2d').fillRect(0, 0, 3000, 2000);
+    const big = await new Promise((done) => canvas.toBlob(done, 'image/png'));
+    const files = new DataTransfer();
+    files.items.add(new File([big], 'big.png', { type: 'image/png' }));
+    files.items.add(new File([new Uint8Array([1, 2, 3])], 'broken.png', { type: 'image/png' }));
+    const before = window.sapling.images;
+    dispatchEvent(new DragEvent('drop', { dataTransfer: files, cancelable: true }));
+    const status = () => document.getElementById('status').textContent;
+    for (let i = 0; i < 300 && !status().startsWith('broken.png'); i += 1) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { before, after: window.sapling.images, status: status(), error: window.sapling.error };
+  });
+  console.log(`drops: ${JSON.stringify(drop)}`);
+  if (drop.error) return `a drop stopped the page: ${drop.error}`;
+  if (drop.after !== drop.before + 1) return `big.png was not added: ${drop.before} -> ${drop.after} images`;
+  if (!drop.status.includes('cannot decode')) return `broken.png was not refused by name: ${drop.status}`;
+  // The tiny preset keeps short sides at 256 px.
+  if (!logs.some((l) => l.includes('big.png (3000×2000, kept at 384×256)'))) {
+    return 'big.png was not shrunk to 384×256';
+  }
+  return null;
+}
+
 let failed = null;
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
   const errors = [];
+  const logs = [];
   page.on('console', (m) => {
+    logs.push(m.text());
     if (m.type() === 'error') errors.push(m.text());
     console.log(`page ${m.type()}: ${m.text()}`);
   });
@@ -101,6 +133,7 @@ try {
   else if (url.includes('checkpointing=blocks') && !state.plan?.levers?.checkpointing) {
     failed = `checkpointing was asked for but the plan's levers are ${JSON.stringify(state.plan?.levers)}`;
   }
+  if (!failed) failed = await checkDrops(page, logs);
 } catch (e) {
   failed = e.message;
 } finally {
