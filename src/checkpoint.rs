@@ -7,7 +7,10 @@
 //! written last, `manifest.json` with each file's length and CRC-32. The folder is assembled
 //! under a temporary name (every rank writing its own shard into it) and renamed into place by
 //! rank 0, so a folder with a valid manifest is complete; one without, or whose files do not
-//! match it, is reported and skipped in favour of the previous one.
+//! match it, is reported and skipped in favour of the previous one. Replacing a checkpoint of
+//! the same step moves the old one aside to `.step-NNNNNNNN.replaced` first; [`list`] treats
+//! that copy as the step's checkpoint until the new one is in place, so at every instant one
+//! complete copy is visible.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +20,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
+use crate::atomic::{self, fault};
 use crate::config::Config;
 use crate::dist::Collective;
 use crate::error::{Result, SaplingError};
@@ -34,6 +37,10 @@ const MANIFEST: &str = "manifest.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainState {
+    /// Which run wrote it (chosen when the run starts, kept on resume): a run prunes only its
+    /// own checkpoints. Empty in checkpoints written before runs had one.
+    #[serde(default)]
+    pub run: String,
     /// Optimizer steps done.
     pub step: u64,
     /// Samples consumed from the data stream; data order, crops and masks all derive from this
@@ -57,16 +64,13 @@ struct FileEntry {
     crc32: u32,
 }
 
-/// A checkpoint loaded into memory and verified.
+/// A verified checkpoint: its state in memory, its weights and moments read (and verified
+/// again) from disk only when loaded, so a run does not carry them for its whole length.
 #[derive(Debug)]
 pub struct Loaded {
     pub path: PathBuf,
     pub state: TrainState,
-    model: Bytes,
-    /// burn's optimizer record; `None` when the moments were written as shards.
-    optim: Option<Bytes>,
-    /// The shard files of the moments, in rank order, with their manifest entries.
-    shards: Vec<FileEntry>,
+    manifest: Manifest,
 }
 
 /// The optimizer's part of a checkpoint.
@@ -85,8 +89,16 @@ pub fn shard_file(rank: usize, ranks: usize) -> String {
 impl Loaded {
     /// Loads the weights into `model` (built from `state.config.model`).
     pub fn load_model(&self, model: MaskedAutoencoder) -> Result<MaskedAutoencoder> {
-        let record = ModuleRecord::from_bytes(self.model.clone()).map_err(|e| self.err(e))?;
-        Ok(model.load_record(record))
+        let bytes = self.read(MODEL)?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| self.err(format!("{MODEL}: {e}")))?;
+        model.try_load_record(record).map_err(|e| {
+            self.err(format!(
+                "{MODEL} does not fit a `{}` model ({e}); the checkpoint is damaged or was \
+                 written by another version of sapling",
+                self.state.config.preset.name()
+            ))
+        })
     }
 
     /// Fails, naming this checkpoint and both presets, when `config` asks for another model.
@@ -109,21 +121,23 @@ impl Loaded {
 
     /// Loads the optimizer moments into `optim`.
     pub fn load_optim(&self, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
-        let Some(bytes) = &self.optim else {
+        if self.is_sharded() {
             return Err(self.err(format!(
                 "its optimizer moments are sharded over {} MPI ranks; resume it with \
                  train.shard_optimizer = true under mpirun",
-                self.shards.len()
+                self.shard_entries().count()
             )));
-        };
-        optim.from_bytes(bytes.clone()).map_err(|e| self.err(e))
+        }
+        let bytes = Bytes::from_bytes_vec(self.read(OPTIM)?);
+        optim
+            .from_bytes(bytes)
+            .map_err(|e| self.err(format!("{OPTIM}: {e}")))
     }
 
     /// Every shard of the optimizer moments, read and verified, in rank order (empty when the
     /// moments were written whole).
     pub fn shards(&self) -> Result<Vec<(PathBuf, Vec<u8>)>> {
-        self.shards
-            .iter()
+        self.shard_entries()
             .map(|entry| {
                 let bytes = read_verified(&self.path, entry)?;
                 Ok((self.path.join(&entry.name), bytes))
@@ -133,7 +147,19 @@ impl Loaded {
 
     /// Whether the moments were written as shards.
     pub fn is_sharded(&self) -> bool {
-        self.optim.is_none()
+        self.shard_entries().next().is_some()
+    }
+
+    fn shard_entries(&self) -> impl Iterator<Item = &FileEntry> {
+        self.manifest
+            .files
+            .iter()
+            .filter(|f| f.name.starts_with("optim-shard-"))
+    }
+
+    /// The file `name` of this checkpoint, verified against the manifest.
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        read_verified(&self.path, entry(&self.manifest, &self.path, name)?)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> SaplingError {
@@ -163,8 +189,10 @@ pub fn save(
     let tmp = root.join(format!(".step-{:08}.tmp", state.step));
     if lead {
         std::fs::create_dir_all(&root).map_err(|e| SaplingError::io(&root, e))?;
-        remove_stale_temporaries(&root);
-        std::fs::create_dir_all(&tmp).map_err(|e| SaplingError::io(&tmp, e))?;
+        recover(&root);
+        fault::point()
+            .and_then(|_| std::fs::create_dir_all(&tmp))
+            .map_err(|e| SaplingError::io(&tmp, e))?;
     }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let shards = match moments {
@@ -208,7 +236,7 @@ pub fn save(
             serde_json::to_vec_pretty(state).expect("state serialises"),
         ));
         finish(&root, &tmp, &final_dir, files, shards)?;
-        prune(&root, keep)?;
+        prune(&root, &state.run, keep);
         saved = Some(final_dir);
     }
     // No rank runs ahead of a checkpoint it might have to resume from.
@@ -245,22 +273,35 @@ fn finish(
         &tmp.join(MANIFEST),
         &serde_json::to_vec_pretty(&manifest).expect("manifest"),
     )?;
-    // Replacing an existing checkpoint of the same step (a resumed run re-saving) goes through
-    // a rename aside, so at every instant one complete copy exists.
+    // Replacing a checkpoint of the same step (a run resumed from an older one) moves the old
+    // copy aside under a name `list` still reads, so one complete copy is visible throughout.
+    let aside = replaced(final_dir);
     if final_dir.exists() {
-        let name = final_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("step");
-        let old = root.join(format!(".{name}.old-{}", std::process::id()));
-        std::fs::rename(final_dir, &old).map_err(|e| SaplingError::io(final_dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
+        fault::point()
+            .and_then(|_| std::fs::rename(final_dir, &aside))
+            .map_err(|e| SaplingError::io(final_dir, e))?;
     }
-    std::fs::rename(tmp, final_dir).map_err(|e| SaplingError::io(final_dir, e))?;
-    if let Ok(d) = std::fs::File::open(root) {
-        let _ = d.sync_all();
-    }
+    fault::point()
+        .and_then(|_| std::fs::rename(tmp, final_dir))
+        .map_err(|e| SaplingError::io(final_dir, e))?;
+    atomic::sync_dir(root);
+    let _ = std::fs::remove_dir_all(&aside);
     Ok(())
+}
+
+/// Deletes checkpoint folder `dir`: renamed out of [`list`]'s sight first, so a process killed
+/// while deleting never leaves a half-deleted folder that looks like a checkpoint.
+pub fn delete(dir: &Path) -> Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let doomed = atomic::parent(dir).join(format!(".{name}.deleting"));
+    std::fs::rename(dir, &doomed).map_err(|e| SaplingError::io(dir, e))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| SaplingError::io(&doomed, e))
+}
+
+/// Where the checkpoint `step_dir` is moved while a new one of the same step takes its name.
+fn replaced(step_dir: &Path) -> PathBuf {
+    let name = step_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    atomic::parent(step_dir).join(format!(".{name}.replaced"))
 }
 
 /// Checkpoint folders under `out/checkpoints`, oldest first (by step).
@@ -269,16 +310,21 @@ pub fn list(out: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(&root) else {
         return Vec::new();
     };
-    let mut found: Vec<(u64, PathBuf)> = entries
+    // (step, is a set-aside copy, path): a set-aside copy stands in only for a missing step.
+    let mut found: Vec<(u64, bool, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("step-")?.parse().ok()?;
-            Some((step, e.path()))
+            if let Some(step) = name.strip_prefix("step-") {
+                return Some((step.parse().ok()?, false, e.path()));
+            }
+            let step = name.strip_prefix(".step-")?.strip_suffix(".replaced")?;
+            Some((step.parse().ok()?, true, e.path()))
         })
         .collect();
     found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
+    found.dedup_by_key(|(step, _, _)| *step);
+    found.into_iter().map(|(_, _, p)| p).collect()
 }
 
 /// The newest checkpoint under `out` that verifies; broken newer ones are reported and skipped.
@@ -328,34 +374,43 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .and_then(|b| {
             serde_json::from_slice(&b).map_err(|e| err(format!("corrupt {MANIFEST}: {e}")))
         })?;
-    let entry = |name: &str| {
-        manifest
-            .files
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| err(format!("{MANIFEST} does not list {name}")))
-    };
-    let model = read_verified(&dir, entry(MODEL)?)?;
-    let state: TrainState = serde_json::from_slice(&read_verified(&dir, entry(STATE)?)?)
-        .map_err(|e| err(format!("{STATE}: {e}")))?;
-    let shards: Vec<FileEntry> = manifest
+    // Every file is read and checked now (and dropped), so a damaged checkpoint is found before
+    // a run relies on it.
+    for file in &manifest.files {
+        read_verified(&dir, file)?;
+    }
+    let state: TrainState =
+        serde_json::from_slice(&read_verified(&dir, entry(&manifest, &dir, STATE)?)?)
+            .map_err(|e| err(format!("{STATE}: {e}")))?;
+    entry(&manifest, &dir, MODEL)?;
+    if !manifest
         .files
         .iter()
-        .filter(|f| f.name.starts_with("optim-shard-"))
-        .cloned()
-        .collect();
-    let optim = if shards.is_empty() {
-        Some(Bytes::from_bytes_vec(read_verified(&dir, entry(OPTIM)?)?))
-    } else {
-        None
-    };
+        .any(|f| f.name.starts_with("optim-shard-"))
+    {
+        entry(&manifest, &dir, OPTIM)?;
+    }
+    state
+        .config
+        .validate()
+        .map_err(|e| err(format!("{STATE} holds a config sapling cannot use: {e}")))?;
     Ok(Loaded {
-        path: dir.clone(),
+        path: dir,
         state,
-        model: Bytes::from_bytes_vec(model),
-        optim,
-        shards,
+        manifest,
     })
+}
+
+/// The manifest's entry for `name`.
+fn entry<'m>(manifest: &'m Manifest, dir: &Path, name: &str) -> Result<&'m FileEntry> {
+    manifest
+        .files
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| SaplingError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: format!("{MANIFEST} does not list {name}"),
+        })
 }
 
 /// The file `entry` of checkpoint folder `dir`, checked against its length and CRC-32.
@@ -374,23 +429,60 @@ fn read_verified(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Deletes half-assembled checkpoint folders (`.step-*`) left by a run that was killed while
-/// writing; one output folder is written by one run at a time.
-fn remove_stale_temporaries(root: &Path) {
+/// Tidies what a run killed while writing left behind in `root` (an output folder's
+/// `checkpoints`): half-assembled folders are deleted, and a set-aside copy whose replacement
+/// never arrived is put back. Called under the run's lock, so no other process is writing here.
+pub fn recover(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.filter_map(|e| e.ok()) {
-        if entry.file_name().to_string_lossy().starts_with(".step-") {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !name.starts_with(".step-") {
+            continue;
+        }
+        let original = name
+            .strip_suffix(".replaced")
+            .and_then(|n| n.strip_prefix('.'))
+            .map(|step| root.join(step));
+        match original {
+            Some(original) if !original.exists() => {
+                if let Err(e) = std::fs::rename(&path, &original) {
+                    tracing::warn!("could not restore {}: {e}", path.display());
+                }
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }
 
-fn prune(root: &Path, keep: usize) -> Result<()> {
-    let all = list(root.parent().unwrap_or(Path::new(".")));
-    for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
-        std::fs::remove_dir_all(old).map_err(|e| SaplingError::io(old, e))?;
+/// Deletes this run's checkpoints but the newest `keep`. Another run's checkpoints are not its
+/// to delete; a failure is a warning, since the checkpoint just written is already safe.
+fn prune(root: &Path, run: &str, keep: usize) {
+    let out = root.parent().unwrap_or(Path::new("."));
+    let own: Vec<PathBuf> = list(out)
+        .into_iter()
+        .filter(|dir| run_of(dir).as_deref() == Some(run))
+        .collect();
+    for old in own.iter().take(own.len().saturating_sub(keep.max(1))) {
+        if let Err(e) = delete(old) {
+            tracing::warn!("could not delete an old checkpoint: {e}");
+        }
     }
-    Ok(())
+}
+
+/// The run that wrote checkpoint `dir`, from its state (not verified: used only to choose).
+pub fn run_of(dir: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct RunOnly {
+        #[serde(default)]
+        run: String,
+    }
+    let bytes = std::fs::read(dir.join(STATE)).ok()?;
+    serde_json::from_slice::<RunOnly>(&bytes)
+        .ok()
+        .map(|r| r.run)
 }

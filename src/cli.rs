@@ -309,6 +309,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH")]
     #[allow(clippy::option_option)]
     pub resume: Option<Option<PathBuf>>,
+    /// Train into an output folder that holds another run's checkpoints, deleting them and
+    /// that run's metrics, plots and pictures (without it such a folder is refused).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 impl TrainArgs {

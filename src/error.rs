@@ -53,6 +53,14 @@ pub enum SaplingError {
         source: std::io::Error,
     },
 
+    /// The output folder is held by another process or holds another run.
+    #[error("output folder {path}: {message}")]
+    RunFolder { path: PathBuf, message: String },
+
+    /// The MPI ranks of one job were started inconsistently.
+    #[error("MPI ranks disagree: {0}")]
+    Ranks(String),
+
     /// Saving or loading a model record failed.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
 use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchKernelsArgs, BenchScalingArgs, BenchStepArgs, Cli, Command,
@@ -65,11 +64,26 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         interactive: true,
         resume: resume.map(Arc::new),
+        overwrite: args.overwrite,
         stop: Some(stop),
         world: Some(world.clone()),
     };
-    let summary = sapling::train::train(&config, options)
-        .with_context(|| format!("training {}", config.preset.name()))?;
+    let summary = match sapling::train::train(&config, options) {
+        Ok(summary) => summary,
+        Err(e) => {
+            let e = anyhow::Error::from(e).context(format!("training {}", config.preset.name()));
+            if world.size() > 1 {
+                // The other ranks may be waiting for this one in a collective: end them all.
+                eprintln!(
+                    "Error on MPI rank {} of {}: {e:#}",
+                    world.rank(),
+                    world.size()
+                );
+                world.abort(1);
+            }
+            return Err(e);
+        }
+    };
     report_run(&summary, &world);
     Ok(())
 }

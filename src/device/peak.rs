@@ -45,6 +45,11 @@ impl PeakMeter {
     }
 }
 
+/// The process's resident memory now, where the OS reports it (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    status_field("VmRSS:")
+}
+
 fn status_field(field: &str) -> Option<u64> {
     meminfo_field(&std::fs::read_to_string("/proc/self/status").ok()?, field)
 }

@@ -23,6 +23,10 @@ pub trait Collective {
     fn barrier(&self);
     /// A name for logs.
     fn describe(&self) -> String;
+    /// Ends every process of the world with `code`, for an error on one rank that the others,
+    /// waiting in a collective, would never hear of. A world of one has no others: it returns
+    /// and the caller ends as usual.
+    fn abort(&self, _code: i32) {}
 }
 
 /// A world of one: every collective is the identity.
@@ -134,6 +138,11 @@ mod mpi_world {
         }
         fn describe(&self) -> String {
             format!("MPI rank {} of {}", self.rank(), self.size())
+        }
+        fn abort(&self, code: i32) {
+            if self.size() > 1 {
+                self.world.abort(code);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 use burn::module::{Module, ParamGroup};
 use burn::optim::{
     AdamW, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
+    RecordState, StateSink, StateSource,
 };
 use burn::tensor::{Device, Tensor};
 
@@ -15,21 +16,14 @@ use crate::ops::Kernels;
 /// With the `cpu` kernels each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
 /// both keep the same state, so a checkpoint resumes on either.
 pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: Kernels) -> ModuleOptimizer {
+    let fused = kernels == Kernels::Cpu;
     let (decayed, no_decay) = (hyper(config, config.weight_decay), hyper(config, 0.0));
     let no_decay_group = ParamGroup::from_ids(no_decay_ids(module));
-    if kernels == Kernels::Cpu {
-        ModuleOptimizer::from(FusedAdamW(decayed)).with_group(
-            no_decay_group,
-            FusedAdamW(no_decay),
-            None,
-        )
-    } else {
-        ModuleOptimizer::from(burn_adamw(&decayed)).with_group(
-            no_decay_group,
-            burn_adamw(&no_decay),
-            None,
-        )
-    }
+    ModuleOptimizer::from(SaplingAdamW { h: decayed, fused }).with_group(
+        no_decay_group,
+        SaplingAdamW { h: no_decay, fused },
+        None,
+    )
 }
 
 /// The settings of one parameter group (its `lr` and `time` are set per step).
@@ -56,13 +50,16 @@ pub fn burn_adamw(h: &Hyper) -> AdamW {
         .build()
 }
 
-/// burn's AdamW computed by [`cpu::adamw`]: one pass per tensor instead of a dozen. Runs
-/// burn's own AdamW for tensors that are not on Flex.
+/// burn's AdamW, computed by [`cpu::adamw`] when `fused` (one pass per tensor instead of a
+/// dozen) and the tensor is on Flex.
 #[derive(Clone)]
-struct FusedAdamW(Hyper);
+struct SaplingAdamW {
+    h: Hyper,
+    fused: bool,
+}
 
-impl Optimizer for FusedAdamW {
-    type State<const D: usize> = AdamWState<D>;
+impl Optimizer for SaplingAdamW {
+    type State<const D: usize> = HostLoaded<D>;
 
     fn step<const D: usize>(
         &self,
@@ -71,8 +68,10 @@ impl Optimizer for FusedAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        if tensor.device() != Device::flex() {
-            return burn_adamw(&self.0).step(lr, tensor, grad, state);
+        let state = state.map(|s| s.0);
+        if !self.fused || tensor.device() != Device::flex() {
+            let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
+            return (tensor, state.map(HostLoaded));
         }
         let (time, m, v) = match state {
             Some(s) => (
@@ -86,14 +85,33 @@ impl Optimizer for FusedAdamW {
         let h = Hyper {
             lr: lr as f32,
             time: time as i32,
-            ..self.0
+            ..self.h
         };
         let [param, m, v] = cpu::adamw(tensor, grad, m, v, h);
         let state = AdamWState::new(AdaptiveMomentumState::new(time, m, v));
-        (param, Some(state))
+        (param, Some(HostLoaded(state)))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        <AdamW as Optimizer>::to_device(state, device)
+        HostLoaded(<AdamW as Optimizer>::to_device(state.0, device))
+    }
+}
+
+/// burn's AdamW state, recorded under the same names, but loaded from a checkpoint onto Flex.
+///
+/// burn 0.22 loads optimizer state onto `Device::default()`, which is the wgpu runtime whenever
+/// it is compiled in: a CPU run on a machine without a WebGPU adapter could not resume, and any
+/// CPU run would start a GPU runtime. Host memory always exists; burn moves each state to its
+/// parameter's device on the next step, so a wgpu run pays one upload per tensor at resume.
+#[derive(Clone)]
+pub struct HostLoaded<const D: usize>(AdamWState<D>);
+
+impl<const D: usize> RecordState for HostLoaded<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        self.0.state_flatten(prefix, out);
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, _device: &Device) -> Option<Self> {
+        AdamWState::state_unflatten(prefix, src, &Device::flex()).map(HostLoaded)
     }
 }

@@ -21,6 +21,9 @@ pub struct MetricLine {
     pub images_per_sec: f64,
     /// Bytes in use in the device's memory pool, where the backend reports it.
     pub device_bytes_in_use: Option<u64>,
+    /// The process's resident memory, where the OS reports it: with the pool's bytes, what a
+    /// long run is checked against for leaks.
+    pub rss_bytes: Option<u64>,
 }
 
 /// Appends metric lines to a file.
@@ -30,6 +33,22 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
+    /// Opens `path` for a run at step `start`: lines of later steps (logged before the run was
+    /// stopped and resumed from an earlier checkpoint) are dropped, so no step appears twice.
+    pub fn open_at(path: &Path, start: u64) -> Result<Self> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let kept: String = text
+                .lines()
+                .filter(|line| step_of(line).is_some_and(|s| s <= start))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            if kept.len() != text.len() {
+                crate::atomic::write(path, kept.as_bytes())?;
+            }
+        }
+        Self::open(path)
+    }
+
     /// Opens (appending) `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
@@ -51,4 +70,13 @@ impl MetricsLog {
             .map_err(|e| SaplingError::io(&self.path, e))?;
         Ok(json)
     }
+}
+
+/// The step of a metric line, if it is one.
+fn step_of(line: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Step {
+        step: u64,
+    }
+    serde_json::from_str::<Step>(line).ok().map(|s| s.step)
 }

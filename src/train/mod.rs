@@ -1,5 +1,11 @@
 //! Training: the optimizer step, the timer and trials built on it, and the loop around it.
 
+/// MPI ranks agreeing on how they were started.
+#[cfg(not(target_family = "wasm"))]
+mod agree;
+/// The output folder: its lock, and one run per folder.
+#[cfg(not(target_family = "wasm"))]
+mod folder;
 /// Metric lines (`metrics.jsonl`).
 pub mod metrics;
 /// What a run writes after each step.

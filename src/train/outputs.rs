@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::folder::RunFolder;
 use super::metrics::{MetricLine, MetricsLog};
 use super::run::RunOptions;
 use super::setup::{Run, start_of};
@@ -42,6 +43,8 @@ pub(super) struct Outputs {
     pub checkpoint: Option<PathBuf>,
     /// The run stopped early because `stop` was set.
     pub interrupted: bool,
+    /// The folder, held for the whole run (rank 0).
+    folder: Option<RunFolder>,
 }
 
 /// MAE's figure for a fixed batch and mask, so successive pictures show the same images getting
@@ -53,7 +56,8 @@ struct Pictures {
 }
 
 impl Outputs {
-    /// Creates the output folder and writes the run's config into it (rank 0).
+    /// Claims the output folder (rank 0: locked, and holding no other run) and writes the run's
+    /// config into it.
     pub fn open(
         config: &Config,
         options: &RunOptions,
@@ -62,8 +66,11 @@ impl Outputs {
     ) -> Result<Outputs> {
         let lead = world.rank() == 0;
         let out = config.train.out.clone();
+        let resumed = options.resume.as_ref().map(|l| &l.state);
+        let folder = lead
+            .then(|| RunFolder::claim(&out, resumed, options.overwrite))
+            .transpose()?;
         if lead {
-            std::fs::create_dir_all(&out).map_err(|e| SaplingError::io(&out, e))?;
             atomic::write(&out.join("config.toml"), config.to_toml().as_bytes())?;
         }
         let m = &config.model;
@@ -74,11 +81,11 @@ impl Outputs {
             m.num_visible(),
             mix(config.train.seed, seed::RECON_PICTURES),
         );
+        let start = start_of(options).0;
         let metrics = lead
-            .then(|| MetricsLog::open(&out.join("metrics.jsonl")))
+            .then(|| MetricsLog::open_at(&out.join("metrics.jsonl"), start))
             .transpose()?;
         let total = config.train.total_steps(source.len());
-        let start = start_of(options).0;
         Ok(Outputs {
             config: config.clone(),
             lead,
@@ -97,6 +104,7 @@ impl Outputs {
             total,
             checkpoint: None,
             interrupted: false,
+            folder,
         })
     }
 
@@ -152,6 +160,7 @@ impl Outputs {
             grad_norm: stats.grad_norm,
             images_per_sec,
             device_bytes_in_use: run.device.memory_pool_usage().map(|u| u.bytes_in_use),
+            rss_bytes: crate::device::peak::resident_bytes(),
         };
         let json = metrics.write(&line)?;
         if self.interactive {
@@ -184,6 +193,11 @@ impl Outputs {
     /// optimizer), and no rank runs ahead of a checkpoint it might have to resume from.
     fn save(&mut self, run: &Run, done: u64) -> Result<()> {
         let state = TrainState {
+            run: self
+                .folder
+                .as_ref()
+                .map(|f| f.run.clone())
+                .unwrap_or_default(),
             step: done,
             samples: run.loader.position(),
             plan: Some(run.plan.clone()),

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use web_time::Instant;
 
+use super::agree::agree;
 use super::outputs::Outputs;
 use super::setup::{Run, check_data};
 use super::summary::Tally;
@@ -24,6 +25,8 @@ pub struct RunOptions {
     pub interactive: bool,
     /// Continue from this checkpoint (its model config must match).
     pub resume: Option<Arc<Loaded>>,
+    /// Delete another run's checkpoints and files in the output folder instead of refusing.
+    pub overwrite: bool,
     /// Set (e.g. by Ctrl-C) to stop after the current step with a checkpoint.
     pub stop: Option<Arc<AtomicBool>>,
     /// The processes training together (MPI); `None` is a world of one.
@@ -65,6 +68,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     let world: World = options.world.clone().unwrap_or_else(|| Rc::new(Solo));
     // Data problems are reported before any device work starts.
     let source = check_data(config, &options, world.as_ref())?;
+    agree(config, &options, source.len(), world.as_ref())?;
     let mut outputs = Outputs::open(config, &options, &world, &source)?;
     let mut run = Run::start(config, &options, world, source)?;
     let mut tally = Tally::default();

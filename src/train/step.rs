@@ -24,25 +24,6 @@ use super::recompute::backward_by_stages;
 use super::sharded::ShardedAdamW;
 use web_time::Instant;
 
-/// Runs `f` with burn's default device set to Flex.
-///
-/// burn 0.22's `ModuleOptimizer::load_record` creates the moments on `Device::default()`, which
-/// is the wgpu runtime when it is compiled in: on a machine with no WebGPU adapter at all that
-/// would fail, and elsewhere it starts a GPU runtime a CPU run does not need. `BURN_DEVICE` is
-/// burn's documented override; it is set only around the load, and only when unset.
-fn flex_default_device<T>(f: impl FnOnce() -> T) -> T {
-    const VAR: &str = "BURN_DEVICE";
-    if std::env::var_os(VAR).is_some() {
-        return f();
-    }
-    // SAFETY: called while restoring, before the data loader starts its threads; nothing else
-    // in sapling reads or writes the environment concurrently.
-    unsafe { std::env::set_var(VAR, "flex") };
-    let out = f();
-    unsafe { std::env::remove_var(VAR) };
-    out
-}
-
 /// What a step reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -223,11 +204,7 @@ impl Trainer {
         // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
         // ids, so it must be rebuilt from the restored model before the moments are loaded.
         let optim = optim::adamw(&config.optim, &model, ops.kernels);
-        let optim = if self.device == Device::flex() {
-            flex_default_device(|| loaded.load_optim(optim))
-        } else {
-            loaded.load_optim(optim)
-        };
+        let optim = loaded.load_optim(optim);
         self.model = Some(model);
         self.update = Update::Device(optim?);
         Ok(())

@@ -154,3 +154,13 @@ pub fn assert_close<const D: usize>(what: &str, got: &Tensor<D>, want: &Tensor<D
         "{what}: max |diff| {diff:e} over {tol:e} × {scale:e}"
     );
 }
+
+/// `step -> loss` from a run's `metrics.jsonl`; a line still being written by a running (or
+/// killed) process is ignored, and a step logged twice keeps its last value.
+pub fn losses(out: &std::path::Path) -> std::collections::BTreeMap<u64, f64> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}

@@ -11,6 +11,7 @@ mod cpu_kernels;
 mod data;
 mod dist;
 mod examples;
+mod faults;
 mod kernels;
 mod layers;
 mod model;

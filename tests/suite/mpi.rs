@@ -269,3 +269,96 @@ fn a_sharded_run_resumes_where_it_stopped() {
 fn a_two_rank_run_resumes_where_it_stopped() {
     assert_resumes("mpi-resume", Sharding::Off);
 }
+
+/// Runs `cmd` with its output in files; fails the test if it is still running after `secs`
+/// (a hang is the failure these tests exist to catch). Returns (success, stdout + stderr).
+fn ends_within(mut cmd: Command, secs: u64, dir: &Path) -> (bool, String) {
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running after {secs} s: the ranks hang");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(out).unwrap() + &std::fs::read_to_string(err).unwrap();
+    (status.success(), text)
+}
+
+/// `mpirun` of one rank with `rank0` flags and one with `rank1` flags (besides the common ones).
+fn two_different(name: &str, rank0: &[&str], rank1: &[&str], out: &Path) -> (bool, String) {
+    let config = run_config(name);
+    let mut cmd = mpirun();
+    for (i, extra) in [rank0, rank1].into_iter().enumerate() {
+        if i == 1 {
+            cmd.arg(":");
+        }
+        cmd.args(["-n", "1", SAPLING])
+            .args(train_args(&config, out, "cpu"))
+            .args(extra);
+    }
+    ends_within(cmd, 180, &temp_dir(&format!("{name}-log")))
+}
+
+#[test]
+fn ranks_started_differently_fail_at_start_naming_the_difference() {
+    let out = temp_dir("mpi-disagree-out");
+    let (ok, text) = two_different("mpi-disagree-seed", &[], &["--seed", "5"], &out);
+    assert!(
+        !ok && text.contains("config field `train.seed` differs"),
+        "{text}"
+    );
+
+    let few = temp_dir("mpi-disagree-images");
+    for name in ["a.png", "b.png"] {
+        image::RgbImage::new(40, 40).save(few.join(name)).unwrap();
+    }
+    let data = ["--data", few.to_str().unwrap()];
+    let (ok, text) = two_different("mpi-disagree-data", &[], &data, &out);
+    assert!(
+        !ok && text.contains("number of images in the data differs"),
+        "{text}"
+    );
+
+    // One rank resuming and the other starting fresh.
+    check(
+        Command::new(SAPLING)
+            .args(train_args(&run_config("mpi-first"), &out, "cpu"))
+            .output()
+            .unwrap(),
+        "a run to resume",
+    );
+    let (ok, text) = two_different("mpi-disagree-resume", &["--overwrite"], &["--resume"], &out);
+    assert!(!ok && text.contains("start step differs"), "{text}");
+}
+
+#[test]
+fn a_missing_data_folder_on_one_rank_ends_the_job() {
+    let out = temp_dir("mpi-missing-data-out");
+    let missing = out.join("no-such-folder");
+    let data = ["--data", missing.to_str().unwrap()];
+    let (ok, text) = two_different("mpi-missing-data", &[], &data, &out);
+    assert!(!ok && text.contains("no-such-folder"), "{text}");
+}
+
+#[test]
+fn a_checkpoint_write_failing_on_rank_0_ends_the_job() {
+    let out = temp_dir("mpi-disk-full-out");
+    // A file where the checkpoints folder goes: the first checkpoint fails on rank 0 only,
+    // while rank 1 waits for it.
+    std::fs::write(out.join(checkpoint::DIR), b"not a folder").unwrap();
+    let (ok, text) = two_different("mpi-disk-full", &[], &[], &out);
+    assert!(
+        !ok && text.contains("rank 0") && text.contains("checkpoints"),
+        "{text}"
+    );
+}

@@ -10,17 +10,7 @@ use sapling::config::{BatchSize, Preset};
 use sapling::data::{ImageSource, Loader};
 use sapling::train::{RunOptions, Trainer, train};
 
-use crate::common::{flex, micro_config, temp_dir};
-
-/// `step -> loss` from a metrics file; a step logged twice (before a kill and after the resume)
-/// keeps its last value.
-fn losses(out: &Path) -> std::collections::BTreeMap<u64, f64> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
-}
+use crate::common::{flex, losses, micro_config, temp_dir};
 
 #[test]
 fn a_killed_run_resumes_with_the_same_losses() {
@@ -175,6 +165,7 @@ fn restore_is_bit_exact() {
         a.step(s, 1e-3, vec![loader.next_batch().unwrap()]).unwrap();
     }
     let state = TrainState {
+        run: String::new(),
         step: 3,
         samples: 12,
         plan: None,
@@ -239,4 +230,23 @@ fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
     assert!(stdout.contains("interrupted at step"), "{stdout}");
     let last = checkpoint::latest(&out).unwrap();
     assert_eq!(last.state.step, *losses(&out).keys().last().unwrap());
+}
+
+#[test]
+fn weights_that_do_not_fit_the_model_are_an_error_not_a_panic() {
+    let mut c = micro_config("misfit");
+    c.train.steps = Some(2);
+    train(&c, RunOptions::default()).unwrap();
+    let loaded = checkpoint::latest(&c.train.out).unwrap();
+    let mut other = c.model.clone();
+    other.dim = 48;
+    let model = sapling::model::MaskedAutoencoder::new(&other, &flex());
+    let err = loaded
+        .load_model(model)
+        .expect_err("shapes differ")
+        .to_string();
+    assert!(
+        err.contains("model.bpk") && err.contains("does not fit"),
+        "{err}"
+    );
 }
