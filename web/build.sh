@@ -14,7 +14,7 @@ version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "
 if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
     echo "web: installing wasm-bindgen-cli $version into $tools"
     # --debug: an unoptimised CLI builds in half the time and still processes the module in seconds.
-    CARGO_TARGET_DIR="$tools/target" cargo install --quiet --locked --debug wasm-bindgen-cli --version "$version" --root "$tools"
+    CARGO_TARGET_DIR="$tools/target" cargo install --quiet --debug wasm-bindgen-cli --version "$version" --root "$tools"
 fi
 
 cargo build -p sapling-web --target wasm32-unknown-unknown --profile web
