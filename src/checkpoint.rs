@@ -151,10 +151,7 @@ impl Loaded {
     }
 
     fn shard_entries(&self) -> impl Iterator<Item = &FileEntry> {
-        self.manifest
-            .files
-            .iter()
-            .filter(|f| f.name.starts_with("optim-shard-"))
+        self.manifest.files.iter().filter(|f| is_shard(f))
     }
 
     /// The file `name` of this checkpoint, verified against the manifest.
@@ -189,7 +186,6 @@ pub fn save(
     let tmp = root.join(format!(".step-{:08}.tmp", state.step));
     if lead {
         std::fs::create_dir_all(&root).map_err(|e| SaplingError::io(&root, e))?;
-        recover(&root);
         fault::point()
             .and_then(|_| std::fs::create_dir_all(&tmp))
             .map_err(|e| SaplingError::io(&tmp, e))?;
@@ -275,7 +271,7 @@ fn finish(
     )?;
     // Replacing a checkpoint of the same step (a run resumed from an older one) moves the old
     // copy aside under a name `list` still reads, so one complete copy is visible throughout.
-    let aside = replaced(final_dir);
+    let aside = hidden(final_dir, "replaced");
     if final_dir.exists() {
         fault::point()
             .and_then(|_| std::fs::rename(final_dir, &aside))
@@ -292,16 +288,16 @@ fn finish(
 /// Deletes checkpoint folder `dir`: renamed out of [`list`]'s sight first, so a process killed
 /// while deleting never leaves a half-deleted folder that looks like a checkpoint.
 pub fn delete(dir: &Path) -> Result<()> {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let doomed = atomic::parent(dir).join(format!(".{name}.deleting"));
+    let doomed = hidden(dir, "deleting");
     std::fs::rename(dir, &doomed).map_err(|e| SaplingError::io(dir, e))?;
     std::fs::remove_dir_all(&doomed).map_err(|e| SaplingError::io(&doomed, e))
 }
 
-/// Where the checkpoint `step_dir` is moved while a new one of the same step takes its name.
-fn replaced(step_dir: &Path) -> PathBuf {
+/// `.step-N.<why>` beside the checkpoint `step-N`: out of [`list`]'s sight (but for `replaced`,
+/// which it reads as a stand-in) and tidied by [`recover`].
+fn hidden(step_dir: &Path, why: &str) -> PathBuf {
     let name = step_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    atomic::parent(step_dir).join(format!(".{name}.replaced"))
+    atomic::parent(step_dir).join(format!(".{name}.{why}"))
 }
 
 /// Checkpoint folders under `out/checkpoints`, oldest first (by step).
@@ -374,22 +370,21 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .and_then(|b| {
             serde_json::from_slice(&b).map_err(|e| err(format!("corrupt {MANIFEST}: {e}")))
         })?;
-    // Every file is read and checked now (and dropped), so a damaged checkpoint is found before
-    // a run relies on it.
+    let whole_moments = (!manifest.files.iter().any(is_shard)).then_some(OPTIM);
+    for name in [STATE, MODEL].into_iter().chain(whole_moments) {
+        entry(&manifest, &dir, name)?;
+    }
+    // Every file is read and checked now, and all but the state dropped, so a damaged
+    // checkpoint is found before a run relies on it.
+    let mut state = Vec::new();
     for file in &manifest.files {
-        read_verified(&dir, file)?;
+        let bytes = read_verified(&dir, file)?;
+        if file.name == STATE {
+            state = bytes;
+        }
     }
     let state: TrainState =
-        serde_json::from_slice(&read_verified(&dir, entry(&manifest, &dir, STATE)?)?)
-            .map_err(|e| err(format!("{STATE}: {e}")))?;
-    entry(&manifest, &dir, MODEL)?;
-    if !manifest
-        .files
-        .iter()
-        .any(|f| f.name.starts_with("optim-shard-"))
-    {
-        entry(&manifest, &dir, OPTIM)?;
-    }
+        serde_json::from_slice(&state).map_err(|e| err(format!("{STATE}: {e}")))?;
     state
         .config
         .validate()
@@ -399,6 +394,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
         state,
         manifest,
     })
+}
+
+/// Whether `file` is one rank's shard of the optimizer moments.
+fn is_shard(file: &FileEntry) -> bool {
+    file.name.starts_with("optim-shard-")
 }
 
 /// The manifest's entry for `name`.

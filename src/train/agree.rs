@@ -56,14 +56,17 @@ pub(super) fn agree(
 
 /// What must be equal on every rank, named for a person, with its value here.
 fn facts(config: &Config, options: &RunOptions, data_len: usize) -> Vec<(String, String)> {
-    let mut facts = Vec::new();
-    let value = serde_json::to_value(config).unwrap_or_default();
-    flatten("config field `", &value, &mut facts);
-    facts.retain(|(name, _)| {
-        !PER_MACHINE
-            .iter()
-            .any(|f| name == &format!("config field `{f}`"))
-    });
+    let mut fields = Vec::new();
+    flatten(
+        "",
+        &serde_json::to_value(config).unwrap_or_default(),
+        &mut fields,
+    );
+    let mut facts: Vec<(String, String)> = fields
+        .into_iter()
+        .filter(|(field, _)| !PER_MACHINE.contains(&field.as_str()))
+        .map(|(field, value)| (format!("config field `{field}`"), value))
+        .collect();
     facts.push((
         "the number of images in the data".into(),
         data_len.to_string(),
@@ -82,16 +85,19 @@ fn facts(config: &Config, options: &RunOptions, data_len: usize) -> Vec<(String,
     facts
 }
 
-/// Every leaf of `value`, named by its dotted path.
+/// Every leaf of `value` under `path`, named by its dotted path (`train.seed`).
 fn flatten(path: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, v) in map {
-                let sep = if path.ends_with('`') { "" } else { "." };
-                flatten(&format!("{path}{sep}{key}"), v, out);
+                let child = match path {
+                    "" => key.clone(),
+                    _ => format!("{path}.{key}"),
+                };
+                flatten(&child, v, out);
             }
         }
-        leaf => out.push((format!("{path}`"), leaf.to_string())),
+        leaf => out.push((path.to_string(), leaf.to_string())),
     }
 }
 

@@ -43,7 +43,7 @@ impl RunFolder {
             checkpoint::delete(dir)?;
         }
         if resume.is_none() {
-            clear_run_files(out, overwrite || !others.is_empty())?;
+            clear_run_files(out, overwrite)?;
         }
         Ok(RunFolder { _lock: lock, run })
     }
