@@ -12,7 +12,7 @@
 mod common;
 
 use sapling::config::{DeviceChoice, Preset};
-use sapling::ops::Kernels;
+use sapling::ops::{Kernels, Precision};
 use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes, step_memory};
 use sapling::train::plan;
 
@@ -43,24 +43,27 @@ fn main() -> anyhow::Result<()> {
             Err(e) => println!("{:<13} does not fit: {e}", preset.name()),
         }
     }
-    // What one Sapiens sample needs, and what the WGSL kernels (step 8) and activation
-    // checkpointing (only block inputs kept, blocks recomputed in backward) change.
+    // What one Sapiens sample needs, and what the WGSL kernels (step 8), activation
+    // checkpointing (only block inputs kept, blocks recomputed in backward) and mixed precision
+    // (f16 activations) change.
     let sapiens = Preset::Sapiens03b.config().model;
     for kernels in [Kernels::Reference, Kernels::Wgsl] {
-        for checkpointing in [false, true] {
-            let m = step_memory(
-                &sapiens,
-                1,
-                1,
-                Levers {
-                    kernels,
-                    checkpointing,
-                    max_tensor: Some(128 << 20),
-                    shards: 1,
-                },
-            );
+        for (checkpointing, precision) in [
+            (false, Precision::F32),
+            (false, Precision::F16),
+            (true, Precision::F32),
+            (true, Precision::F16),
+        ] {
+            let levers = Levers {
+                kernels,
+                checkpointing,
+                max_tensor: Some(128 << 20),
+                shards: 1,
+                precision,
+            };
+            let m = step_memory(&sapiens, 1, 1, levers);
             println!(
-                "sapiens-0.3b, 1 image, {kernels} kernels, checkpointing {checkpointing}: {} per step; largest tensor {} ({})",
+                "sapiens-0.3b, 1 image, {kernels} kernels, checkpointing {checkpointing}, {precision}: {} per step; largest tensor {} ({})",
                 fmt_bytes(m.total),
                 m.largest.name,
                 fmt_bytes(m.largest.bytes)

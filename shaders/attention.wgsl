@@ -2,10 +2,10 @@
 // keys and values through workgroup memory a tile at a time, keeping a running maximum and sum
 // (online softmax), so the N × N scores never exist. Also writes logsumexp per row for the
 // backward pass. q, k, v, out: [B·H, N, HD]; lse: [B·H, N].
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<{{ elem }}>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<{{ elem }}>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<{{ elem }}>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<{{ elem }}>>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 
 // Constants and load_tile come from attention_common.wgsl, prepended.
@@ -19,7 +19,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var qr: array<vec4<f32>, HD4>;
     var acc: array<vec4<f32>, HD4>;
     for (var d = 0u; d < HD4; d++) {
-        qr[d] = select(ZERO, q[base + row * HD4 + d] * SCALE, valid);
+        qr[d] = select(ZERO, vec4<f32>(q[base + row * HD4 + d]) * SCALE, valid);
         acc[d] = ZERO;
     }
     var m = LOWEST;
@@ -52,7 +52,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     if (valid) {
-        for (var d = 0u; d < HD4; d++) { out[base + row * HD4 + d] = acc[d] / l; }
+        for (var d = 0u; d < HD4; d++) { out[base + row * HD4 + d] = vec4<{{ elem }}>(acc[d] / l); }
         lse[bh * N + row] = m + log(l);
     }
 }

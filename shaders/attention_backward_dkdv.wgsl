@@ -1,14 +1,14 @@
 // Attention backward, gradients w.r.t. k and v: one invocation per key row streams the queries
 // and output gradients through workgroup memory, re-computing p = exp(s - lse) for its column:
 // dv = Σ_i p_i dO_i and dk = scale · Σ_i p_i (dO_i·v - delta_i) q_i. No atomics, no N × N.
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;      // [B·H, N, HD]
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<{{ elem }}>>;      // [B·H, N, HD]
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<{{ elem }}>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<{{ elem }}>>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;          // [B·H, N]
 @group(0) @binding(4) var<storage, read_write> delta: array<f32>;        // rowsum(dO ∘ O)
-@group(0) @binding(5) var<storage, read_write> grad: array<vec4<f32>>;   // dO
-@group(0) @binding(6) var<storage, read_write> dk: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> grad: array<vec4<{{ elem }}>>;   // dO
+@group(0) @binding(6) var<storage, read_write> dk: array<vec4<{{ elem }}>>;
+@group(0) @binding(7) var<storage, read_write> dv: array<vec4<{{ elem }}>>;
 
 // Constants and load_tile come from attention_common.wgsl, prepended.
 
@@ -23,8 +23,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var dk_acc: array<vec4<f32>, HD4>;
     var dv_acc: array<vec4<f32>, HD4>;
     for (var d = 0u; d < HD4; d++) {
-        kr[d] = select(ZERO, k[base + row * HD4 + d] * SCALE, valid);
-        vr[d] = select(ZERO, v[base + row * HD4 + d], valid);
+        kr[d] = select(ZERO, vec4<f32>(k[base + row * HD4 + d]) * SCALE, valid);
+        vr[d] = select(ZERO, vec4<f32>(v[base + row * HD4 + d]), valid);
         dk_acc[d] = ZERO;
         dv_acc[d] = ZERO;
     }
@@ -54,8 +54,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     if (valid) {
         for (var d = 0u; d < HD4; d++) {
-            dk[base + row * HD4 + d] = dk_acc[d] * SCALE;
-            dv[base + row * HD4 + d] = dv_acc[d];
+            dk[base + row * HD4 + d] = vec4<{{ elem }}>(dk_acc[d] * SCALE);
+            dv[base + row * HD4 + d] = vec4<{{ elem }}>(dv_acc[d]);
         }
     }
 }

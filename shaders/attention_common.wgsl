@@ -1,5 +1,8 @@
+{{ enable }}
 // Shared by the attention kernels (prepended to each): sizes, and the cooperative load of one
 // tile of BC rows of two [B·H, N, HD] tensors into workgroup memory (zeros past row N).
+// Tensors are stored as ELEM (f32, or f16 in mixed precision, `enable f16;` above); everything
+// is computed in f32 and the tiles hold f32.
 // Rows are read as vec4 (HD is a multiple of 4), the width both GPUs and software rasterisers
 // move and multiply at.
 const WG: u32 = {{ workgroup }}u;
@@ -25,8 +28,8 @@ fn load_tile(t: u32, lid: u32, base: u32) {
             var a = ZERO;
             var b = ZERO;
             if (r < N) {
-                a = {{ tile_a }}[base + r * HD4 + e % HD4];
-                b = {{ tile_b }}[base + r * HD4 + e % HD4];
+                a = vec4<f32>({{ tile_a }}[base + r * HD4 + e % HD4]);
+                b = vec4<f32>({{ tile_b }}[base + r * HD4 + e % HD4]);
             }
             tile_a[e] = a;
             tile_b[e] = b;

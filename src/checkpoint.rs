@@ -50,6 +50,9 @@ pub struct TrainState {
     pub plan: Option<crate::planner::BatchPlan>,
     /// The config the run was started with.
     pub config: Config,
+    /// The loss scale of an f16 run (absent in f32 runs and older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<crate::optim::LossScale>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

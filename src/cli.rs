@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::checkpoint::{self, Loaded};
 use crate::config::{
-    BatchSize, Checkpointing, Config, DeviceChoice, KernelChoice, Preset, Sharding,
+    BatchSize, Checkpointing, Config, DeviceChoice, KernelChoice, PrecisionChoice, Preset, Sharding,
 };
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
@@ -44,6 +44,19 @@ pub enum Command {
     Eval(EvalCommand),
     /// Write a checkpoint's encoder as safetensors in timm's ViT layout.
     Export(ExportArgs),
+    /// Draw the loss curves of several runs in one PNG, labelled by folder name.
+    Plot(PlotArgs),
+}
+
+/// Flags of `sapling plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run folders (each with its metrics.jsonl).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output PNG.
+    #[arg(long, default_value = "losses.png")]
+    pub out: PathBuf,
 }
 
 /// Flags of `sapling reconstruct`.
@@ -75,6 +88,16 @@ pub struct ExportArgs {
     /// Output file, e.g. encoder.safetensors.
     #[arg(long)]
     pub out: PathBuf,
+    /// Element type of the written tensors: `f32` (as trained), or `f16` (half the size).
+    #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
+    pub dtype: ExportDtype,
+}
+
+/// What `sapling export` stores tensors as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportDtype {
+    F32,
+    F16,
 }
 
 /// Flags of `sapling plan`: the run's flags (`--preset`, `--config`, `--effective-batch`,
@@ -296,6 +319,10 @@ pub struct TrainArgs {
     /// device (`false`), or let the batch planner decide (`auto`).
     #[arg(long, value_name = "true|false|auto")]
     pub shard_optimizer: Option<Sharding>,
+    /// Arithmetic: `f32`, `f16` (mixed precision, WebGPU adapters with `shader-f16`) or `auto`
+    /// (f16 where the adapter has it).
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionChoice>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -396,6 +423,9 @@ impl TrainArgs {
         }
         if let Some(s) = self.shard_optimizer {
             t.shard_optimizer = s;
+        }
+        if let Some(p) = self.precision {
+            t.precision = p;
         }
         if let Some(s) = self.seed {
             t.seed = s;

@@ -544,6 +544,12 @@ pub struct TrainConfig {
     /// (sharded when more than one rank runs and the planner needs it for a micro-batch to fit).
     #[serde(default)]
     pub shard_optimizer: Sharding,
+    /// `f32`, `f16` (mixed precision: matmuls and activations in half precision, master
+    /// weights, AdamW, layer norm, softmax and the loss in f32, the loss scaled dynamically;
+    /// WebGPU adapters with `shader-f16` only) or `auto` (f16 where the adapter has
+    /// `shader-f16`, f32 elsewhere).
+    #[serde(default)]
+    pub precision: PrecisionChoice,
 }
 
 /// Whether AdamW's state is split across MPI ranks.
@@ -597,6 +603,30 @@ impl std::str::FromStr for Sharding {
     }
 }
 
+/// The arithmetic a run asks for; `ops::Precision` is what it resolves to on the run's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision with f16 (see `TrainConfig::precision`).
+    F16,
+    /// f16 where the WebGPU adapter has `shader-f16`, f32 elsewhere (and on the CPU).
+    Auto,
+}
+
+impl PrecisionChoice {
+    /// The lowercase name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrecisionChoice::F32 => "f32",
+            PrecisionChoice::F16 => "f16",
+            PrecisionChoice::Auto => "auto",
+        }
+    }
+}
+
 /// Whether a step keeps every activation for backward or recomputes each block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -630,6 +660,7 @@ impl Default for TrainConfig {
             kernels: KernelChoice::Auto,
             activation_checkpointing: Checkpointing::Auto,
             shard_optimizer: Sharding::Auto,
+            precision: PrecisionChoice::F32,
         }
     }
 }

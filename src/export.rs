@@ -18,6 +18,7 @@ use crate::atomic;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
 use crate::model::block::Block;
+use crate::ops::Precision;
 
 /// One exported tensor: name, shape, row-major values.
 pub struct Exported {
@@ -223,9 +224,21 @@ fn bias(lin: &Linear) -> Tensor<1> {
 /// returns how many tensors it holds.
 #[cfg(not(target_family = "wasm"))]
 pub fn write_encoder(model: &MaskedAutoencoder, preset: &str, path: &Path) -> Result<usize> {
+    write_encoder_as(model, preset, path, Precision::F32)
+}
+
+/// [`write_encoder`] with every tensor stored as `dtype` (f16: half the file, values rounded
+/// to nearest as `tensor.half()` does).
+#[cfg(not(target_family = "wasm"))]
+pub fn write_encoder_as(
+    model: &MaskedAutoencoder,
+    preset: &str,
+    path: &Path,
+    dtype: Precision,
+) -> Result<usize> {
     let tensors = encoder_tensors(model)?;
     let n = tensors.len();
-    write_f32_tensors(tensors, &encoder_metadata(preset), path)?;
+    write_safetensors(&raw(tensors, dtype), &encoder_metadata(preset), path)?;
     Ok(n)
 }
 
@@ -239,13 +252,31 @@ pub fn write_f32_tensors(
 }
 
 fn raw_f32(tensors: Vec<Exported>) -> Vec<RawTensor> {
+    raw(tensors, Precision::F32)
+}
+
+/// Tensors as little-endian bytes of `dtype`.
+fn raw(tensors: Vec<Exported>, dtype: Precision) -> Vec<RawTensor> {
+    let half = |v: &f32| burn::tensor::f16::from_f32(*v).to_le_bytes();
     tensors
         .into_iter()
-        .map(|t| RawTensor {
-            name: t.name,
-            dtype: safetensors::Dtype::F32,
-            shape: t.shape,
-            bytes: t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        .map(|t| {
+            let (dtype, bytes) = match dtype {
+                Precision::F32 => {
+                    let bytes = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    (safetensors::Dtype::F32, bytes)
+                }
+                Precision::F16 => (
+                    safetensors::Dtype::F16,
+                    t.values.iter().flat_map(half).collect(),
+                ),
+            };
+            RawTensor {
+                name: t.name,
+                dtype,
+                shape: t.shape,
+                bytes,
+            }
         })
         .collect()
 }

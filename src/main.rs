@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchKernelsArgs, BenchScalingArgs, BenchStepArgs, Cli, Command,
-    EvalCommand, ExportArgs, HypotheticalArgs, LinearProbeArgs, PlanArgs, ReconstructArgs,
-    ReferenceCaseArgs, TrainArgs,
+    EvalCommand, ExportArgs, ExportDtype, HypotheticalArgs, LinearProbeArgs, PlanArgs, PlotArgs,
+    ReconstructArgs, ReferenceCaseArgs, TrainArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
 use sapling::device::Selected;
 use sapling::dist::World;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
+use sapling::ops::Precision;
 use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes};
 use sapling::train::{RunOptions, RunSummary};
 
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Reconstruct(args) => reconstruct(args),
         Command::Eval(EvalCommand::LinearProbe(args)) => eval_linear_probe(args),
         Command::Export(args) => export(args),
+        Command::Plot(args) => plot_runs(args),
         Command::Plan(args) => plan(args),
         Command::Hypothetical(args) => plan_hypothetical(args),
         Command::Bench(command) => bench(command),
@@ -164,11 +166,22 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let loaded = sapling::checkpoint::load(&args.checkpoint)?;
     let model = loaded.model(&burn::tensor::Device::flex())?;
     let preset = loaded.state.config.preset.name();
-    let n = sapling::export::write_encoder(&model, preset, &args.out)?;
+    let dtype = match args.dtype {
+        ExportDtype::F32 => Precision::F32,
+        ExportDtype::F16 => Precision::F16,
+    };
+    let n = sapling::export::write_encoder_as(&model, preset, &args.out, dtype)?;
     println!(
-        "wrote {n} encoder tensors (timm ViT layout) to {}",
+        "wrote {n} encoder tensors (timm ViT layout, {dtype}) to {}",
         args.out.display()
     );
+    Ok(())
+}
+
+/// `sapling plot`: the loss curves of several runs in one picture.
+fn plot_runs(args: PlotArgs) -> anyhow::Result<()> {
+    sapling::viz::plot::compare_losses(&args.runs, &args.out)?;
+    println!("wrote {}", args.out.display());
     Ok(())
 }
 

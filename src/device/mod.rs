@@ -14,7 +14,9 @@ use serde::Serialize;
 
 #[cfg(not(target_family = "wasm"))]
 use crate::config::DeviceChoice;
+use crate::config::PrecisionChoice;
 use crate::error::{Result, SaplingError};
+use crate::ops::Precision;
 
 /// Environment variable that turns "no WebGPU adapter" from a skip into a failure in tests.
 pub const REQUIRE_GPU_ENV: &str = "SAPLING_REQUIRE_GPU";
@@ -40,6 +42,8 @@ pub struct AdapterSummary {
     pub device_type: String,
     pub driver: String,
     pub limits: AdapterLimits,
+    /// Whether shaders may use f16 (WebGPU's `shader-f16`), which `--precision f16` needs.
+    pub shader_f16: bool,
 }
 
 impl AdapterSummary {
@@ -59,6 +63,7 @@ impl AdapterSummary {
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             },
+            shader_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
         }
     }
 
@@ -143,7 +148,63 @@ fn cpu() -> Selected {
 pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
     let selected = select(train.device)?;
     crate::ops::Kernels::resolve(train.kernels, &selected.device)?;
+    let on_flex = selected.device == Device::flex();
+    check_precision(
+        resolve_precision(train.precision, on_flex),
+        &selected.device,
+    )?;
     Ok(selected)
+}
+
+/// What `choice` means on Flex (`on_flex`) or this process's wgpu device: `auto` is f16 where
+/// the adapter has `shader-f16` and f32 elsewhere (also where no adapter was opened, as for
+/// `sapling plan`); `f16` stays f16 ([`check_precision`] refuses it where it cannot run).
+pub fn resolve_precision(choice: PrecisionChoice, on_flex: bool) -> Precision {
+    let has_f16 = || !on_flex && wgpu_adapter().is_some_and(|a| a.shader_f16);
+    match choice {
+        PrecisionChoice::F32 => Precision::F32,
+        PrecisionChoice::F16 => Precision::F16,
+        PrecisionChoice::Auto if has_f16() => Precision::F16,
+        PrecisionChoice::Auto => Precision::F32,
+    }
+}
+
+/// `precision` if it runs on `device`; f16 elsewhere than on a WebGPU adapter with
+/// `shader-f16` is refused naming the config field and the adapter.
+pub fn check_precision(precision: Precision, device: &Device) -> Result<Precision> {
+    if precision == Precision::F32 {
+        return Ok(precision);
+    }
+    let adapter = wgpu_adapter();
+    match f16_refusal(*device == Device::flex(), adapter.as_ref()) {
+        None => Ok(precision),
+        Some(why) => Err(SaplingError::config("train.precision", why)),
+    }
+}
+
+/// Why f16 cannot run on Flex (`on_flex`) or on `adapter`, if it cannot.
+fn f16_refusal(on_flex: bool, adapter: Option<&AdapterSummary>) -> Option<String> {
+    let why = match adapter {
+        _ if on_flex => "this run is on the CPU (Flex), where sapling computes in f32 only".into(),
+        Some(a) if a.shader_f16 => return None,
+        Some(a) => format!(
+            "the WebGPU adapter {} ({}) has no shader-f16",
+            a.name, a.api
+        ),
+        None => "no WebGPU adapter was opened".to_string(),
+    };
+    Some(format!(
+        "f16 needs a WebGPU adapter with shader-f16 and {why}: use --precision auto (f16 where \
+         the adapter has it) or f32"
+    ))
+}
+
+/// The adapter of this process's wgpu device, once it is open.
+fn wgpu_adapter() -> Option<AdapterSummary> {
+    match WGPU.get() {
+        Some(Ok(selected)) => selected.adapter.clone(),
+        _ => None,
+    }
 }
 
 /// burn's wgpu runtime can be initialised once per process, so the first result is kept and
@@ -178,4 +239,35 @@ pub async fn wgpu_device_async() -> Result<Selected> {
     WGPU.get_or_init(|| result)
         .clone()
         .map_err(SaplingError::Device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_is_refused_naming_the_adapter_without_shader_f16() {
+        let mut adapter = AdapterSummary {
+            name: "SwiftShader Device".into(),
+            api: "BrowserWebGpu".into(),
+            device_type: "Cpu".into(),
+            driver: String::new(),
+            limits: AdapterLimits {
+                max_buffer_size: 1 << 28,
+                max_storage_buffer_binding_size: 1 << 27,
+                max_compute_workgroup_storage_size: 16384,
+                max_compute_invocations_per_workgroup: 256,
+                max_storage_buffers_per_shader_stage: 8,
+            },
+            shader_f16: false,
+        };
+        let why = f16_refusal(false, Some(&adapter)).expect("refused");
+        assert!(
+            why.contains("SwiftShader Device") && why.contains("--precision auto"),
+            "{why}"
+        );
+        assert!(f16_refusal(true, Some(&adapter)).unwrap().contains("CPU"));
+        adapter.shader_f16 = true;
+        assert_eq!(f16_refusal(false, Some(&adapter)), None);
+    }
 }

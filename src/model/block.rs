@@ -33,12 +33,12 @@ impl Attention {
     /// `x`: `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        let out = if ops.pieces((b * n * 3 * d * 4) as u64) > 1 {
+        let out = if ops.pieces((b * n * 3 * d) as u64 * ops.precision.bytes()) > 1 {
             // The packed [B, N, 3·D] would not fit one binding: q, k and v apart.
             let part = |i: usize| {
                 let w = self.qkv.weight.val().narrow(1, i * d, d);
                 let bias = self.qkv.bias.as_ref().map(|b| b.val().narrow(0, i * d, d));
-                burn::tensor::module::linear(x.clone(), w, bias)
+                ops.linear_with(x.clone(), w, bias)
             };
             ops.attention_unpacked([0, 1, 2].map(part), self.heads)
         } else {
@@ -68,7 +68,9 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
         let [b, n, _] = x.dims();
         let hidden = self.fc1.weight.val().dims()[1];
-        let pieces = ops.pieces((b * n * hidden * 4) as u64).min(n);
+        let pieces = ops
+            .pieces((b * n * hidden) as u64 * ops.precision.bytes())
+            .min(n);
         let mlp = |x| ops.linear(&self.fc2, ops.gelu(ops.linear(&self.fc1, x)));
         if pieces == 1 {
             return mlp(x);
@@ -106,14 +108,15 @@ impl Block {
     /// # Shapes
     /// `[B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<3>, ops: Ops) -> Tensor<3> {
-        let x = x.clone()
-            + self
-                .attn
-                .forward(ops.layer_norm(&self.norm1, x, self.eps), ops);
-        x.clone()
-            + self
-                .mlp
-                .forward(ops.layer_norm(&self.norm2, x, self.eps), ops)
+        // The residual stream stays f32 whatever the branches compute in.
+        let attn = self
+            .attn
+            .forward(ops.layer_norm(&self.norm1, x.clone(), self.eps), ops);
+        let x = x + ops.widen(attn);
+        let mlp = self
+            .mlp
+            .forward(ops.layer_norm(&self.norm2, x.clone(), self.eps), ops);
+        x + ops.widen(mlp)
     }
 }
 

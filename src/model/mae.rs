@@ -215,7 +215,8 @@ impl MaskedAutoencoder {
         // Gathering before the embedding multiplies only the K kept patches.
         let visible = ops.patch_gather(imgs, keep_rows, self.config.patch_size); // [B·K, P]
         let pos = self.pos_embed.clone().narrow(0, 1, l).select(0, keep_pos); // [B·K, D]
-        let x = (ops.linear(&self.patch_embed, visible) + pos).reshape([b, k, d]); // [B, K, D]
+        let embedded = ops.widen(ops.linear(&self.patch_embed, visible));
+        let x = (embedded + pos).reshape([b, k, d]); // [B, K, D]
         let cls = (self.cls_token.val() + self.pos_embed.clone().narrow(0, 0, 1).unsqueeze())
             .expand([b, 1, d]); // [B, 1, D]
         Tensor::cat(vec![cls, x], 1) // [B, 1 + K, D]
@@ -232,7 +233,7 @@ impl MaskedAutoencoder {
         let [b, n, _] = latent.dims();
         let k = n - 1;
         let dd = self.config.decoder_dim;
-        let x = self.ops.linear(&self.decoder_embed, latent); // [B, 1 + K, Dd]
+        let x = self.ops.widen(self.ops.linear(&self.decoder_embed, latent)); // [B, 1 + K, Dd]
         let cls = x.clone().narrow(1, 0, 1); // [B, 1, Dd]
         let mask_tokens = self.mask_token.val().expand([b, l - k, dd]); // [B, L - K, Dd]
         let shuffled = Tensor::cat(vec![x.narrow(1, 1, k), mask_tokens], 1); // [B, L, Dd]
@@ -249,7 +250,8 @@ impl MaskedAutoencoder {
             .ops
             .layer_norm(&self.decoder_norm, x, self.config.layer_norm_eps);
         let x = self.ops.linear(&self.decoder_pred, x); // [B, 1 + L, P]
-        x.narrow(1, 1, l)
+        // The loss and its per-patch statistics are computed in f32.
+        self.ops.widen(x.narrow(1, 1, l))
     }
 }
 

@@ -17,7 +17,7 @@ pub use patch::{patchify, unpatchify};
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::config::KernelChoice;
 use crate::error::{Result, SaplingError};
@@ -87,10 +87,58 @@ impl std::fmt::Display for Kernels {
     }
 }
 
+/// The arithmetic of a run's matmuls and activations (a `PrecisionChoice` without `auto`).
+///
+/// In [`Precision::F16`], as PyTorch's autocast: linear layers and attention take and give
+/// f16 (their saved activations are half the size), the residual stream, layer norm, softmax,
+/// the loss and every parameter and gradient stay f32. Casts are differentiable, so gradients
+/// reach the f32 master weights in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    /// The element type matmuls and activations compute in.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    /// Bytes of one activation element.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The operations of one run, resolved for its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ops {
     pub kernels: Kernels,
+    /// What linear layers and attention compute in.
+    pub precision: Precision,
     /// The largest tensor an operation may write, in bytes: a GPU's storage-binding limit.
     /// Layers whose activations would exceed it compute them in pieces (see
     /// [`Ops::pieces`]); `None` never splits.
@@ -105,6 +153,7 @@ impl Ops {
     pub const fn new(kernels: Kernels) -> Ops {
         Ops {
             kernels,
+            precision: Precision::F32,
             max_tensor: None,
         }
     }
@@ -121,13 +170,41 @@ impl Ops {
             .map_or(1, |limit| bytes.div_ceil(limit.max(1)).max(1) as usize)
     }
 
-    /// `x·W + b` over the last dimension.
+    /// These operations computing in `precision`.
+    pub const fn with_precision(self, precision: Precision) -> Ops {
+        Ops { precision, ..self }
+    }
+
+    /// `x·W + b` over the last dimension, in the run's precision (see [`Ops::widen`]).
     pub fn linear<const D: usize>(self, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
         let (weight, bias) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+        self.linear_with(x, weight, bias)
+    }
+
+    /// [`Ops::linear`] with the weight `[in, out]` and bias `[out]` given.
+    pub fn linear_with<const D: usize>(
+        self,
+        x: Tensor<D>,
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+    ) -> Tensor<D> {
         match (self.kernels, bias) {
             (Kernels::Cpu, Some(bias)) => cpu::linear(x, weight, bias),
-            (_, bias) => burn::tensor::module::linear(x, weight, bias),
+            (_, bias) => {
+                let (x, weight) = (self.narrow(x), self.narrow(weight));
+                burn::tensor::module::linear(x, weight, bias.map(|b| self.narrow(b)))
+            }
         }
+    }
+
+    /// `x` in the precision matmuls compute in (itself in f32).
+    pub fn narrow<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        x.cast(self.precision.dtype())
+    }
+
+    /// `x` in f32, for the residual stream and the loss (itself when it is f32 already).
+    pub fn widen<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        x.cast(DType::F32)
     }
 
     /// Layer norm over the last dimension with ε `eps` (burn's `LayerNorm` keeps its own private).
@@ -154,8 +231,18 @@ impl Ops {
             Kernels::Wgsl if wgsl::supports(hd) => {
                 merge_heads(wgsl::flash_attention(q, k, v, scale))
             }
-            _ => merge_heads(softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3).matmul(v)),
+            _ => merge_heads(self.softmax_attention(q, k, v, scale)),
         }
+    }
+
+    /// `softmax(q·kᵀ·scale)·v` through the `[B, H, N, N]` scores. Scaling q before the product
+    /// touches N·hd values instead of N·N. In f16 the scores' product is f16, the softmax and
+    /// the value product f32, so the one score-sized tensor kept for backward is the f32
+    /// softmax output (as in f32), not also an f16 copy of it.
+    fn softmax_attention(self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<4> {
+        let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+        let probs = softmax(self.widen(scores), 3);
+        self.narrow(probs.matmul(self.widen(v)))
     }
 
     /// Multi-head softmax attention of packed `qkv` (q, k, v side by side, heads contiguous in
@@ -173,10 +260,9 @@ impl Ops {
                 merge_heads(wgsl::flash_attention(q, k, v, scale))
             }
             // Scores [B, H, N, N]; also the WGSL path's fallback for head dims it does not take.
-            // Scaling q before the product touches N·hd values instead of N·N.
             _ => {
                 let [q, k, v] = split_heads(qkv, heads);
-                merge_heads(softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3).matmul(v))
+                merge_heads(self.softmax_attention(q, k, v, scale))
             }
         }
     }

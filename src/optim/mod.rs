@@ -1,4 +1,4 @@
-//! Optimisation: AdamW groups, global clipping, the learning-rate schedule.
+//! Optimisation: AdamW groups, global clipping, the learning-rate schedule, loss scaling.
 
 /// AdamW with a decay and a no-decay group.
 pub mod adamw;
@@ -6,8 +6,11 @@ pub mod adamw;
 pub mod clip;
 /// The weight-decay rule and parameter paths.
 pub mod decay;
+/// Dynamic loss scaling for f16.
+pub mod loss_scale;
 /// Linear warmup then half-cycle cosine.
 pub mod schedule;
 
 pub use adamw::adamw;
+pub use loss_scale::{LossScale, Verdict};
 pub use schedule::{Schedule, scaled_lr};

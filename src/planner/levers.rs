@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Checkpointing, Config, KernelChoice, Sharding};
-use crate::ops::{Kernels, Ops};
+use crate::device::resolve_precision;
+use crate::ops::{Kernels, Ops, Precision};
 
 /// How a step runs, as far as its memory is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct Levers {
     /// gradients summed on the host (1: not sharded, everything on the device).
     #[serde(default = "one")]
     pub shards: usize,
+    /// What matmuls and activations compute in: f16 halves most saved activations.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn one() -> usize {
@@ -43,6 +47,7 @@ impl Levers {
     pub fn ops(&self) -> Ops {
         Ops {
             kernels: self.kernels,
+            precision: self.precision,
             max_tensor: self.max_tensor,
         }
     }
@@ -59,7 +64,14 @@ impl Levers {
         } else {
             String::new()
         };
-        format!("kernels {}, {checkpointing}{sharded}", self.kernels)
+        let precision = match self.precision {
+            Precision::F32 => "",
+            Precision::F16 => ", f16",
+        };
+        format!(
+            "kernels {}, {checkpointing}{sharded}{precision}",
+            self.kernels
+        )
     }
 }
 
@@ -91,6 +103,7 @@ pub fn options(
         (Sharding::Auto, true) => vec![1, ranks],
         _ => vec![1],
     };
+    let precision = resolve_precision(config.train.precision, on_flex);
     let mut all = Vec::new();
     for &shards in &shards {
         for &checkpointing in checkpointing {
@@ -100,6 +113,7 @@ pub fn options(
                     checkpointing,
                     max_tensor,
                     shards,
+                    precision,
                 });
             }
         }

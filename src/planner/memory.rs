@@ -1,6 +1,7 @@
 //! An analytic model of the memory one training step needs, and of its largest single tensor.
 //!
-//! Everything is f32. A step holds, at its peak (the start of backward through the last
+//! Parameters, gradients and optimizer state are f32; activations are f32, or with
+//! [`Precision::F16`] half of them f16 (see [`BLOCK_SAVED_ND_OPERANDS`]). A step holds, at its peak (the start of backward through the last
 //! micro-batch): the parameters, AdamW's two moments, the gradients (two sets while
 //! accumulating: the running sum and the new ones), every activation autodiff saved for
 //! backward, and the temporaries of the op being differentiated. The per-block activation
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::levers::Levers;
 use crate::config::ModelConfig;
 use crate::model::analytic_params;
-use crate::ops::Kernels;
+use crate::model::block::block_params;
+use crate::ops::{Kernels, Precision};
 
 const F32: u64 = 4;
 
@@ -24,6 +26,10 @@ const F32: u64 = 4;
 /// three. The two hidden-width tensors (fc1's output for GELU, GELU's output for fc2) and the
 /// softmax output (for both softmax's and the value product's backward) are counted apart.
 pub const BLOCK_SAVED_ND: u64 = 12;
+/// Of [`BLOCK_SAVED_ND`], the operands of a matmul or of attention (qkv's input, q, k, v, the
+/// attention output, fc1's input): in mixed precision these are kept in f16, the rest (layer
+/// norms' inputs and statistics, the residual sums) in f32.
+pub const BLOCK_SAVED_ND_OPERANDS: u64 = 6;
 /// Hidden-width tensors saved per block.
 pub const BLOCK_SAVED_HIDDEN: u64 = 2;
 /// Score-sized (`[heads, tokens, tokens]`) tensors saved per block.
@@ -67,20 +73,24 @@ struct Stack {
     heads: u64,
     depth: u64,
     hidden: u64,
+    /// Bytes of an element of what matmuls compute in.
+    act: u64,
 }
 
 impl Stack {
     fn scores(&self, b: u64) -> u64 {
         b * self.heads * self.tokens * self.tokens * F32
     }
+    /// Hidden-width activations, in the compute precision.
     fn hidden(&self, b: u64) -> u64 {
-        b * self.tokens * self.hidden * F32
+        b * self.tokens * self.hidden * self.act
     }
+    /// A `[tokens, width]` tensor of the residual stream (f32).
     fn nd(&self, b: u64) -> u64 {
         b * self.tokens * self.dim * F32
     }
-    /// Softmax probabilities kept for backward: the scores, or with the flash kernel one
-    /// logsumexp per row.
+    /// Softmax probabilities kept for backward: the scores (f32 in either precision: the
+    /// value product takes them in f32), or with the flash kernel one logsumexp per row.
     fn attention_saved(&self, b: u64, kernels: Kernels) -> u64 {
         if kernels == Kernels::Wgsl {
             b * self.heads * self.tokens * F32
@@ -90,7 +100,9 @@ impl Stack {
     }
     /// What one block keeps for backward.
     fn block(&self, b: u64, kernels: Kernels) -> u64 {
-        BLOCK_SAVED_ND * self.nd(b)
+        let operands = BLOCK_SAVED_ND_OPERANDS * self.nd(b) * self.act / F32;
+        (BLOCK_SAVED_ND - BLOCK_SAVED_ND_OPERANDS) * self.nd(b)
+            + operands
             + BLOCK_SAVED_HIDDEN * self.hidden(b)
             + self.attention_saved(b, kernels)
     }
@@ -105,12 +117,14 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Leve
     let learnable = counts.learnable as u64 * F32;
     let (l, k) = (model.num_patches() as u64, model.num_visible() as u64);
     let pd = model.patch_dim() as u64;
+    let act = levers.precision.bytes();
     let encoder = Stack {
         tokens: 1 + k,
         dim: model.dim as u64,
         heads: model.heads as u64,
         depth: model.depth as u64,
         hidden: (model.dim * model.mlp_ratio) as u64,
+        act,
     };
     let decoder = Stack {
         tokens: 1 + l,
@@ -118,6 +132,7 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Leve
         heads: model.decoder_heads as u64,
         depth: model.decoder_depth as u64,
         hidden: (model.decoder_dim * model.mlp_ratio) as u64,
+        act,
     };
     let pixels = b * model.in_chans as u64 * (model.img_size as u64).pow(2) * F32;
     let patch_rows = b * l * pd * F32;
@@ -147,16 +162,28 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Leve
         loss + 3 * decoder.nd(b),
     );
     let (enc_block, dec_block) = (encoder.block(b, kernels), decoder.block(b, kernels));
-    let activations = if levers.checkpointing {
-        // Each stage's input (the encoder blocks' and the bridge's encoder-wide, the decoder
-        // blocks' and the head's decoder-wide), the head's graph, then while one stage is
-        // recomputed and differentiated its activations, its output and the incoming gradient.
-        let inputs = (encoder.depth + 1) * encoder.nd(b) + (decoder.depth + 1) * decoder.nd(b);
-        let stage = enc_block.max(dec_block).max(embed).max(bridge);
-        pixels + inputs + head + stage + 2 * encoder.nd(b).max(decoder.nd(b))
-    } else {
-        pixels + encoder.depth * enc_block + decoder.depth * dec_block + embed + bridge + head
+    // In mixed precision every linear layer's weight is cast to f16 once per forward pass and
+    // the copy kept for backward; with checkpointing only the stage being differentiated keeps
+    // its copies (the graph-free forward keeps none).
+    let weight_copies = match (levers.precision, levers.checkpointing) {
+        (Precision::F32, _) => 0,
+        (Precision::F16, false) => learnable * act / F32,
+        (Precision::F16, true) => {
+            let widest = model.dim.max(model.decoder_dim);
+            block_params(widest, model.mlp_ratio) as u64 * act
+        }
     };
+    let activations = weight_copies
+        + if levers.checkpointing {
+            // Each stage's input (the encoder blocks' and the bridge's encoder-wide, the decoder
+            // blocks' and the head's decoder-wide), the head's graph, then while one stage is
+            // recomputed and differentiated its activations, its output and the incoming gradient.
+            let inputs = (encoder.depth + 1) * encoder.nd(b) + (decoder.depth + 1) * decoder.nd(b);
+            let stage = enc_block.max(dec_block).max(embed).max(bridge);
+            pixels + inputs + head + stage + 2 * encoder.nd(b).max(decoder.nd(b))
+        } else {
+            pixels + encoder.depth * enc_block + decoder.depth * dec_block + embed + bridge + head
+        };
     // At the peak: the gradient of the softmax output and of the scores of the last block
     // differentiated, next to the hidden-width gradients of its MLP. (The CPU attention kernel
     // differentiates one batch row and head at a time in a per-thread scratch.)
@@ -208,11 +235,11 @@ fn largest_tensor(
     // apart, the MLP's hidden activations over token pieces.
     let ops = levers.ops();
     let qkv = |s: &Stack| {
-        let packed = 3 * s.nd(b);
-        if ops.pieces(packed) > 1 {
-            s.nd(b)
+        let one = s.nd(b) * s.act / F32;
+        if ops.pieces(3 * one) > 1 {
+            one
         } else {
-            packed
+            3 * one
         }
     };
     let hidden = |s: &Stack| {
@@ -273,6 +300,7 @@ mod tests {
         checkpointing: false,
         max_tensor: None,
         shards: 1,
+        precision: Precision::F32,
     };
 
     #[test]
@@ -312,6 +340,7 @@ mod tests {
                     checkpointing: false,
                     max_tensor: None,
                     shards: 1,
+                    precision: Precision::F32,
                 },
             );
             assert!(
@@ -323,6 +352,23 @@ mod tests {
             let reference = step_memory(&preset.config().model, 1, 1, REF);
             assert!(m.total < reference.total);
         }
+    }
+
+    #[test]
+    fn f16_halves_the_operands_and_keeps_the_rest() {
+        let cfg = Preset::VitB.config().model;
+        let half = Levers {
+            precision: Precision::F16,
+            ..REF
+        };
+        let (f32, f16) = (step_memory(&cfg, 8, 1, REF), step_memory(&cfg, 8, 1, half));
+        assert_eq!(
+            (f16.params, f16.grads, f16.optim_state),
+            (f32.params, f32.grads, f32.optim_state)
+        );
+        assert!(f16.activations < f32.activations);
+        assert!(f16.activations > f32.activations / 2);
+        assert!(f16.transient < f32.transient);
     }
 
     #[test]

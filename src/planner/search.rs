@@ -13,6 +13,7 @@ use super::memory::{StepMemory, fmt_bytes, step_memory};
 use super::trial::{Trial, TrialOptions};
 use crate::config::{BatchSize, Config, ModelConfig, accumulation_steps};
 use crate::error::{Result, SaplingError};
+use crate::ops::Precision;
 use crate::optim::scaled_lr;
 
 /// Share of the budget a planned step may use: the model is an estimate, and allocators
@@ -364,16 +365,18 @@ pub fn choose(trials: &[Trial]) -> Option<usize> {
 }
 
 /// `previous` (a checkpoint's plan) as this run's plan, when it was made on the same device
-/// for the same effective batch and the micro-batch is `auto`; otherwise `None`: plan afresh.
+/// for the same effective batch in the same `precision` and the micro-batch is `auto`;
+/// otherwise `None`: plan afresh (a run may resume in the other precision).
 pub fn reusable(
     config: &Config,
     limits: &DeviceLimits,
     previous: Option<&BatchPlan>,
+    precision: Precision,
 ) -> Option<BatchPlan> {
     let p = previous.filter(|_| config.train.batch_size == BatchSize::Auto)?;
     if p.limits.key == limits.key
         && p.effective_batch == config.train.effective_batch
-        && p.levers.is_some()
+        && p.levers.is_some_and(|l| l.precision == precision)
     {
         let mut reused = p.clone();
         reused.source = PlanSource::Reused;
@@ -381,8 +384,9 @@ pub fn reusable(
         return Some(reused);
     }
     tracing::info!(
-        "the checkpoint's batch plan was made on {}; planning for {} again, keeping the effective batch {}",
+        "the checkpoint's batch plan was made on {} ({}); planning for {} in {precision} again, keeping the effective batch {}",
         p.limits.adapter,
+        p.levers.map_or("f32", |l| l.precision.name()),
         limits.adapter,
         config.train.effective_batch
     );

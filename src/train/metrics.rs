@@ -24,6 +24,12 @@ pub struct MetricLine {
     /// The process's resident memory, where the OS reports it: with the pool's bytes, what a
     /// long run is checked against for leaks.
     pub rss_bytes: Option<u64>,
+    /// f16 runs: the loss scale after this step, and the steps skipped so far because their
+    /// gradients overflowed (absent in f32 runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
 }
 
 /// Appends metric lines to a file.

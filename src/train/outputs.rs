@@ -161,6 +161,8 @@ impl Outputs {
             images_per_sec,
             device_bytes_in_use: run.device.memory_pool_usage().map(|u| u.bytes_in_use),
             rss_bytes: crate::device::peak::resident_bytes(),
+            loss_scale: stats.loss_scale.map(|s| s.scale),
+            skipped_steps: stats.loss_scale.map(|s| s.skipped_steps),
         };
         let json = metrics.write(&line)?;
         if self.interactive {
@@ -202,6 +204,7 @@ impl Outputs {
             samples: run.loader.position(),
             plan: Some(run.plan.clone()),
             config: self.config.clone(),
+            loss_scale: run.trainer.loss_scale(),
         };
         let path = checkpoint::save(
             &self.out,

@@ -19,13 +19,15 @@ use crate::error::Result;
 use crate::model::{MaskedAutoencoder, MaskedBatch};
 use crate::timing::drain;
 
-/// Forward and backward of one micro-batch with its loss divided by `accum`; the gradients of
-/// every parameter go into `acc`. Returns the loss (detached) and, with `split`, the seconds of
-/// the forward pass (the device drained after it).
+/// Forward and backward of one micro-batch with its loss divided by `accum` (and multiplied by
+/// `loss_scale` for backward); the gradients of every parameter go into `acc`. Returns the
+/// loss (detached, unscaled) and, with `split`, the seconds of the forward pass (the device
+/// drained after it).
 pub async fn backward_by_stages(
     model: &MaskedAutoencoder,
     batch: &MaskedBatch,
     accum: usize,
+    loss_scale: f64,
     split: bool,
     acc: &mut GradientsAccumulator<MaskedAutoencoder>,
 ) -> Result<(Tensor<1>, f64)> {
@@ -52,7 +54,7 @@ pub async fn backward_by_stages(
         .head(head_in.clone(), batch)
         .loss
         .div_scalar(accum as f64);
-    let grads = loss.backward();
+    let grads = super::step::scaled(loss.clone(), loss_scale).backward();
     let mut upstream = head_in.grad(&grads);
     acc.accumulate(model, GradientsParams::from_grads(grads, model));
 

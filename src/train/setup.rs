@@ -8,11 +8,12 @@ use burn::tensor::Device;
 use super::run::RunOptions;
 use super::step::Trainer;
 use super::trial::{lever_options, plan_for_run};
-use crate::config::Config;
+use crate::config::{Config, PrecisionChoice};
 use crate::data::{Batch, ImageSource, Loader, Shard};
 use crate::device;
 use crate::dist::{Collective, World};
 use crate::error::{Result, SaplingError};
+use crate::ops::Precision;
 use crate::optim::{Schedule, scaled_lr};
 use crate::planner::{BatchPlan, DeviceLimits, fitting};
 
@@ -109,6 +110,7 @@ impl Run {
             Trainer::with_levers(config, &selected.device, levers)?.join(world.clone())?;
         if let Some(loaded) = &options.resume {
             trainer.restore(loaded, config)?;
+            trainer.set_loss_scale(loaded.state.loss_scale);
             tracing::info!(
                 "resuming from {} at step {}",
                 loaded.path.display(),
@@ -171,6 +173,14 @@ fn announce(
         schedule.warmup_steps,
         source.describe()
     );
+    if config.train.precision == PrecisionChoice::Auto {
+        let chosen = plan.levers.map_or(Precision::F32, |l| l.precision);
+        let why = match chosen {
+            Precision::F16 => "the adapter has shader-f16",
+            Precision::F32 => "f16 needs a WebGPU adapter with shader-f16",
+        };
+        tracing::info!("precision auto: {chosen} ({why})");
+    }
 }
 
 /// Each rank plans for its share of the effective batch; the smallest micro-batch of any rank

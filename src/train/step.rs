@@ -15,7 +15,8 @@ use crate::data::Batch;
 use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights};
 use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder, MaskedBatch, init};
-use crate::optim::{self, clip};
+use crate::ops::Precision;
+use crate::optim::{self, LossScale, Verdict, clip};
 use crate::planner::Levers;
 use crate::seed::{self, mix};
 use crate::timing::drain;
@@ -33,6 +34,10 @@ pub struct StepStats {
     pub grad_norm: f64,
     /// The gradient all-reduce over ranks (zero in a world of one).
     pub reduce: ReduceStats,
+    /// f16 runs: the loss scale after this step (see [`LossScale`]).
+    pub loss_scale: Option<LossScale>,
+    /// The gradients overflowed in f16: the weights and the optimizer were left as they were.
+    pub skipped: bool,
 }
 
 /// How much of a step to time. Timing waits for the device, which an untimed step never does
@@ -81,6 +86,8 @@ pub struct Trainer {
     world: World,
     bucket_bytes: usize,
     overlap: bool,
+    /// The dynamic loss scale of an f16 run (`None` in f32).
+    loss_scale: Option<LossScale>,
 }
 
 impl Trainer {
@@ -116,6 +123,7 @@ impl Trainer {
         levers: Levers,
     ) -> Result<Self> {
         levers.kernels.check(device)?;
+        crate::device::check_precision(levers.precision, device)?;
         let ops = levers.ops();
         init::materialize(&model);
         let model = model.with_ops(ops);
@@ -141,6 +149,7 @@ impl Trainer {
             world: Rc::new(Solo),
             bucket_bytes,
             overlap: config.train.allreduce_overlap,
+            loss_scale: (levers.precision == Precision::F16).then(LossScale::default),
         })
     }
 
@@ -208,6 +217,18 @@ impl Trainer {
         self.model = Some(model);
         self.update = Update::Device(optim?);
         Ok(())
+    }
+
+    /// The loss scale of an f16 run, to be saved with the weights.
+    pub fn loss_scale(&self) -> Option<LossScale> {
+        self.loss_scale
+    }
+
+    /// Goes on with a saved loss scale (an f16 run resumed; ignored in f32).
+    pub fn set_loss_scale(&mut self, saved: Option<LossScale>) {
+        if let (Some(scale), Some(saved)) = (self.loss_scale.as_mut(), saved) {
+            *scale = saved;
+        }
     }
 
     /// The optimizer's part of a checkpoint: burn's record, or this rank's shard.
@@ -405,7 +426,7 @@ impl Trainer {
         if self.levers.checkpointing {
             let mut stages = GradientsAccumulator::<MaskedAutoencoder>::new();
             let (loss, forward) =
-                backward_by_stages(model, &masked, accum, split, &mut stages).await?;
+                backward_by_stages(model, &masked, accum, self.scale(), split, &mut stages).await?;
             return Ok((loss, stages.grads(), forward));
         }
         let started = Instant::now();
@@ -415,8 +436,31 @@ impl Trainer {
             drain(&self.device, loss.clone()).await?;
         }
         let forward = started.elapsed().as_secs_f64();
-        let grads = GradientsParams::from_grads(loss.backward(), model);
+        let grads = scaled(loss.clone(), self.scale()).backward();
+        let grads = GradientsParams::from_grads(grads, model);
         Ok((loss.detach().inner(), grads, forward))
+    }
+
+    /// What the loss is multiplied by before backward (1 in f32).
+    fn scale(&self) -> f64 {
+        self.loss_scale.map_or(1.0, |s| s.scale)
+    }
+
+    /// What to do with a step whose loss and gradient norm (of the scaled loss, in f16) were
+    /// read back: in f16 an overflowed norm skips the step and halves the scale; a non-finite
+    /// loss, or a non-finite norm in f32 (or in f16 even unscaled), fails it.
+    fn judge(&mut self, loss: f64, norm: f64, step: u64) -> Result<Verdict> {
+        let verdict = match self.loss_scale.as_mut() {
+            Some(scale) if loss.is_finite() => scale.after_step(norm),
+            _ if norm.is_finite() => Verdict::Apply,
+            _ => Verdict::Fail,
+        };
+        let fail = |what, value| Err(SaplingError::NonFinite { what, value, step });
+        match verdict {
+            _ if !loss.is_finite() => fail("loss", loss),
+            Verdict::Fail => fail("gradient norm", norm),
+            verdict => Ok(verdict),
+        }
     }
 
     /// Checks the read-back loss and norm, clips and steps AdamW; a non-finite value fails
@@ -446,26 +490,45 @@ impl Trainer {
                 (loss, values[1] as f64, None)
             }
         };
-        for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
-            if !value.is_finite() {
+        // The scale this step's backward used (judging it may change the scale).
+        let loss_scale = self.scale();
+        let verdict = match self.judge(loss, grad_norm, step) {
+            Ok(verdict) => verdict,
+            Err(e) => {
                 self.model = Some(model);
-                return Err(SaplingError::NonFinite { what, value, step });
+                return Err(e);
             }
+        };
+        let grad_norm = grad_norm / loss_scale;
+        let stats = StepStats {
+            loss,
+            grad_norm,
+            reduce,
+            loss_scale: self.loss_scale,
+            skipped: verdict == Verdict::Skip,
+        };
+        if stats.skipped {
+            // The gradients overflowed in f16: dropped, weights and moments as they were.
+            self.model = Some(model);
+            return Ok(stats);
         }
         let model = match (&mut self.update, grads, sharded_grad) {
             (Update::Device(optim), Some((mut grads, norm)), _) => {
-                if self.clip_grad > 0.0 {
+                if self.loss_scale.is_some() {
+                    clip::unscale_and_clip(&model, &mut grads, norm, self.clip_grad, loss_scale);
+                } else if self.clip_grad > 0.0 {
                     clip::clip_to(&model, &mut grads, norm, self.clip_grad);
                 }
                 optim.step(lr, model, grads)
             }
             (Update::Sharded(shard), _, Some(grad)) => {
-                // `clip::clip_to`'s factor, in the same f32 arithmetic.
+                // `clip::clip_to`'s factor, in the same f32 arithmetic, and the loss scale
+                // divided out (a power of two: exact).
                 let scale = if self.clip_grad > 0.0 {
                     ((grad_norm as f32 + 1e-6).recip() * self.clip_grad as f32).min(1.0)
                 } else {
                     1.0
-                };
+                } / loss_scale as f32;
                 let model = shard.apply(model, grad, lr, scale, world.as_ref());
                 reduce.seconds = started.elapsed().as_secs_f64();
                 model
@@ -473,11 +536,16 @@ impl Trainer {
             _ => unreachable!("the pending step matches the optimizer"),
         };
         self.model = Some(model);
-        Ok(StepStats {
-            loss,
-            grad_norm,
-            reduce,
-        })
+        Ok(StepStats { reduce, ..stats })
+    }
+}
+
+/// `loss` multiplied by `loss_scale` for backward (itself at 1, so f32 runs are unchanged).
+pub(super) fn scaled(loss: Tensor<1>, loss_scale: f64) -> Tensor<1> {
+    if loss_scale == 1.0 {
+        loss
+    } else {
+        loss.mul_scalar(loss_scale)
     }
 }
 

@@ -102,7 +102,9 @@ pub fn plan_for_run(
     previous: Option<&BatchPlan>,
     ranks: usize,
 ) -> Result<BatchPlan> {
-    match planner::reusable(config, limits, previous) {
+    let on_flex = *device == Device::flex();
+    let precision = crate::device::resolve_precision(config.train.precision, on_flex);
+    match planner::reusable(config, limits, previous, precision) {
         Some(plan) => Ok(plan),
         None => plan_in_world(config, device, limits, TrialOptions::default(), ranks),
     }

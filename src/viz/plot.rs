@@ -21,6 +21,21 @@ pub fn line_plot(
     y_label: &str,
     points: &[(f64, f64)],
 ) -> Result<()> {
+    lines_plot(path, title, x_label, y_label, &[("", points.to_vec())])
+}
+
+/// One colour per series, in order.
+const COLOURS: [RGBColor; 4] = [BLUE, RED, RGBColor(0, 140, 0), MAGENTA];
+
+/// Draws each `(label, points)` as a line in one chart (with a legend when labelled) and writes
+/// the PNG atomically.
+pub fn lines_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()> {
     static FONT_ONCE: Once = Once::new();
     FONT_ONCE.call_once(|| {
         // Registration fails only for an unparsable font, which include_bytes! rules out.
@@ -33,17 +48,20 @@ pub fn line_plot(
     let mut buffer = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, SIZE).into_drawing_area();
-        let finite: Vec<(f64, f64)> = points
+        let finite: Vec<Vec<(f64, f64)>> = series
             .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|(_, points)| {
+                let finite = |(x, y): &&(f64, f64)| x.is_finite() && y.is_finite();
+                points.iter().filter(finite).copied().collect()
+            })
             .collect();
         let (x_max, mut y_min, mut y_max) = finite
             .iter()
+            .flatten()
             .fold((1.0f64, f64::MAX, f64::MIN), |(x, lo, hi), p| {
                 (x.max(p.0), lo.min(p.1), hi.max(p.1))
             });
-        if finite.is_empty() {
+        if finite.iter().all(Vec::is_empty) {
             (y_min, y_max) = (0.1, 1.0);
         }
         if y_max <= y_min {
@@ -64,7 +82,6 @@ pub fn line_plot(
             .x_label_area_size(36)
             // Labels on the right: plotters' ab_glyph text drops right-aligned (left-axis) labels.
             .right_y_label_area_size(80);
-        let series = LineSeries::new(finite, &BLUE);
         let pad = (y_max - y_min) * 0.05;
         let mut c = chart
             .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
@@ -76,7 +93,24 @@ pub fn line_plot(
             .y_label_formatter(&y_format)
             .draw()
             .map_err(|e| err(e.to_string()))?;
-        c.draw_series(series).map_err(|e| err(e.to_string()))?;
+        for (i, ((label, _), points)) in series.iter().zip(finite).enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            let drawn = c
+                .draw_series(LineSeries::new(points, &colour))
+                .map_err(|e| err(e.to_string()))?;
+            if !label.is_empty() {
+                drawn
+                    .label(*label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+            }
+        }
+        if series.iter().any(|(label, _)| !label.is_empty()) {
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+        }
         root.present().map_err(|e| err(e.to_string()))?;
     }
     let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buffer).expect("buffer matches size");
@@ -86,6 +120,21 @@ pub fn line_plot(
 /// Redraws `loss.png` and `lr.png` in `out` from its `metrics.jsonl` (a step logged twice, before
 /// and after a resume, keeps its last value).
 pub fn plot_metrics(out: &Path) -> Result<()> {
+    let by_step = read_metrics(out)?;
+    let loss: Vec<_> = by_step.iter().map(|(s, (l, _))| (*s as f64, *l)).collect();
+    let lr: Vec<_> = by_step.iter().map(|(s, (_, r))| (*s as f64, *r)).collect();
+    line_plot(
+        &out.join("loss.png"),
+        "training loss (masked patches)",
+        "step",
+        "loss",
+        &loss,
+    )?;
+    line_plot(&out.join("lr.png"), "learning rate", "step", "lr", &lr)
+}
+
+/// `step → (loss, lr)` from the `metrics.jsonl` of run folder `out`.
+fn read_metrics(out: &Path) -> Result<std::collections::BTreeMap<u64, (f64, f64)>> {
     let path = out.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| SaplingError::io(&path, e))?;
     let mut by_step = std::collections::BTreeMap::new();
@@ -97,14 +146,33 @@ pub fn plot_metrics(out: &Path) -> Result<()> {
             by_step.insert(step, (loss, lr));
         }
     }
-    let loss: Vec<_> = by_step.iter().map(|(s, (l, _))| (*s as f64, *l)).collect();
-    let lr: Vec<_> = by_step.iter().map(|(s, (_, r))| (*s as f64, *r)).collect();
-    line_plot(
-        &out.join("loss.png"),
+    Ok(by_step)
+}
+
+/// The loss curves of several run folders in one PNG, each labelled with its folder's name
+/// (`sapling plot`): runs that differ in one setting, compared at a glance.
+pub fn compare_losses(runs: &[std::path::PathBuf], path: &Path) -> Result<()> {
+    let names: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            run.file_name()
+                .unwrap_or(run.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut series = Vec::with_capacity(runs.len());
+    for (run, name) in runs.iter().zip(&names) {
+        let loss = read_metrics(run)?
+            .into_iter()
+            .map(|(s, (l, _))| (s as f64, l));
+        series.push((name.as_str(), loss.collect()));
+    }
+    lines_plot(
+        path,
         "training loss (masked patches)",
         "step",
         "loss",
-        &loss,
-    )?;
-    line_plot(&out.join("lr.png"), "learning rate", "step", "lr", &lr)
+        &series,
+    )
 }

@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use sapling::config::{BatchSize, Checkpointing, Config, DataConfig, DeviceChoice, KernelChoice};
 use sapling::data::{ImageSource, Loader};
 use sapling::model::MaskedAutoencoder;
-use sapling::ops::Kernels;
+use sapling::ops::{Kernels, Precision};
 use sapling::planner::{BatchPlan, Levers};
 use sapling::train::Trainer;
 
@@ -26,6 +26,7 @@ fn agree(device: &Device, kernels: Kernels, tolerance: f64) {
         checkpointing,
         max_tensor: None,
         shards: 1,
+        precision: Precision::F32,
     };
     let mut kept = trainer(&cfg, model, &device, levers(false));
     let mut recomputed = trainer(&cfg, copy, &device, levers(true));
@@ -160,6 +161,7 @@ fn split_agrees(device: &Device, kernels: Kernels) {
         checkpointing: false,
         max_tensor,
         shards: 1,
+        precision: Precision::F32,
     };
     let mut whole = trainer(&cfg, model, &device, levers(None));
     // 4 KiB: the packed qkv of this model is 4·17·96·4 B and the MLP's hidden 4·17·128·4 B,

@@ -20,6 +20,7 @@ mod mpi;
 mod optim;
 mod outputs;
 mod planner;
+mod precision;
 mod pytorch_numbers;
 mod resume;
 mod training;

@@ -120,6 +120,18 @@ fn memory_model_matches_the_wgpu_memory_pool() {
         "1",
     ]);
     assert_model_matches(&tiny, "tiny on wgpu");
+    // Mixed precision: activations counted at their own width.
+    let half = plan_in_child(&[
+        "--device",
+        "wgpu",
+        "--precision",
+        "f16",
+        "--trial-sizes",
+        "1",
+        "--trial-steps",
+        "1",
+    ]);
+    assert_model_matches(&half, "tiny in f16 on wgpu");
 }
 
 /// vit-b on lavapipe takes about 14 minutes (kernel compilation and autotuning of every new

@@ -170,6 +170,7 @@ fn restore_is_bit_exact() {
         samples: 12,
         plan: None,
         config: cfg.clone(),
+        loss_scale: None,
     };
     let moments = a.moments().unwrap();
     let solo = sapling::dist::Solo;

@@ -8,7 +8,9 @@ use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::cubecl::CubeCount;
 use burn::tensor::Shape;
 
-use super::source::{BindingOf, Wgsl, empty, float_type};
+use burn::tensor::DType;
+
+use super::source::{BindingOf, Elem, Wgsl, empty, half_or_single};
 
 const COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
 /// Private arrays of a few head dims per invocation, and two tiles in 16 KiB of workgroup memory.
@@ -40,8 +42,9 @@ impl Pass {
     pub(crate) const ALL: [Pass; 3] = [Pass::Forward, Pass::BackwardDq, Pass::BackwardDkDv];
 }
 
-/// The shader of `pass` for `tokens` rows of head dim `head_dim`.
-pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32) -> Wgsl {
+/// The shader of `pass` for `tokens` rows of head dim `head_dim`, its tensors stored as `elem`
+/// (the logsumexp and `delta` rows are f32 either way).
+pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32, elem: Elem) -> Wgsl {
     assert!(
         supports(head_dim),
         "the WGSL attention takes head dims that are multiples of 4 up to {MAX_HEAD_DIM}, got {head_dim}"
@@ -72,6 +75,8 @@ pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32) -> 
         .with("scale", format!("{scale:?}"))
         .with("tile_a", tiles[0])
         .with("tile_b", tiles[1])
+        .with("elem", elem.name())
+        .with("enable", elem.enable())
 }
 
 /// One query (or key) row per invocation; no wider than the rows there are, so a short
@@ -82,11 +87,11 @@ fn workgroup(tokens: usize) -> u32 {
 
 /// `pass` over `q`'s shape `[B, H, N, hd]`: the shader and its workgroup count.
 fn launch_shape(pass: Pass, q: &CubeTensor, scale: f32) -> (Wgsl, CubeCount) {
-    float_type(q);
+    let elem = half_or_single(q);
     let s = q.meta.shape();
     let (bh, n, hd) = (s[0] * s[1], s[2], s[3]);
     let count = CubeCount::Static(n.div_ceil(workgroup(n) as usize) as u32, bh as u32, 1);
-    (shader(pass, n, hd, scale), count)
+    (shader(pass, n, hd, scale, elem), count)
 }
 
 pub(crate) fn forward(
@@ -97,7 +102,8 @@ pub(crate) fn forward(
 ) -> (CubeTensor, CubeTensor) {
     let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
     let out = empty(&q, q.meta.shape().clone(), q.dtype);
-    let lse = empty(&q, lse_shape(q.meta.shape()), q.dtype);
+    // Statistics stay f32 in mixed precision.
+    let lse = empty(&q, lse_shape(q.meta.shape()), DType::F32);
     let (wgsl, count) = launch_shape(Pass::Forward, &q, scale);
     wgsl.launch(
         &q,

@@ -1,12 +1,14 @@
 //! Hand-written backward passes of the WGSL kernels: burn's autodiff sees each kernel as one
 //! node, whose backward is the matching backward kernel.
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::{DType, FloatDType};
 
 use super::WgslKernels;
 
@@ -47,8 +49,13 @@ impl<B: WgslKernels> Backward<B, 3> for AttentionBackward {
         let [nq, nk, nv] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (q, k, v, out, lse, scale) = ops.state;
-        // delta = rowsum(dO ∘ O): O(N·hd), cheap in burn's own ops.
-        let delta = B::float_sum_dim(B::float_mul(grad.clone(), out), 3);
+        // delta = rowsum(dO ∘ O): O(N·hd), cheap in burn's own ops; in f32 whatever the
+        // tensors are stored as, as the kernels read it.
+        let wide = |t: FloatTensor<B>| match t.dtype() {
+            DType::F32 => t,
+            _ => B::float_cast(t, FloatDType::F32),
+        };
+        let delta = B::float_sum_dim(B::float_mul(wide(grad.clone()), wide(out)), 3);
         let (dq, dk, dv) = B::flash_attention_backward(q, k, v, lse, delta, grad, scale);
         for (node, g) in [(nq, dq), (nk, dk), (nv, dv)] {
             if let Some(node) = node {

@@ -23,7 +23,7 @@ use attention::lse_shape;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Dispatch, backend_extension};
-use burn::tensor::{Int, Shape, Tensor};
+use burn::tensor::{DType, Int, Shape, Tensor};
 
 /// The operations sapling implements in WGSL.
 ///
@@ -63,7 +63,7 @@ pub trait WgslKernels: burn::backend::Backend {
 
     /// Softmax attention over `[B, H, N, hd]` without the `N × N` scores → `(out, logsumexp)`,
     /// `logsumexp` `[B, H, N]` being what the backward pass needs.
-    #[fusion(meta = |q, _k, _v, _s| (q.clone(), TensorSpec::new(lse_shape(&q.shape), q.dtype)))]
+    #[fusion(meta = |q, _k, _v, _s| (q.clone(), TensorSpec::new(lse_shape(&q.shape), DType::F32)))]
     fn flash_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -190,7 +190,7 @@ mod tests {
     use super::attention::{self, Pass};
     use super::norm_pix::{self, Geometry};
     use super::patch_gather;
-    use super::source::Wgsl;
+    use super::source::{Elem, Wgsl};
     use crate::config::Preset;
 
     /// WebGPU's default limits, which a browser gives every page.
@@ -212,7 +212,9 @@ mod tests {
             (1 + m.num_patches(), m.decoder_dim / m.decoder_heads),
         ] {
             let scale = (hd as f32).powf(-0.5);
-            out.extend(Pass::ALL.map(|pass| attention::shader(pass, tokens, hd, scale)));
+            for elem in [Elem::F32, Elem::F16] {
+                out.extend(Pass::ALL.map(|pass| attention::shader(pass, tokens, hd, scale, elem)));
+            }
         }
         for norm in [true, false] {
             out.extend([false, true].map(|bwd| norm_pix::shader(bwd, geometry, norm)));
@@ -231,7 +233,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
+            naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16,
         )
         .validate(&module)
         .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&text)));
@@ -265,6 +267,6 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, Preset::ALL.len() * 12);
+        assert_eq!(checked, Preset::ALL.len() * 18);
     }
 }

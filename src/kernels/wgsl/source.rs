@@ -126,6 +126,41 @@ pub(crate) fn float_type(t: &CubeTensor) -> &'static str {
     "f32"
 }
 
+/// The WGSL name of an attention tensor's element type (f32, or f16 in mixed precision) and the
+/// directive its shader then needs.
+pub(crate) fn half_or_single(t: &CubeTensor) -> Elem {
+    match t.dtype {
+        DType::F32 => Elem::F32,
+        DType::F16 => Elem::F16,
+        other => panic!("sapling's WGSL attention takes f32 or f16 tensors, got {other:?}"),
+    }
+}
+
+/// The element type a shader's tensors are stored as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elem {
+    F32,
+    F16,
+}
+
+impl Elem {
+    /// The WGSL type name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "f32",
+            Elem::F16 => "f16",
+        }
+    }
+
+    /// The directive the shader starts with (f16 is an extension of WGSL).
+    pub(crate) fn enable(self) -> &'static str {
+        match self {
+            Elem::F32 => "",
+            Elem::F16 => "enable f16;",
+        }
+    }
+}
+
 /// The WGSL name of an index tensor's element type.
 pub(crate) fn int_type(t: &CubeTensor) -> &'static str {
     match t.dtype {
