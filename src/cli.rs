@@ -10,6 +10,7 @@ use crate::config::{
 };
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
+use crate::ops::Precision;
 
 /// Masked-autoencoder pretraining of vision transformers on any GPU through WebGPU.
 #[derive(Debug, Parser)]
@@ -89,15 +90,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Element type of the written tensors: `f32` (as trained), or `f16` (half the size).
-    #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
-    pub dtype: ExportDtype,
-}
-
-/// What `sapling export` stores tensors as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportDtype {
-    F32,
-    F16,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
 }
 
 /// Flags of `sapling plan`: the run's flags (`--preset`, `--config`, `--effective-batch`,

@@ -85,7 +85,7 @@ pub fn encoder_tensors(model: &MaskedAutoencoder) -> Result<Vec<Exported>> {
 /// [`write_encoder`] writes and the browser downloads.
 pub async fn encoder_safetensors_async(model: &MaskedAutoencoder, preset: &str) -> Result<Vec<u8>> {
     let tensors = encoder_tensors_async(model).await?;
-    safetensors_bytes(&raw_f32(tensors), &encoder_metadata(preset)).map_err(|message| {
+    safetensors_bytes(&raw(tensors, Precision::F32), &encoder_metadata(preset)).map_err(|message| {
         SaplingError::Data {
             path: "<encoder.safetensors>".into(),
             message,
@@ -248,11 +248,7 @@ pub fn write_f32_tensors(
     metadata: &[(&str, &str)],
     path: &Path,
 ) -> Result<()> {
-    write_safetensors(&raw_f32(tensors), metadata, path)
-}
-
-fn raw_f32(tensors: Vec<Exported>) -> Vec<RawTensor> {
-    raw(tensors, Precision::F32)
+    write_safetensors(&raw(tensors, Precision::F32), metadata, path)
 }
 
 /// Tensors as little-endian bytes of `dtype`.

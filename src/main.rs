@@ -7,14 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchKernelsArgs, BenchScalingArgs, BenchStepArgs, Cli, Command,
-    EvalCommand, ExportArgs, ExportDtype, HypotheticalArgs, LinearProbeArgs, PlanArgs, PlotArgs,
+    EvalCommand, ExportArgs, HypotheticalArgs, LinearProbeArgs, PlanArgs, PlotArgs,
     ReconstructArgs, ReferenceCaseArgs, TrainArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
 use sapling::device::Selected;
 use sapling::dist::World;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
-use sapling::ops::Precision;
 use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes};
 use sapling::train::{RunOptions, RunSummary};
 
@@ -166,13 +165,10 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let loaded = sapling::checkpoint::load(&args.checkpoint)?;
     let model = loaded.model(&burn::tensor::Device::flex())?;
     let preset = loaded.state.config.preset.name();
-    let dtype = match args.dtype {
-        ExportDtype::F32 => Precision::F32,
-        ExportDtype::F16 => Precision::F16,
-    };
-    let n = sapling::export::write_encoder_as(&model, preset, &args.out, dtype)?;
+    let n = sapling::export::write_encoder_as(&model, preset, &args.out, args.dtype)?;
     println!(
-        "wrote {n} encoder tensors (timm ViT layout, {dtype}) to {}",
+        "wrote {n} encoder tensors (timm ViT layout, {}) to {}",
+        args.dtype,
         args.out.display()
     );
     Ok(())

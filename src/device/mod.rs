@@ -169,15 +169,15 @@ pub fn resolve_precision(choice: PrecisionChoice, on_flex: bool) -> Precision {
     }
 }
 
-/// `precision` if it runs on `device`; f16 elsewhere than on a WebGPU adapter with
+/// Whether `precision` runs on `device`: f16 elsewhere than on a WebGPU adapter with
 /// `shader-f16` is refused naming the config field and the adapter.
-pub fn check_precision(precision: Precision, device: &Device) -> Result<Precision> {
+pub fn check_precision(precision: Precision, device: &Device) -> Result<()> {
     if precision == Precision::F32 {
-        return Ok(precision);
+        return Ok(());
     }
     let adapter = wgpu_adapter();
     match f16_refusal(*device == Device::flex(), adapter.as_ref()) {
-        None => Ok(precision),
+        None => Ok(()),
         Some(why) => Err(SaplingError::config("train.precision", why)),
     }
 }

@@ -93,7 +93,17 @@ impl std::fmt::Display for Kernels {
 /// f16 (their saved activations are half the size), the residual stream, layer norm, softmax,
 /// the loss and every parameter and gradient stay f32. Casts are differentiable, so gradients
 /// reach the f32 master weights in f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]

@@ -1,8 +1,8 @@
 //! An analytic model of the memory one training step needs, and of its largest single tensor.
 //!
 //! Parameters, gradients and optimizer state are f32; activations are f32, or with
-//! [`Precision::F16`] half of them f16 (see [`BLOCK_SAVED_ND_OPERANDS`]). A step holds, at its peak (the start of backward through the last
-//! micro-batch): the parameters, AdamW's two moments, the gradients (two sets while
+//! [`Precision::F16`] about half of them f16 (see [`BLOCK_SAVED_ND_OPERANDS`]). A step holds,
+//! at its peak (the start of backward through the last micro-batch): the parameters, AdamW's two moments, the gradients (two sets while
 //! accumulating: the running sum and the new ones), every activation autodiff saved for
 //! backward, and the temporaries of the op being differentiated. The per-block activation
 //! count follows the ops in `model::block` (see [`BLOCK_SAVED_ND`]); the coefficients were
@@ -89,6 +89,10 @@ impl Stack {
     fn nd(&self, b: u64) -> u64 {
         b * self.tokens * self.dim * F32
     }
+    /// A `[tokens, width]` matmul or attention operand, in the compute precision.
+    fn operand(&self, b: u64) -> u64 {
+        b * self.tokens * self.dim * self.act
+    }
     /// Softmax probabilities kept for backward: the scores (f32 in either precision: the
     /// value product takes them in f32), or with the flash kernel one logsumexp per row.
     fn attention_saved(&self, b: u64, kernels: Kernels) -> u64 {
@@ -100,9 +104,8 @@ impl Stack {
     }
     /// What one block keeps for backward.
     fn block(&self, b: u64, kernels: Kernels) -> u64 {
-        let operands = BLOCK_SAVED_ND_OPERANDS * self.nd(b) * self.act / F32;
         (BLOCK_SAVED_ND - BLOCK_SAVED_ND_OPERANDS) * self.nd(b)
-            + operands
+            + BLOCK_SAVED_ND_OPERANDS * self.operand(b)
             + BLOCK_SAVED_HIDDEN * self.hidden(b)
             + self.attention_saved(b, kernels)
     }
@@ -235,7 +238,7 @@ fn largest_tensor(
     // apart, the MLP's hidden activations over token pieces.
     let ops = levers.ops();
     let qkv = |s: &Stack| {
-        let one = s.nd(b) * s.act / F32;
+        let one = s.operand(b);
         if ops.pieces(3 * one) > 1 {
             one
         } else {

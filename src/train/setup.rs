@@ -110,7 +110,6 @@ impl Run {
             Trainer::with_levers(config, &selected.device, levers)?.join(world.clone())?;
         if let Some(loaded) = &options.resume {
             trainer.restore(loaded, config)?;
-            trainer.set_loss_scale(loaded.state.loss_scale);
             tracing::info!(
                 "resuming from {} at step {}",
                 loaded.path.display(),

@@ -185,9 +185,10 @@ impl Trainer {
         Ok(self)
     }
 
-    /// Restores weights and optimizer moments from a checkpoint of the same model config
-    /// (after [`Trainer::join`], so a sharded optimizer knows its rank).
+    /// Restores weights, optimizer moments and an f16 run's loss scale from a checkpoint of the
+    /// same model config (after [`Trainer::join`], so a sharded optimizer knows its rank).
     pub fn restore(&mut self, loaded: &Loaded, config: &Config) -> Result<()> {
+        self.set_loss_scale(loaded.state.loss_scale);
         let model = self.model.take().expect("model is present between steps");
         let ops = self.levers.ops();
         let model = loaded.load_model(model)?.with_ops(ops);

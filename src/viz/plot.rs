@@ -21,7 +21,7 @@ pub fn line_plot(
     y_label: &str,
     points: &[(f64, f64)],
 ) -> Result<()> {
-    lines_plot(path, title, x_label, y_label, &[("", points.to_vec())])
+    lines_plot(path, title, x_label, y_label, &[("", points)])
 }
 
 /// One colour per series, in order.
@@ -34,7 +34,7 @@ pub fn lines_plot(
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &[(&str, Vec<(f64, f64)>)],
+    series: &[(&str, &[(f64, f64)])],
 ) -> Result<()> {
     static FONT_ONCE: Once = Once::new();
     FONT_ONCE.call_once(|| {
@@ -161,13 +161,18 @@ pub fn compare_losses(runs: &[std::path::PathBuf], path: &Path) -> Result<()> {
                 .into_owned()
         })
         .collect();
-    let mut series = Vec::with_capacity(runs.len());
-    for (run, name) in runs.iter().zip(&names) {
+    let mut curves: Vec<Vec<(f64, f64)>> = Vec::with_capacity(runs.len());
+    for run in runs {
         let loss = read_metrics(run)?
             .into_iter()
             .map(|(s, (l, _))| (s as f64, l));
-        series.push((name.as_str(), loss.collect()));
+        curves.push(loss.collect());
     }
+    let series: Vec<(&str, &[(f64, f64)])> = names
+        .iter()
+        .map(String::as_str)
+        .zip(curves.iter().map(Vec::as_slice))
+        .collect();
     lines_plot(
         path,
         "training loss (masked patches)",

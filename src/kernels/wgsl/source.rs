@@ -126,8 +126,7 @@ pub(crate) fn float_type(t: &CubeTensor) -> &'static str {
     "f32"
 }
 
-/// The WGSL name of an attention tensor's element type (f32, or f16 in mixed precision) and the
-/// directive its shader then needs.
+/// The element type an attention tensor is stored as (f32, or f16 in mixed precision).
 pub(crate) fn half_or_single(t: &CubeTensor) -> Elem {
     match t.dtype {
         DType::F32 => Elem::F32,
