@@ -7,6 +7,7 @@ Two uses, both starting from a case folder written by sapling:
     python3 benches/torch_mae.py check /tmp/case     # same weights, images, masks: compare
     python3 benches/torch_mae.py check /tmp/case --record numbers.json   # also keep torch's
     python3 benches/torch_mae.py bench /tmp/case --batch 32 --steps 10   # images/s
+    python3 benches/torch_mae.py first-loss /tmp/case --weights mae.pth  # see benches/import.sh
 
 `check` replays sapling's steps (same initial weights, batches, masks, learning rates) and
 compares the loss and the global gradient norm of every step, and the weights after the last
@@ -272,6 +273,27 @@ def bench(args):
     return 0
 
 
+def first_loss(args):
+    """The loss PyTorch computes from a MAE-layout `.pth` on the case's first batch and masks."""
+    with open(os.path.join(args.case, "case.json")) as f:
+        case = json.load(f)
+    model = MAE(case["config"]["model"])
+    sd = torch.load(args.weights, map_location="cpu", weights_only=True)
+    sd = {k: v for k, v in sd.get("model", sd).items() if k not in ("pos_embed", "decoder_pos_embed")}
+    # sapling's fixed tables, as the case wrote them (the .pth holds the same sin-cos values).
+    tables = load_file(os.path.join(args.case, "weights.safetensors"))
+    for k in ("pos_embed", "decoder_pos_embed"):
+        sd[k] = tables[k]
+    model.load_sapling(sd)
+    tensors = load_file(os.path.join(args.case, "case.safetensors"))
+    with torch.no_grad():
+        loss = model(tensors["images"][0], tensors["ids_shuffle"][0]).item()
+    ours = case["losses"][0]
+    rel = abs(loss - ours) / abs(ours)
+    print(f"step-0 loss: pytorch {loss:.7f}, sapling {ours:.7f}, relative difference {rel:.2e}")
+    return 0 if rel <= args.tol else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -285,8 +307,13 @@ def main():
     bp.add_argument("--batch", type=int, default=32)
     bp.add_argument("--steps", type=int, default=5)
     bp.add_argument("--threads", type=int, default=0)
+    lp = sub.add_parser("first-loss", help="the first step's loss from a MAE-layout .pth")
+    lp.add_argument("case", help="a reference case written with --init-from WEIGHTS")
+    lp.add_argument("--weights", required=True)
+    lp.add_argument("--tol", type=float, default=1e-5, help="relative")
     a = ap.parse_args()
-    sys.exit(check(a) if a.cmd == "check" else bench(a))
+    run = {"check": check, "bench": bench, "first-loss": first_loss}[a.cmd]
+    sys.exit(run(a))
 
 
 if __name__ == "__main__":

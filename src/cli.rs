@@ -10,6 +10,7 @@ use crate::config::{
 };
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
+use crate::layout::Layout;
 use crate::ops::Precision;
 
 /// Masked-autoencoder pretraining of vision transformers on any GPU through WebGPU.
@@ -63,9 +64,8 @@ pub struct PlotArgs {
 /// Flags of `sapling reconstruct`.
 #[derive(Debug, Args)]
 pub struct ReconstructArgs {
-    /// Checkpoint folder (OUT/checkpoints/step-N).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Image file (jpg, png, webp).
     #[arg(long)]
     pub image: PathBuf,
@@ -92,6 +92,39 @@ pub struct ExportArgs {
     /// Element type of the written tensors: `f32` (as trained), or `f16` (half the size).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
+    /// Names and layout: timm's ViT (`timm`), Hugging Face's ViTMAE (`hf`: `ViTMAEModel`, or
+    /// with the decoder `ViTMAEForPreTraining`) or mmpretrain's, as Sapiens (`mmpretrain`).
+    #[arg(long, value_enum, default_value_t = Layout::Timm)]
+    pub format: Layout,
+    /// Write the decoder too (the whole MAE), not only the encoder.
+    #[arg(long)]
+    pub with_decoder: bool,
+}
+
+/// Flags of `sapling bench import`.
+#[derive(Debug, Args)]
+pub struct BenchImportArgs {
+    /// The weights file.
+    #[arg(long, value_name = "FILE")]
+    pub weights: PathBuf,
+    /// The model it goes into [default: the preset its shapes are].
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+}
+
+/// Where `reconstruct` and `eval` take their model from: a sapling checkpoint, or a weights
+/// file (MAE, Sapiens, timm, Hugging Face, `sapling export`) with the preset it is.
+#[derive(Debug, Args)]
+pub struct WeightsArgs {
+    /// Checkpoint folder (OUT/checkpoints/step-N).
+    #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// A weights file instead of a checkpoint (`.pth` or `.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// The model of --weights [default: the preset its shapes are].
+    #[arg(long, value_enum, requires = "weights")]
+    pub preset: Option<Preset>,
 }
 
 /// Flags of `sapling plan`: the run's flags (`--preset`, `--config`, `--effective-batch`,
@@ -140,6 +173,8 @@ pub struct PlanArgs {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Import a weights file (MAE, Sapiens, timm, Hugging Face) onto the CPU, phase by phase.
+    Import(BenchImportArgs),
     /// One training step: images/s, forward / backward / optimizer time, FLOPs, peak memory.
     Step(BenchStepArgs),
     /// Each WGSL kernel against its reference at a preset's shapes: time, ratio, memory kept.
@@ -247,9 +282,8 @@ pub enum EvalCommand {
 /// Flags of `sapling eval linear-probe`.
 #[derive(Debug, Args)]
 pub struct LinearProbeArgs {
-    /// Checkpoint folder (OUT/checkpoints/step-N).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// IDX data set folder with train-* and t10k-* files.
     #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
     pub data: PathBuf,
@@ -317,6 +351,10 @@ pub struct TrainArgs {
     /// (f16 where the adapter has it).
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionChoice>,
+    /// Start from released weights instead of MAE's initialisation: a MAE, Sapiens, timm or
+    /// Hugging Face checkpoint (`.pth`, `.safetensors`), or a file `sapling export` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
     /// Seed of weights, data order, augmentation and masks.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -380,11 +418,16 @@ impl TrainArgs {
             None => base.config(),
         };
         self.apply_flags(&mut config);
+        if let Some(path) = &self.init_from {
+            config.train.init_from = Some(path.clone());
+        }
+        adopt_position_tables(&mut config)?;
         config.validate()?;
         Ok(config)
     }
 
     fn apply_flags(&self, config: &mut Config) {
+        // `--init-from` is not applied here: a resumed run continues from its checkpoint.
         let t = &mut config.train;
         if let Some(d) = &self.data {
             config.data.dir = Some(d.clone());
@@ -431,4 +474,24 @@ impl TrainArgs {
             t.checkpoint_every = c;
         }
     }
+}
+
+/// A run starting from released weights builds its fixed position tables in the file's
+/// layout (Sapiens' are row first), so the imported encoder sees the positions it learned.
+fn adopt_position_tables(config: &mut Config) -> Result<()> {
+    let Some(path) = &config.train.init_from else {
+        return Ok(());
+    };
+    let Some(layout) = crate::import::read(path)?.pos_embed()? else {
+        return Ok(());
+    };
+    if layout != config.model.pos_embed {
+        tracing::info!(
+            "model.pos_embed = \"{}\": the layout of {}'s position tables",
+            layout.name(),
+            path.display()
+        );
+        config.model.pos_embed = layout;
+    }
+    Ok(())
 }

@@ -103,6 +103,7 @@ impl Preset {
                 mask_ratio: 0.75,
                 norm_pix: true,
                 layer_norm_eps: 1e-6,
+                pos_embed: PosEmbed::Mae,
             },
             Preset::VitB => ModelConfig {
                 dim: 768,
@@ -197,6 +198,32 @@ pub struct ModelConfig {
     pub norm_pix: bool,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
+    /// Which coordinate fills the first half of each fixed sin-cos position vector: `mae`
+    /// (the patch's column, as MAE, timm and Hugging Face build it) or `mmpretrain` (its row, as
+    /// mmpretrain and so Sapiens' released weights do). Set from the file by `--init-from`.
+    #[serde(default)]
+    pub pos_embed: PosEmbed,
+}
+
+/// The layout of the fixed 2-D sin-cos position tables (see `ModelConfig::pos_embed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosEmbed {
+    /// Column first: MAE's `get_2d_sincos_pos_embed`.
+    #[default]
+    Mae,
+    /// Row first: mmpretrain's `build_2d_sincos_position_embedding`.
+    Mmpretrain,
+}
+
+impl PosEmbed {
+    /// The name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PosEmbed::Mae => "mae",
+            PosEmbed::Mmpretrain => "mmpretrain",
+        }
+    }
 }
 
 impl ModelConfig {
@@ -216,6 +243,7 @@ impl ModelConfig {
             mask_ratio: 0.75,
             norm_pix: true,
             layer_norm_eps: 1e-6,
+            pos_embed: PosEmbed::Mae,
         }
     }
 
@@ -550,6 +578,11 @@ pub struct TrainConfig {
     /// `shader-f16`, f32 elsewhere).
     #[serde(default)]
     pub precision: PrecisionChoice,
+    /// Weights to start from instead of MAE's initialisation: a MAE, Sapiens, timm or Hugging
+    /// Face checkpoint (`.pth` or `.safetensors`), or a file `sapling export` wrote. Only a
+    /// fresh run reads it; a resumed run continues from its checkpoint.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Whether AdamW's state is split across MPI ranks.
@@ -661,6 +694,7 @@ impl Default for TrainConfig {
             activation_checkpointing: Checkpointing::Auto,
             shard_optimizer: Sharding::Auto,
             precision: PrecisionChoice::F32,
+            init_from: None,
         }
     }
 }

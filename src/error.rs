@@ -61,6 +61,10 @@ pub enum SaplingError {
     #[error("MPI ranks disagree: {0}")]
     Ranks(String),
 
+    /// Weights to import cannot be read or do not fit the model.
+    #[error("weights {path}: {message}")]
+    Import { path: PathBuf, message: String },
+
     /// Saving or loading a model record failed.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },

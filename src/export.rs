@@ -16,16 +16,13 @@ use burn::tensor::Tensor;
 
 use crate::atomic;
 use crate::error::{Result, SaplingError};
+use crate::layout::{Layout, split_qkv};
 use crate::model::MaskedAutoencoder;
 use crate::model::block::Block;
 use crate::ops::Precision;
 
 /// One exported tensor: name, shape, row-major values.
-pub struct Exported {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
-}
+pub use crate::layout::Named as Exported;
 
 /// A tensor to export, still on the device (flattened).
 struct OnDevice {
@@ -236,10 +233,67 @@ pub fn write_encoder_as(
     path: &Path,
     dtype: Precision,
 ) -> Result<usize> {
-    let tensors = encoder_tensors(model)?;
+    let what = Export {
+        layout: Layout::Timm,
+        with_decoder: false,
+        dtype,
+    };
+    write_weights(model, preset, path, what)
+}
+
+/// What [`write_weights`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Export {
+    /// Names and layout (timm's, Hugging Face's, mmpretrain's).
+    pub layout: Layout,
+    /// The whole MAE, or the encoder alone.
+    pub with_decoder: bool,
+    /// Element type of every tensor.
+    pub dtype: Precision,
+}
+
+/// Writes `model`'s weights to `path` (atomically) as `what` says, with the layout and the
+/// preset in the metadata; returns how many tensors the file holds.
+#[cfg(not(target_family = "wasm"))]
+pub fn write_weights(
+    model: &MaskedAutoencoder,
+    preset: &str,
+    path: &Path,
+    what: Export,
+) -> Result<usize> {
+    let tensors = if what.with_decoder {
+        model_tensors(model)?
+    } else {
+        encoder_tensors(model)?
+    };
+    let tensors = in_layout(tensors, what.layout, what.with_decoder);
     let n = tensors.len();
-    write_safetensors(&raw(tensors, dtype), &encoder_metadata(preset), path)?;
+    let layout = match what.layout {
+        Layout::Timm => "timm-vit",
+        Layout::HuggingFace => "hf-vitmae",
+        Layout::Mmpretrain => "mmpretrain-vit",
+    };
+    let metadata = [("layout", layout), ("sapling_preset", preset)];
+    write_safetensors(&raw(tensors, what.dtype), &metadata, path)?;
     Ok(n)
+}
+
+/// Canonical (timm) tensors renamed into `layout`; Hugging Face's q, k and v split apart.
+pub fn in_layout(tensors: Vec<Exported>, layout: Layout, with_decoder: bool) -> Vec<Exported> {
+    let tensors = match layout {
+        Layout::HuggingFace => split_qkv(tensors),
+        Layout::Timm | Layout::Mmpretrain => tensors,
+    };
+    let placement = layout.placement(with_decoder);
+    tensors
+        .into_iter()
+        .map(|mut t| {
+            t.name = placement
+                .external(&t.name)
+                .expect("every canonical name has a place in every layout");
+            t
+        })
+        .collect()
 }
 
 /// Writes f32 tensors as one safetensors file (atomically), with `format = pt` and `metadata`.

@@ -18,6 +18,7 @@ pub mod bench;
 /// Checkpoints: atomic, verified, resumable.
 pub mod checkpoint;
 /// Command-line flags and their resolution into a config.
+#[cfg(not(target_family = "wasm"))]
 pub mod cli;
 /// The typed run configuration and presets.
 pub mod config;
@@ -33,8 +34,13 @@ pub mod error;
 pub mod eval;
 /// The encoder as timm-layout safetensors.
 pub mod export;
+/// Released weights in: MAE, Sapiens, timm and Hugging Face files (native: files on disk).
+#[cfg(not(target_family = "wasm"))]
+pub mod import;
 /// Hand-written WGSL and CPU kernels.
 pub mod kernels;
+/// The names and layouts released ViT/MAE weights come in.
+pub mod layout;
 /// The masked autoencoder.
 pub mod model;
 /// The model's operations on the run's kernels.

@@ -6,14 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use sapling::cli::{
-    BatchSweepArgs, BenchCommand, BenchKernelsArgs, BenchScalingArgs, BenchStepArgs, Cli, Command,
-    EvalCommand, ExportArgs, HypotheticalArgs, LinearProbeArgs, PlanArgs, PlotArgs,
-    ReconstructArgs, ReferenceCaseArgs, TrainArgs,
+    BatchSweepArgs, BenchCommand, BenchImportArgs, BenchKernelsArgs, BenchScalingArgs,
+    BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs, LinearProbeArgs,
+    PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs, WeightsArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
 use sapling::device::Selected;
 use sapling::dist::World;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
+use sapling::export::Export;
+use sapling::model::MaskedAutoencoder;
 use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes};
 use sapling::train::{RunOptions, RunSummary};
 
@@ -129,17 +131,40 @@ fn report_run(summary: &RunSummary, world: &World) {
 }
 
 fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
-    let loaded = sapling::checkpoint::load(&args.checkpoint)?;
-    let grid =
-        sapling::viz::recon::reconstruct_file(&loaded, &args.image, args.mask_ratio, args.seed)?;
+    let (config, model) = model_of(&args.weights, &burn::tensor::Device::flex())?;
+    let grid = sapling::viz::recon::reconstruct_file(
+        &config,
+        &model,
+        &args.image,
+        args.mask_ratio,
+        args.seed,
+    )?;
     sapling::viz::save_png(&grid, &args.out)?;
     println!("wrote {}", args.out.display());
     Ok(())
 }
 
+/// The model `--checkpoint` or `--weights` names, on `device`, and its config.
+fn model_of(
+    args: &WeightsArgs,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<(Config, MaskedAutoencoder)> {
+    if let Some(path) = &args.weights {
+        let (config, model, report) = sapling::import::model_for(path, args.preset, device)?;
+        eprintln!("{report}");
+        return Ok((config, model));
+    }
+    let Some(path) = &args.checkpoint else {
+        anyhow::bail!("give --checkpoint DIR (a sapling checkpoint) or --weights FILE");
+    };
+    let loaded = sapling::checkpoint::load(path)?;
+    let model = loaded.model(device)?;
+    Ok((loaded.state.config, model))
+}
+
 fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
-    let loaded = sapling::checkpoint::load(&args.checkpoint)?;
     let device = sapling::device::select(args.device)?;
+    let (config, model) = model_of(&args.weights, &device.device)?;
     let probe = ProbeConfig {
         pool: args.pool,
         train_limit: args.train_limit,
@@ -148,7 +173,7 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
         lr: 1e-2,
         seed: 0,
     };
-    let report = linear_probe(&loaded, &args.data, &probe, &device.device)?;
+    let report = linear_probe(&config, &model, &args.data, &probe, &device.device)?;
     println!(
         "linear probe ({:?} token, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
         report.pool,
@@ -165,9 +190,20 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let loaded = sapling::checkpoint::load(&args.checkpoint)?;
     let model = loaded.model(&burn::tensor::Device::flex())?;
     let preset = loaded.state.config.preset.name();
-    let n = sapling::export::write_encoder_as(&model, preset, &args.out, args.dtype)?;
+    let what = Export {
+        layout: args.format,
+        with_decoder: args.with_decoder,
+        dtype: args.dtype,
+    };
+    let n = sapling::export::write_weights(&model, preset, &args.out, what)?;
+    let part = if args.with_decoder {
+        "encoder and decoder"
+    } else {
+        "encoder"
+    };
     println!(
-        "wrote {n} encoder tensors (timm ViT layout, {}) to {}",
+        "wrote {n} {part} tensors ({} layout, {}) to {}",
+        args.format.describe(),
         args.dtype,
         args.out.display()
     );
@@ -226,6 +262,7 @@ fn plan_hypothetical(args: HypotheticalArgs) -> anyhow::Result<()> {
 
 fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Import(args) => bench_import(args),
         BenchCommand::Step(args) => bench_step(args),
         BenchCommand::Kernels(args) => bench_kernels(args),
         BenchCommand::Scaling(args) => bench_scaling(args),
@@ -326,6 +363,23 @@ fn bench_reference_case(args: ReferenceCaseArgs) -> anyhow::Result<()> {
         args.dir.display(),
         case.losses,
         case.grad_norms
+    );
+    Ok(())
+}
+
+/// `sapling bench import`: a weights file's import, phase by phase.
+fn bench_import(args: BenchImportArgs) -> anyhow::Result<()> {
+    let t = sapling::bench::time_import(&args.weights, args.preset)?;
+    println!("{}", t.report);
+    println!(
+        "{}: {} into {}: read {:.2} s, init {:.2} s, load {:.2} s, total {:.2} s",
+        args.weights.display(),
+        fmt_bytes(t.file_bytes),
+        t.preset.name(),
+        t.read_s,
+        t.init_s,
+        t.load_s,
+        t.read_s + t.init_s + t.load_s
     );
     Ok(())
 }

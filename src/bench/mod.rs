@@ -2,6 +2,8 @@
 
 /// The batch planner's choice against a sweep of every micro-batch.
 pub mod batch_sweep;
+/// A weights file's import, timed.
+pub mod import;
 /// Each WGSL kernel against its reference.
 pub mod kernels;
 /// Weights, batches, masks and results of a few steps, for the PyTorch reference.
@@ -12,6 +14,7 @@ pub mod scaling;
 pub mod step;
 
 pub use batch_sweep::{SweepReport, SweepRow, batch_sweep};
+pub use import::{ImportTiming, time_import};
 pub use kernels::{KernelCase, KernelReport, bench_kernels};
 pub use reference::{ReferenceCase, write_reference_case};
 pub use scaling::{Scaling, ScalingPoint, Sweeps, scaling};

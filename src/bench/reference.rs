@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::data::{ImageSource, Loader};
 use crate::error::{Result, SaplingError};
 use crate::export::{RawTensor, model_tensors, write_f32_tensors, write_safetensors};
-use crate::train::Trainer;
+use crate::planner::Levers;
+use crate::train::initial_trainer;
 
 /// `case.json`: what the PyTorch side needs besides tensors, and sapling's results.
 #[derive(Debug, Clone, Serialize)]
@@ -23,9 +24,9 @@ pub struct ReferenceCase {
     pub grad_norms: Vec<f64>,
 }
 
-/// Trains `steps` steps of micro-batch `micro` (no accumulation) from a fresh model on the
-/// embedded photos, at the constant learning rate `lr` (large enough that a wrong update shows
-/// in the weights), and writes `weights.safetensors` (before the first step), `final.safetensors`
+/// Trains `steps` steps of micro-batch `micro` (no accumulation) from a fresh model (or the
+/// config's `train.init_from` weights) on the embedded photos, at the constant learning rate
+/// `lr` (large enough that a wrong update shows in the weights), and writes `weights.safetensors` (before the first step), `final.safetensors`
 /// (after the last), `case.safetensors` (`images [S, B, 3, H, W]` f32, `ids_shuffle [S, B, L]`
 /// i64) and `case.json` into `dir`.
 pub fn write_reference_case(
@@ -37,7 +38,8 @@ pub fn write_reference_case(
     dir: &Path,
 ) -> Result<ReferenceCase> {
     std::fs::create_dir_all(dir).map_err(|e| SaplingError::io(dir, e))?;
-    let mut trainer = Trainer::new(config, device)?;
+    let levers = Levers::of(config, *device == Device::flex());
+    let (mut trainer, _) = initial_trainer(config, device, levers)?;
     write_f32_tensors(
         model_tensors(trainer.model())?,
         &[],

@@ -15,8 +15,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::checkpoint::Loaded;
-use crate::config::DataConfig;
+use crate::config::{Config, DataConfig};
 use crate::data::augment::center_resize;
 use crate::data::idx::{IdxSplit, read_split};
 use crate::error::Result;
@@ -59,16 +58,17 @@ pub struct ProbeReport {
     pub random_top1: f64,
 }
 
-/// Probes the checkpoint's encoder (and a random one) on the IDX data set in `data_dir`.
+/// Probes `model`'s encoder (on `device`, of `config`) and a random one of the same shape on
+/// the IDX data set in `data_dir`.
 pub fn linear_probe(
-    loaded: &Loaded,
+    config: &Config,
+    model: &MaskedAutoencoder,
     data_dir: &Path,
     probe: &ProbeConfig,
     device: &Device,
 ) -> Result<ProbeReport> {
     let train = read_split(data_dir, "train")?;
     let test = read_split(data_dir, "t10k")?;
-    let config = &loaded.state.config;
     let n_train = probe.train_limit.min(train.images.count);
     let n_test = probe.test_limit.min(test.images.count);
     let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
@@ -85,7 +85,7 @@ pub fn linear_probe(
             device,
         )
     };
-    let pretrained = score(&loaded.model(device)?);
+    let pretrained = score(model);
     device.seed(probe.seed);
     let random = score(&MaskedAutoencoder::new(&config.model, device));
     Ok(ProbeReport {

@@ -55,7 +55,10 @@ impl MaskedAutoencoder {
         let (d, dd, l) = (config.dim, config.decoder_dim, config.num_patches());
         let table = |dim| {
             Tensor::<2>::from_data(
-                TensorData::new(pos_embed::sincos_2d(dim, config.grid(), true), [1 + l, dim]),
+                TensorData::new(
+                    pos_embed::sincos_2d_in(config.pos_embed, dim, config.grid(), true),
+                    [1 + l, dim],
+                ),
                 device,
             )
         };

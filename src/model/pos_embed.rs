@@ -6,8 +6,16 @@
 //! so Sapiens' released weights, put the row first; it only matters when loading their weights).
 //! The optional cls slot in front is all zeros.
 
-/// Row-major `[(cls as usize) + g * g, dim]` values.
+use crate::config::PosEmbed;
+
+/// Row-major `[(cls as usize) + g * g, dim]` values in MAE's layout.
 pub fn sincos_2d(dim: usize, grid: usize, cls: bool) -> Vec<f32> {
+    sincos_2d_in(PosEmbed::Mae, dim, grid, cls)
+}
+
+/// [`sincos_2d`] in either layout: `Mae` puts the column's sines and cosines first,
+/// `Mmpretrain` the row's.
+pub fn sincos_2d_in(layout: PosEmbed, dim: usize, grid: usize, cls: bool) -> Vec<f32> {
     assert!(
         dim.is_multiple_of(4),
         "sin-cos position embedding needs a width divisible by 4"
@@ -20,7 +28,11 @@ pub fn sincos_2d(dim: usize, grid: usize, cls: bool) -> Vec<f32> {
     out.reserve(grid * grid * dim);
     for i in 0..grid {
         for j in 0..grid {
-            for pos in [j as f64, i as f64] {
+            let (first, second) = match layout {
+                PosEmbed::Mae => (j, i),
+                PosEmbed::Mmpretrain => (i, j),
+            };
+            for pos in [first as f64, second as f64] {
                 out.extend(omega.iter().map(|w| (pos * w).sin() as f32));
                 out.extend(omega.iter().map(|w| (pos * w).cos() as f32));
             }
@@ -58,6 +70,17 @@ mod tests {
                 }
             }
         }
+        // mmpretrain's layout swaps the halves.
+        let rows = sincos_2d_in(PosEmbed::Mmpretrain, dim, grid, true);
+        let t = 1 + 2 * grid + 3; // token (row 2, column 3)
+        assert_eq!(
+            rows[t * dim..][..dim / 2],
+            pe[t * dim + dim / 2..][..dim / 2]
+        );
+        assert_eq!(
+            rows[t * dim + dim / 2..][..dim / 2],
+            pe[t * dim..][..dim / 2]
+        );
         // Token (0, 0): sines 0, cosines 1.
         assert_eq!(&pe[dim..dim + q], &vec![0.0; q][..]);
         assert_eq!(&pe[dim + q..dim + 2 * q], &vec![1.0; q][..]);

@@ -6,6 +6,9 @@ mod agree;
 /// The output folder: its lock, and one run per folder.
 #[cfg(not(target_family = "wasm"))]
 mod folder;
+/// A run's starting weights: MAE's initialisation or `train.init_from`.
+#[cfg(not(target_family = "wasm"))]
+mod init;
 /// Metric lines (`metrics.jsonl`).
 pub mod metrics;
 /// What a run writes after each step.
@@ -31,6 +34,8 @@ pub mod timer;
 /// Trial steps for the batch planner.
 pub mod trial;
 
+#[cfg(not(target_family = "wasm"))]
+pub use init::initial_trainer;
 #[cfg(not(target_family = "wasm"))]
 pub use run::{RunOptions, RunSummary, train};
 pub use step::{PhaseTimes, StepStats, Timing, Trainer};

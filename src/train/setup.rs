@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use burn::tensor::Device;
 
+use super::init::initial_trainer;
 use super::run::RunOptions;
 use super::step::Trainer;
 use super::trial::{lever_options, plan_for_run};
@@ -62,6 +63,7 @@ fn paths_are_utf8(config: &Config) -> Result<()> {
     let paths = [
         ("data.dir", config.data.dir.as_deref()),
         ("train.out", Some(config.train.out.as_path())),
+        ("train.init_from", config.train.init_from.as_deref()),
     ];
     for (field, path) in paths {
         if let Some(path) = path
@@ -106,8 +108,11 @@ impl Run {
         let levers = plan.levers.expect("a run's plan has its levers");
         // A fresh start copies rank 0's weights to every rank; a restore then replaces them by
         // the checkpoint's on every rank (and a sharded optimizer needs its rank to restore).
-        let mut trainer =
-            Trainer::with_levers(config, &selected.device, levers)?.join(world.clone())?;
+        let mut trainer = match &options.resume {
+            Some(_) => Trainer::with_levers(config, &selected.device, levers)?,
+            None => initial_trainer(config, &selected.device, levers)?.0,
+        }
+        .join(world.clone())?;
         if let Some(loaded) = &options.resume {
             trainer.restore(loaded, config)?;
             tracing::info!(

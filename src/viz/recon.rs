@@ -115,16 +115,16 @@ pub fn image_grid(columns: &[Vec<f32>], b: usize, s: usize, data: &DataConfig) -
     grid
 }
 
-/// The figure for one image file through a checkpoint's model, masking `mask_ratio` of it
+/// The figure for one image file through `model` (of `config`), masking `mask_ratio` of it
 /// (default: the model's own ratio).
 #[cfg(not(target_family = "wasm"))]
 pub fn reconstruct_file(
-    loaded: &crate::checkpoint::Loaded,
+    config: &crate::config::Config,
+    model: &MaskedAutoencoder,
     image_path: &std::path::Path,
     mask_ratio: Option<f64>,
     seed: u64,
 ) -> Result<RgbImage> {
-    let config = &loaded.state.config;
     let mut model_config = config.model.clone();
     if let Some(r) = mask_ratio {
         if !(0.0..1.0).contains(&r) {
@@ -146,12 +146,11 @@ pub fn reconstruct_file(
         &config.data,
         &mut values,
     );
-    let model = loaded.model(&burn::tensor::Device::flex())?;
     let plan = MaskPlan::random(
         1,
         model_config.num_patches(),
         model_config.num_visible(),
         seed,
     );
-    recon_grid(&model, values, &plan, &config.data)
+    recon_grid(model, values, &plan, &config.data)
 }

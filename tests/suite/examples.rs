@@ -89,3 +89,8 @@ fn walkthrough_07_training_run() {
 fn walkthrough_08_wgsl_kernel() {
     run("08_wgsl_kernel", &[]);
 }
+
+#[test]
+fn walkthrough_09_released_weights() {
+    run("09_released_weights", &[]);
+}

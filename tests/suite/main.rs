@@ -12,6 +12,7 @@ mod data;
 mod dist;
 mod examples;
 mod faults;
+mod import;
 mod kernels;
 mod layers;
 mod model;

@@ -9,7 +9,7 @@ use sapling::checkpoint;
 use sapling::config::Sharding;
 use sapling::dist::flat::flat_params;
 
-use crate::common::{adapter_or_skip, micro_config, temp_dir};
+use crate::common::{adapter_or_skip, max_difference, micro_config, temp_dir};
 
 const SAPLING: &str = env!("CARGO_BIN_EXE_sapling");
 const STEPS: &str = "4";
@@ -186,14 +186,6 @@ fn two_ranks(config: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
             .unwrap(),
         "mpirun -n 2",
     )
-}
-
-fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

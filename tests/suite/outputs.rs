@@ -137,13 +137,14 @@ fn runs_draw_reconstructions_and_plots() {
 
     let photo = out.join("photo.png");
     source.load(0).unwrap().save(&photo).unwrap();
-    let one = reconstruct_file(&loaded, &photo, Some(0.5), 0).unwrap();
+    let (config, model) = (&loaded.state.config, loaded.model(&Device::flex()).unwrap());
+    let one = reconstruct_file(config, &model, &photo, Some(0.5), 0).unwrap();
     assert_eq!(one.dimensions(), (4 * tile + 2, tile + 2));
-    let err = reconstruct_file(&loaded, &photo, Some(1.0), 0)
+    let err = reconstruct_file(config, &model, &photo, Some(1.0), 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("--mask-ratio"), "{err}");
-    let err = reconstruct_file(&loaded, Path::new("/nonexistent.png"), None, 0)
+    let err = reconstruct_file(config, &model, Path::new("/nonexistent.png"), None, 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("/nonexistent.png"), "{err}");
@@ -231,11 +232,12 @@ fn linear_probe_separates_an_easy_task_and_reports_both_encoders() {
         lr: 1e-2,
         seed: 0,
     };
-    let report = linear_probe(&loaded, &data, &probe, &Device::flex()).unwrap();
+    let (config, model) = (&loaded.state.config, loaded.model(&Device::flex()).unwrap());
+    let report = linear_probe(config, &model, &data, &probe, &Device::flex()).unwrap();
     assert_eq!((report.train_images, report.test_images), (64, 32));
     assert!(report.pretrained_top1 > 0.9, "{report:?}");
     assert!(report.random_top1 > 0.9, "{report:?}");
-    let err = linear_probe(&loaded, &out, &probe, &Device::flex())
+    let err = linear_probe(config, &model, &out, &probe, &Device::flex())
         .err()
         .unwrap()
         .to_string();
