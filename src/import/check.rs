@@ -81,11 +81,11 @@ impl FileShape {
 
     pub fn describe(&self) -> String {
         let decoder = match self.decoder {
-            Some((w, d)) => format!("decoder {w} wide, {d} blocks"),
+            Some((w, d)) => format!("decoder dim {w}, depth {d}"),
             None => "no decoder".into(),
         };
         format!(
-            "dim {}, {} blocks, MLP {}, patch {}, {decoder}",
+            "dim {}, depth {}, MLP {}, patch {}, {decoder}",
             self.dim, self.depth, self.mlp_hidden, self.patch_size
         )
     }
@@ -93,7 +93,7 @@ impl FileShape {
 
 fn describe_config(c: &ModelConfig) -> String {
     format!(
-        "dim {}, {} blocks, MLP {}, patch {}, decoder {} wide, {} blocks",
+        "dim {}, depth {}, MLP {}, patch {}, decoder dim {}, depth {}",
         c.dim,
         c.depth,
         c.dim * c.mlp_ratio,

@@ -130,12 +130,11 @@ pub(super) fn import_err(path: &Path, message: impl Into<String>) -> SaplingErro
 /// (`model.blocks.0.attn.qkv.weight`, `state_dict.backbone.…`).
 pub(super) fn open(path: &Path) -> Result<Vec<FileTensor>> {
     let mut head = [0u8; 9];
+    let unreadable = |e: std::io::Error| import_err(path, format!("cannot read it: {e}"));
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| SaplingError::io(path, e))?;
-    let len = std::fs::metadata(path)
-        .map_err(|e| SaplingError::io(path, e))?
-        .len();
+        .map_err(unreadable)?;
+    let len = std::fs::metadata(path).map_err(unreadable)?.len();
     // safetensors: an 8-byte little-endian header length, then the JSON header.
     let header = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
     if n == 9 && head[8] == b'{' && header < len {
@@ -167,7 +166,8 @@ pub(super) fn open(path: &Path) -> Result<Vec<FileTensor>> {
 }
 
 fn open_safetensors(path: &Path) -> Result<Vec<FileTensor>> {
-    let bytes = std::fs::read(path).map_err(|e| SaplingError::io(path, e))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| import_err(path, format!("cannot read it: {e}")))?;
     let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         import_err(
             path,

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::check::{self, FileShape};
 use super::{Imported, Report};
+use crate::config::{ModelConfig, PosEmbed};
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
 use crate::model::block::Block;
@@ -22,22 +23,7 @@ impl Imported {
         preset: &str,
     ) -> Result<(MaskedAutoencoder, Report)> {
         let c = model.config.clone();
-        let has_decoder = check::shapes(self, &c, preset)?;
-        let pos = self.pos_embed()?;
-        if let Some(layout) = pos
-            && layout != c.pos_embed
-        {
-            return Err(SaplingError::config(
-                "model.pos_embed",
-                format!(
-                    "{} has its position tables in {}'s layout; set model.pos_embed = \"{}\" \
-                     (`sapling train --init-from` sets it)",
-                    self.path.display(),
-                    layout.name(),
-                    layout.name()
-                ),
-            ));
-        }
+        let (has_decoder, pos) = self.check(&c, preset)?;
         let device = model.cls_token.val().device();
         let mut loaded = Loader {
             from: self,
@@ -71,6 +57,31 @@ impl Imported {
             ignored: self.ignored.clone(),
         };
         Ok((model, report))
+    }
+}
+
+impl Imported {
+    /// Whether the file fits a model of `c` (named `preset` in messages), before any value
+    /// but the position tables' is read: every shape, and the tables' layout against
+    /// `model.pos_embed`. Returns whether the file has a decoder, and its tables' layout.
+    pub fn check(&self, c: &ModelConfig, preset: &str) -> Result<(bool, Option<PosEmbed>)> {
+        let has_decoder = check::shapes(self, c, preset)?;
+        let pos = self.pos_embed()?;
+        if let Some(layout) = pos
+            && layout != c.pos_embed
+        {
+            return Err(SaplingError::config(
+                "model.pos_embed",
+                format!(
+                    "{} has its position tables in {}'s layout; set model.pos_embed = \"{}\" \
+                     (`sapling train --init-from` sets it)",
+                    self.path.display(),
+                    layout.name(),
+                    layout.name()
+                ),
+            ));
+        }
+        Ok((has_decoder, pos))
     }
 }
 

@@ -89,7 +89,7 @@ impl Imported {
     /// Every float tensor the layout names gets its canonical entry; q, k and v are gathered
     /// into one qkv entry.
     fn map_names(&mut self) -> Result<()> {
-        let mut qkv: BTreeMap<(String, String), [Option<usize>; 3]> = BTreeMap::new();
+        let mut qkv: BTreeMap<(String, Part), [Option<usize>; 3]> = BTreeMap::new();
         for (index, t) in self.files.iter().enumerate() {
             let mapped = t
                 .is_float()
@@ -104,7 +104,7 @@ impl Imported {
                 Some((k, format!("{block}.attn.qkv.{leaf}")))
             });
             if let Some((k, joined)) = split {
-                qkv.entry((joined, format!("{part:?}"))).or_default()[k] = Some(index);
+                qkv.entry((joined, part)).or_default()[k] = Some(index);
                 continue;
             }
             let entry = Entry {
@@ -119,7 +119,12 @@ impl Imported {
                 ));
             }
         }
-        for ((name, part), slots) in qkv {
+        self.join_qkv(qkv)
+    }
+
+    /// Hugging Face's query, key and value of each block become one qkv entry (rows q, k, v).
+    fn join_qkv(&mut self, groups: BTreeMap<(String, Part), [Option<usize>; 3]>) -> Result<()> {
+        for ((name, part), slots) in groups {
             let [Some(q), Some(k), Some(v)] = slots else {
                 return Err(import_err(
                     &self.path,
@@ -135,11 +140,6 @@ impl Imported {
             }
             let mut shape = shapes[0].clone();
             shape[0] *= 3;
-            let part = if part == "Encoder" {
-                Part::Encoder
-            } else {
-                Part::Decoder
-            };
             self.entries.insert(
                 name,
                 Entry {

@@ -40,7 +40,7 @@ pub enum Layout {
 }
 
 /// Which half of the model a name belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Part {
     Encoder,
     Decoder,

@@ -68,6 +68,14 @@ fn block_inner(layout: Layout) -> &'static [(&'static str, &'static str)] {
             ("norm2.", "layernorm_after."),
             ("mlp.fc1.", "intermediate.dense."),
             ("mlp.fc2.", "output.dense."),
+            // transformers 5 renamed the modules (its `from_pretrained` still maps the Hub's
+            // names above, which export writes); its own `state_dict()` is read too.
+            ("attn.q.", "attention.q_proj."),
+            ("attn.k.", "attention.k_proj."),
+            ("attn.v.", "attention.v_proj."),
+            ("attn.proj.", "attention.o_proj."),
+            ("mlp.fc1.", "mlp.fc1."),
+            ("mlp.fc2.", "mlp.fc2."),
         ],
     }
 }
@@ -111,6 +119,7 @@ fn outer(layout: Layout) -> &'static [(&'static str, &'static str, Part)] {
                 E,
             ),
             ("blocks.{i}.", "encoder.layer.{i}.", E),
+            ("blocks.{i}.", "layers.{i}.", E),
             ("norm.", "layernorm.", E),
             ("decoder_embed.", "decoder.decoder_embed.", D),
             ("mask_token", "decoder.mask_token", D),
@@ -174,16 +183,27 @@ mod tests {
         ];
         for (layout, canonical, external) in cases {
             let rules = rules(layout);
-            let there: Vec<_> = rules
-                .iter()
-                .filter_map(|r| r.to_external(canonical))
-                .collect();
-            assert_eq!(there, [external], "{layout:?} {canonical}");
-            let back: Vec<_> = rules
-                .iter()
-                .filter_map(|r| r.to_canonical(external))
-                .collect();
-            assert_eq!(back, [canonical], "{layout:?} {external}");
+            let there = rules.iter().find_map(|r| r.to_external(canonical));
+            assert_eq!(there.as_deref(), Some(external), "{layout:?} {canonical}");
+            let back = rules.iter().find_map(|r| r.to_canonical(external));
+            assert_eq!(back.as_deref(), Some(canonical), "{layout:?} {external}");
+        }
+        // transformers 5's own module names read as the Hub's.
+        let hf = rules(Layout::HuggingFace);
+        for (v5, canonical) in [
+            ("layers.2.attention.q_proj.bias", "blocks.2.attn.q.bias"),
+            (
+                "layers.2.attention.o_proj.weight",
+                "blocks.2.attn.proj.weight",
+            ),
+            ("layers.0.mlp.fc2.weight", "blocks.0.mlp.fc2.weight"),
+            (
+                "decoder.decoder_layers.1.mlp.fc1.bias",
+                "decoder_blocks.1.mlp.fc1.bias",
+            ),
+        ] {
+            let back = hf.iter().find_map(|r| r.to_canonical(v5));
+            assert_eq!(back.as_deref(), Some(canonical), "{v5}");
         }
         // Exact names match only exactly; other names match nothing.
         let timm = rules(Layout::Timm);

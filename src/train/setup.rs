@@ -14,6 +14,7 @@ use crate::data::{Batch, ImageSource, Loader, Shard};
 use crate::device;
 use crate::dist::{Collective, World};
 use crate::error::{Result, SaplingError};
+use crate::import;
 use crate::ops::Precision;
 use crate::optim::{Schedule, scaled_lr};
 use crate::planner::{BatchPlan, DeviceLimits, fitting};
@@ -33,7 +34,7 @@ pub(super) struct Run {
 }
 
 /// Checks what can be checked before any device work (the config, the ranks against the
-/// effective batch, a checkpoint against the model) and opens the images.
+/// effective batch, a checkpoint or a weights file against the model) and opens the images.
 pub(super) fn check_data(
     config: &Config,
     options: &RunOptions,
@@ -51,8 +52,13 @@ pub(super) fn check_data(
             ),
         ));
     }
-    if let Some(loaded) = &options.resume {
-        loaded.check_model(config)?;
+    match (&options.resume, &config.train.init_from) {
+        (Some(loaded), _) => loaded.check_model(config)?,
+        // The file's names and shapes only: its values are read once the trainer is built.
+        (None, Some(path)) => {
+            import::read(path)?.check(&config.model, config.preset.name())?;
+        }
+        (None, None) => {}
     }
     ImageSource::new(config.data.dir.as_deref())
 }
