@@ -377,7 +377,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Preset, then file, then flags; with `--resume`, the checkpoint's config then flags.
     pub fn resolve_run(&self) -> Result<(Config, Option<Loaded>)> {
-        let fresh = self.resolve()?;
+        let mut fresh = self.resolve()?;
         let Some(resume) = &self.resume else {
             return Ok((fresh, None));
         };
@@ -386,6 +386,8 @@ impl TrainArgs {
             None => checkpoint::latest(&fresh.train.out)?,
         };
         if self.preset.is_some() || self.config.is_some() {
+            // The tables' layout came from the weights the run started from, not from a flag.
+            fresh.model.pos_embed = loaded.state.config.model.pos_embed;
             loaded.check_model(&fresh)?;
         }
         let mut config = loaded.state.config.clone();
@@ -421,7 +423,10 @@ impl TrainArgs {
         if let Some(path) = &self.init_from {
             config.train.init_from = Some(path.clone());
         }
-        adopt_position_tables(&mut config)?;
+        // A resumed run's layout is its checkpoint's: the file need not exist any more.
+        if self.resume.is_none() {
+            adopt_position_tables(&mut config)?;
+        }
         config.validate()?;
         Ok(config)
     }

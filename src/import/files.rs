@@ -3,7 +3,9 @@
 //! tensors and plain containers) or a safetensors file, told apart by their bytes.
 
 use std::io::Read;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::{bf16, f16};
 
@@ -18,8 +20,9 @@ pub(super) struct FileTensor {
 
 enum Source {
     Pth(pytorch_reader::Tensor),
-    /// Little-endian bytes of a safetensors tensor.
-    Bytes(Vec<u8>, Elem),
+    /// Little-endian bytes of a safetensors tensor: its range of the file, read once and
+    /// shared by every tensor (no second copy).
+    Bytes(Arc<Vec<u8>>, Range<usize>, Elem),
     /// Not floating point (an int buffer such as `num_batches_tracked`): never a weight.
     Other(String),
 }
@@ -46,7 +49,7 @@ impl FileTensor {
     pub fn dtype(&self) -> String {
         match &self.source {
             Source::Pth(t) => format!("{:?}", t.dtype()).to_lowercase(),
-            Source::Bytes(_, e) => e.name().to_string(),
+            Source::Bytes(_, _, e) => e.name().to_string(),
             Source::Other(d) => d.clone(),
         }
     }
@@ -61,7 +64,9 @@ impl FileTensor {
                     .map_err(|e| import_err(path, format!("cannot read {}: {e}", self.name)))?;
                 (std::borrow::Cow::Owned(bytes), elem)
             }
-            Source::Bytes(bytes, elem) => (std::borrow::Cow::Borrowed(bytes), *elem),
+            Source::Bytes(file, range, elem) => {
+                (std::borrow::Cow::Borrowed(&file[range.clone()]), *elem)
+            }
             Source::Other(_) => return Err(self.not_float(path)),
         };
         Ok(convert(&bytes, elem))
@@ -168,7 +173,8 @@ pub(super) fn open(path: &Path) -> Result<Vec<FileTensor>> {
 fn open_safetensors(path: &Path) -> Result<Vec<FileTensor>> {
     let bytes =
         std::fs::read(path).map_err(|e| import_err(path, format!("cannot read it: {e}")))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+    let shared = Arc::new(bytes);
+    let file = safetensors::SafeTensors::deserialize(&shared).map_err(|e| {
         import_err(
             path,
             format!("not a readable safetensors file ({e}); is it complete?"),
@@ -189,7 +195,12 @@ fn open_safetensors(path: &Path) -> Result<Vec<FileTensor>> {
                 name: name.to_string(),
                 shape: view.shape().to_vec(),
                 source: match elem {
-                    Some(e) => Source::Bytes(view.data().to_vec(), e),
+                    Some(e) => {
+                        // The view borrows the shared buffer: its offset there is its range.
+                        let start = view.data().as_ptr() as usize - shared.as_ptr() as usize;
+                        let range = start..start + view.data().len();
+                        Source::Bytes(Arc::clone(&shared), range, e)
+                    }
                     None => Source::Other(format!("{:?}", view.dtype()).to_lowercase()),
                 },
             }

@@ -23,7 +23,7 @@ pub use report::Report;
 use burn::tensor::Device;
 
 use crate::config::{Config, PosEmbed, Preset};
-use crate::error::Result;
+use crate::error::{Result, SaplingError};
 use crate::layout::{Layout, Part, Placement};
 use crate::model::{MaskedAutoencoder, init};
 use files::{FileTensor, import_err};
@@ -104,7 +104,10 @@ impl Imported {
                 Some((k, format!("{block}.attn.qkv.{leaf}")))
             });
             if let Some((k, joined)) = split {
-                qkv.entry((joined, part)).or_default()[k] = Some(index);
+                let slot = &mut qkv.entry((joined, part)).or_default()[k];
+                if slot.replace(index).is_some() {
+                    return Err(self.twice(&name));
+                }
                 continue;
             }
             let entry = Entry {
@@ -113,10 +116,7 @@ impl Imported {
                 part,
             };
             if self.entries.insert(name.clone(), entry).is_some() {
-                return Err(import_err(
-                    &self.path,
-                    format!("two tensors map to `{name}`; the file mixes two models"),
-                ));
+                return Err(self.twice(&name));
             }
         }
         self.join_qkv(qkv)
@@ -132,7 +132,11 @@ impl Imported {
                 ));
             };
             let shapes = [q, k, v].map(|i| self.files[i].shape.clone());
-            if shapes[0] != shapes[1] || shapes[0] != shapes[2] || shapes[0].is_empty() {
+            if shapes[0].is_empty() {
+                let message = format!("`{name}`: query, key and value are scalars, not weights");
+                return Err(import_err(&self.path, message));
+            }
+            if shapes[0] != shapes[1] || shapes[0] != shapes[2] {
                 return Err(import_err(
                     &self.path,
                     format!("`{name}`: query, key and value differ in shape ({shapes:?})"),
@@ -140,16 +144,25 @@ impl Imported {
             }
             let mut shape = shapes[0].clone();
             shape[0] *= 3;
-            self.entries.insert(
-                name,
-                Entry {
-                    shape,
-                    parts: vec![q, k, v],
-                    part,
-                },
-            );
+            let entry = Entry {
+                shape,
+                parts: vec![q, k, v],
+                part,
+            };
+            if self.entries.insert(name.clone(), entry).is_some() {
+                return Err(self.twice(&name));
+            }
         }
         Ok(())
+    }
+
+    /// Two of the file's tensors (two namings of one, or a fused qkv beside its parts) would
+    /// become the same one.
+    fn twice(&self, name: &str) -> SaplingError {
+        import_err(
+            &self.path,
+            format!("two of its tensors map to `{name}`; the file mixes two namings or models"),
+        )
     }
 
     /// The layout the file was detected as.

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sapling::config::{Config, ModelConfig, PosEmbed, Preset};
-use sapling::export::{Export, model_tensors, write_f32_tensors, write_weights};
+use sapling::export::{
+    Export, RawTensor, model_tensors, write_f32_tensors, write_safetensors, write_weights,
+};
 use sapling::import::{self, Report};
 use sapling::layout::Layout;
 use sapling::model::{MaskPlan, MaskedAutoencoder, init};
@@ -361,4 +363,83 @@ fn a_run_refuses_another_models_weights_before_it_starts() {
     );
     let written = std::fs::read_dir(&config.train.out).unwrap().count();
     assert_eq!(written, 0, "the refused run wrote into its folder");
+}
+
+#[test]
+fn bf16_weights_load_as_rounded_f32() {
+    // Sapiens also ships bf16 files: every value converted, the bf16 position tables still
+    // recognised as sin-cos.
+    let config = micro(PosEmbed::Mae);
+    let (model, _) = load(&fixture("mae_full.pth"), &config).unwrap();
+    let tensors = model_tensors(&model).unwrap();
+    let round = |v: &f32| burn::tensor::bf16::from_f32(*v);
+    let raw: Vec<RawTensor> = tensors
+        .iter()
+        .map(|t| RawTensor {
+            name: t.name.clone(),
+            dtype: safetensors::Dtype::BF16,
+            shape: t.shape.clone(),
+            bytes: t
+                .values
+                .iter()
+                .flat_map(|v| round(v).to_le_bytes())
+                .collect(),
+        })
+        .collect();
+    let path = temp_dir("import-bf16").join("bf16.safetensors");
+    write_safetensors(&raw, &[], &path).unwrap();
+    let (back, report) = load(&path, &config).unwrap();
+    assert_eq!((report.encoder, report.decoder), (29, 19));
+    for (a, b) in tensors.iter().zip(model_tensors(&back).unwrap()) {
+        if a.name.ends_with("pos_embed") {
+            continue; // sapling's own f32 tables
+        }
+        let want: Vec<f32> = a.values.iter().map(|v| round(v).to_f32()).collect();
+        assert_eq!(want, b.values, "{}", a.name);
+    }
+}
+
+#[test]
+fn a_run_from_sapiens_weights_resumes_with_its_tables() {
+    use sapling::cli::TrainArgs;
+    use sapling::config::{BatchSize, DeviceChoice};
+    let out = temp_dir("import-resume");
+    let args = |init_from: Option<PathBuf>, steps, resume| TrainArgs {
+        config: Some(fixture("micro.toml")),
+        init_from,
+        device: Some(DeviceChoice::Cpu),
+        steps: Some(steps),
+        batch_size: Some(BatchSize::Fixed(4)),
+        effective_batch: Some(4),
+        checkpoint_every: Some(2),
+        out: Some(out.clone()),
+        resume,
+        ..Default::default()
+    };
+    let (config, _) = args(Some(fixture("sapiens_clean.pth")), 2, None)
+        .resolve_run()
+        .unwrap();
+    assert_eq!(config.model.pos_embed, PosEmbed::Mmpretrain);
+    sapling::train::train(&config, Default::default()).unwrap();
+    // Resumed with the same --config but no --init-from: the checkpoint's tables, not a
+    // mismatch with the config's default layout.
+    let (resumed, loaded) = args(None, 4, Some(None)).resolve_run().unwrap();
+    assert!(loaded.is_some());
+    assert_eq!(resumed.model.pos_embed, PosEmbed::Mmpretrain);
+}
+
+#[test]
+fn a_fine_tuned_vit_is_refused_for_its_tensors_not_its_shapes() {
+    // timm's fine-tuned ViTs pool with `fc_norm` instead of `norm`: same shapes, other tensors.
+    let config = micro(PosEmbed::Mae);
+    let (model, _) = load(&fixture("mae_full.pth"), &config).unwrap();
+    let mut tensors = model_tensors(&model).unwrap();
+    for t in tensors.iter_mut().filter(|t| t.name.starts_with("norm.")) {
+        t.name = format!("fc_{}", t.name);
+    }
+    let path = temp_dir("import-fc-norm").join("finetuned.safetensors");
+    write_f32_tensors(tensors, &[], &path).unwrap();
+    let err = refusal(&path, &config);
+    assert!(err.contains("its shapes are this model's"), "{err}");
+    assert!(err.contains("`norm.weight` is missing"), "{err}");
 }
