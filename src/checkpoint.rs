@@ -21,7 +21,7 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, fault};
-use crate::config::Config;
+use crate::config::{Config, ModelConfig};
 use crate::dist::Collective;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
@@ -106,7 +106,13 @@ impl Loaded {
 
     /// Fails, naming this checkpoint and both presets, when `config` asks for another model.
     pub fn check_model(&self, config: &Config) -> Result<()> {
-        if self.state.config.model == config.model {
+        // The position tables' layout is the one of the weights the run started from
+        // (`--init-from`), not a shape the flags of a resume choose.
+        let asked = ModelConfig {
+            pos_embed: self.state.config.model.pos_embed,
+            ..config.model.clone()
+        };
+        if self.state.config.model == asked {
             return Ok(());
         }
         Err(self.err(format!(

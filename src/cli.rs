@@ -41,10 +41,11 @@ pub enum Command {
     /// Benchmarks (figures side by side in one run).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Evaluate a checkpoint.
+    /// Evaluate a checkpoint or a weights file.
     #[command(subcommand)]
     Eval(EvalCommand),
-    /// Write a checkpoint's encoder as safetensors in timm's ViT layout.
+    /// Write a checkpoint's encoder (or whole MAE) as safetensors in timm's, Hugging Face's or
+    /// mmpretrain's layout.
     Export(ExportArgs),
     /// Draw the loss curves of several runs in one PNG, labelled by folder name.
     Plot(PlotArgs),
@@ -377,7 +378,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Preset, then file, then flags; with `--resume`, the checkpoint's config then flags.
     pub fn resolve_run(&self) -> Result<(Config, Option<Loaded>)> {
-        let mut fresh = self.resolve()?;
+        let fresh = self.resolve()?;
         let Some(resume) = &self.resume else {
             return Ok((fresh, None));
         };
@@ -386,8 +387,6 @@ impl TrainArgs {
             None => checkpoint::latest(&fresh.train.out)?,
         };
         if self.preset.is_some() || self.config.is_some() {
-            // The tables' layout came from the weights the run started from, not from a flag.
-            fresh.model.pos_embed = loaded.state.config.model.pos_embed;
             loaded.check_model(&fresh)?;
         }
         let mut config = loaded.state.config.clone();

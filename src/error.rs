@@ -79,6 +79,14 @@ impl SaplingError {
         }
     }
 
+    /// A weights file that cannot be imported, named with why.
+    pub fn import(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Import {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

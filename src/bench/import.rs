@@ -32,21 +32,16 @@ pub fn time_import(path: &Path, preset: Option<Preset>) -> Result<ImportTiming> 
         .len();
     let t0 = Instant::now();
     let imported = import::read(path)?;
-    let preset = match preset {
-        Some(p) => p,
-        None => imported.preset()?,
-    };
-    let mut config = preset.config().model;
-    config.pos_embed = imported.pos_embed()?.unwrap_or(config.pos_embed);
+    let config = imported.config_for(preset)?;
     let t1 = Instant::now();
     let device = Device::flex();
-    let model = MaskedAutoencoder::new(&config, &device);
+    let model = MaskedAutoencoder::new(&config.model, &device);
     init::materialize(&model);
     let t2 = Instant::now();
-    let (_model, report) = imported.load(model, preset.name())?;
+    let (_model, report) = imported.load(model, config.preset.name())?;
     let t3 = Instant::now();
     Ok(ImportTiming {
-        preset,
+        preset: config.preset,
         file_bytes,
         read_s: (t1 - t0).as_secs_f64(),
         init_s: (t2 - t1).as_secs_f64(),

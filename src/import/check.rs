@@ -2,9 +2,8 @@
 //! value is read: one message listing every mismatch, naming the preset the file is.
 
 use super::Imported;
-use super::files::import_err;
 use crate::config::{ModelConfig, PosEmbed, Preset};
-use crate::error::Result;
+use crate::error::{Result, SaplingError};
 use crate::layout::{Part, canonical_shapes};
 use crate::model::pos_embed::sincos_2d_in;
 
@@ -26,7 +25,7 @@ impl FileShape {
     pub fn of(imported: &Imported) -> Result<FileShape> {
         let patch = imported.shape("patch_embed.proj.weight").unwrap_or(&[]);
         let [dim, _, patch_size, _] = patch[..] else {
-            return Err(import_err(
+            return Err(SaplingError::import(
                 &imported.path,
                 format!("the patch embedding has shape {patch:?}, not [D, C, p, p]"),
             ));
@@ -175,7 +174,7 @@ pub(super) fn shapes(imported: &Imported, c: &ModelConfig, preset: &str) -> Resu
             describe_config(c),
         )
     };
-    Err(import_err(&imported.path, message))
+    Err(SaplingError::import(&imported.path, message))
 }
 
 /// Which sin-cos layout the file's position tables are in; an error when they are neither
@@ -189,7 +188,7 @@ pub(super) fn pos_layout(imported: &Imported) -> Result<Option<PosEmbed>> {
         let (n, dim) = match shape {
             [1, n, d] | [n, d] => (*n, *d),
             _ => {
-                return Err(import_err(
+                return Err(SaplingError::import(
                     &imported.path,
                     format!("`{name}` has shape {shape:?}, not [1, 1 + L, D]"),
                 ));
@@ -199,7 +198,7 @@ pub(super) fn pos_layout(imported: &Imported) -> Result<Option<PosEmbed>> {
         // A grid beyond any image sapling takes (4096 px at patch 1) is no position table.
         let square = grid <= 4096 && grid * grid + 1 == n;
         if !square || dim == 0 || !dim.is_multiple_of(4) {
-            return Err(import_err(
+            return Err(SaplingError::import(
                 &imported.path,
                 format!(
                     "`{name}` has {n} rows of width {dim}: not a cls row and a square grid of \
@@ -224,7 +223,7 @@ pub(super) fn pos_layout(imported: &Imported) -> Result<Option<PosEmbed>> {
         } else if mmpretrain < tolerance {
             PosEmbed::Mmpretrain
         } else {
-            return Err(import_err(
+            return Err(SaplingError::import(
                 &imported.path,
                 format!(
                     "`{name}` is not a fixed 2-D sin-cos table (largest difference {mae:.3} from \
@@ -235,7 +234,7 @@ pub(super) fn pos_layout(imported: &Imported) -> Result<Option<PosEmbed>> {
             ));
         };
         if found.is_some_and(|f| f != layout) {
-            return Err(import_err(
+            return Err(SaplingError::import(
                 &imported.path,
                 "its encoder and decoder position tables are in different layouts",
             ));

@@ -59,9 +59,9 @@ impl FileTensor {
         let (bytes, elem) = match &self.source {
             Source::Pth(t) => {
                 let elem = elem_of_pth(t.dtype()).ok_or_else(|| self.not_float(path))?;
-                let bytes = t
-                    .read()
-                    .map_err(|e| import_err(path, format!("cannot read {}: {e}", self.name)))?;
+                let bytes = t.read().map_err(|e| {
+                    SaplingError::import(path, format!("cannot read {}: {e}", self.name))
+                })?;
                 (std::borrow::Cow::Owned(bytes), elem)
             }
             Source::Bytes(file, range, elem) => {
@@ -73,7 +73,7 @@ impl FileTensor {
     }
 
     fn not_float(&self, path: &Path) -> SaplingError {
-        import_err(
+        SaplingError::import(
             path,
             format!("{} holds {} values, not weights", self.name, self.dtype()),
         )
@@ -124,18 +124,11 @@ fn convert(bytes: &[u8], elem: Elem) -> Vec<f32> {
     }
 }
 
-pub(super) fn import_err(path: &Path, message: impl Into<String>) -> SaplingError {
-    SaplingError::Import {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 /// Every tensor of the file at `path`, with dotted names through the file's dictionaries
 /// (`model.blocks.0.attn.qkv.weight`, `state_dict.backbone.…`).
 pub(super) fn open(path: &Path) -> Result<Vec<FileTensor>> {
     let mut head = [0u8; 9];
-    let unreadable = |e: std::io::Error| import_err(path, format!("cannot read it: {e}"));
+    let unreadable = |e: std::io::Error| SaplingError::import(path, format!("cannot read it: {e}"));
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(unreadable)?;
@@ -146,7 +139,7 @@ pub(super) fn open(path: &Path) -> Result<Vec<FileTensor>> {
         return open_safetensors(path);
     }
     let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| {
-        import_err(
+        SaplingError::import(
             path,
             format!(
                 "neither a safetensors file nor a PyTorch checkpoint sapling can read ({e}); \
@@ -171,11 +164,11 @@ pub(super) fn open(path: &Path) -> Result<Vec<FileTensor>> {
 }
 
 fn open_safetensors(path: &Path) -> Result<Vec<FileTensor>> {
-    let bytes =
-        std::fs::read(path).map_err(|e| import_err(path, format!("cannot read it: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| SaplingError::import(path, format!("cannot read it: {e}")))?;
     let shared = Arc::new(bytes);
     let file = safetensors::SafeTensors::deserialize(&shared).map_err(|e| {
-        import_err(
+        SaplingError::import(
             path,
             format!("not a readable safetensors file ({e}); is it complete?"),
         )

@@ -9,6 +9,7 @@ use super::check::{self, FileShape};
 use super::{Imported, Report};
 use crate::config::{ModelConfig, PosEmbed};
 use crate::error::{Result, SaplingError};
+use crate::kernels::cpu::linear::transpose;
 use crate::model::MaskedAutoencoder;
 use crate::model::block::Block;
 
@@ -155,15 +156,4 @@ impl Loader<'_> {
         }
         self.param(w, [p * p * ch, d])
     }
-}
-
-/// A row-major `rows × cols` matrix transposed.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
 }

@@ -26,7 +26,7 @@ use crate::config::{Config, PosEmbed, Preset};
 use crate::error::{Result, SaplingError};
 use crate::layout::{Layout, Part, Placement};
 use crate::model::{MaskedAutoencoder, init};
-use files::{FileTensor, import_err};
+use files::FileTensor;
 
 /// A weights file, its tensors mapped to sapling's names.
 pub struct Imported {
@@ -51,7 +51,7 @@ struct Entry {
 pub fn read(path: &Path) -> Result<Imported> {
     let files = files::open(path)?;
     if files.is_empty() {
-        return Err(import_err(
+        return Err(SaplingError::import(
             path,
             "holds no tensors: sapling reads state dicts (a dictionary of tensors, possibly under \
              `model` or `state_dict`), not other pickled objects",
@@ -63,7 +63,7 @@ pub fn read(path: &Path) -> Result<Imported> {
         .map(|t| t.name.as_str());
     let placement = Layout::detect(names).ok_or_else(|| {
         let some: Vec<_> = files.iter().take(4).map(|t| t.name.as_str()).collect();
-        import_err(
+        SaplingError::import(
             path,
             format!(
                 "no ViT patch embedding found, so this is not a ViT/MAE checkpoint sapling knows \
@@ -126,7 +126,7 @@ impl Imported {
     fn join_qkv(&mut self, groups: BTreeMap<(String, Part), [Option<usize>; 3]>) -> Result<()> {
         for ((name, part), slots) in groups {
             let [Some(q), Some(k), Some(v)] = slots else {
-                return Err(import_err(
+                return Err(SaplingError::import(
                     &self.path,
                     format!("`{name}` lacks one of query, key and value"),
                 ));
@@ -134,10 +134,10 @@ impl Imported {
             let shapes = [q, k, v].map(|i| self.files[i].shape.clone());
             if shapes[0].is_empty() {
                 let message = format!("`{name}`: query, key and value are scalars, not weights");
-                return Err(import_err(&self.path, message));
+                return Err(SaplingError::import(&self.path, message));
             }
             if shapes[0] != shapes[1] || shapes[0] != shapes[2] {
-                return Err(import_err(
+                return Err(SaplingError::import(
                     &self.path,
                     format!("`{name}`: query, key and value differ in shape ({shapes:?})"),
                 ));
@@ -159,7 +159,7 @@ impl Imported {
     /// Two of the file's tensors (two namings of one, or a fused qkv beside its parts) would
     /// become the same one.
     fn twice(&self, name: &str) -> SaplingError {
-        import_err(
+        SaplingError::import(
             &self.path,
             format!("two of its tensors map to `{name}`; the file mixes two namings or models"),
         )
@@ -185,7 +185,7 @@ impl Imported {
         let entry = self
             .entries
             .get(name)
-            .ok_or_else(|| import_err(&self.path, format!("has no `{name}`")))?;
+            .ok_or_else(|| SaplingError::import(&self.path, format!("has no `{name}`")))?;
         let mut out = Vec::new();
         for &i in &entry.parts {
             out.extend(self.files[i].values(&self.path)?);
@@ -199,11 +199,25 @@ impl Imported {
         check::pos_layout(self)
     }
 
+    /// The config of `preset` (by default the preset the file's shapes are) with its position
+    /// tables in the file's layout: the model to evaluate or time the file in.
+    pub fn config_for(&self, preset: Option<Preset>) -> Result<Config> {
+        let preset = match preset {
+            Some(p) => p,
+            None => self.preset()?,
+        };
+        let mut config = preset.config();
+        if let Some(layout) = self.pos_embed()? {
+            config.model.pos_embed = layout;
+        }
+        Ok(config)
+    }
+
     /// The preset the file's shapes are (the first, if several share them).
     pub fn preset(&self) -> Result<Preset> {
         let shape = FileShape::of(self)?;
         shape.presets().first().copied().ok_or_else(|| {
-            import_err(
+            SaplingError::import(
                 &self.path,
                 format!(
                     "its shapes ({}) are no preset's; give --preset, or train with a [model] \
@@ -224,17 +238,10 @@ pub fn model_for(
     device: &Device,
 ) -> Result<(Config, MaskedAutoencoder, Report)> {
     let imported = read(path)?;
-    let preset = match preset {
-        Some(p) => p,
-        None => imported.preset()?,
-    };
-    let mut config = preset.config();
-    if let Some(layout) = imported.pos_embed()? {
-        config.model.pos_embed = layout;
-    }
+    let config = imported.config_for(preset)?;
     device.seed(0);
     let model = MaskedAutoencoder::new(&config.model, device);
     init::materialize(&model);
-    let (model, report) = imported.load(model, preset.name())?;
+    let (model, report) = imported.load(model, config.preset.name())?;
     Ok((config, model, report))
 }

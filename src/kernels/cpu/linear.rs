@@ -179,6 +179,18 @@ fn column_sums(a: &[f32], m: usize, n: usize) -> Vec<f32> {
     )
 }
 
+/// A row-major `rows × cols` matrix transposed on the host (PyTorch's `[out, in]` linear
+/// weights are burn's `[in, out]`).
+pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,16 +203,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-        let mut t = vec![0.0; a.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                t[c * rows + r] = a[r * cols + c];
-            }
-        }
-        t
     }
 
     fn close(a: &[f32], b: &[f32]) {
