@@ -7,6 +7,7 @@ Two uses, both starting from a case folder written by sapling:
     python3 benches/torch_mae.py check /tmp/case     # same weights, images, masks: compare
     python3 benches/torch_mae.py check /tmp/case --record numbers.json   # also keep torch's
     python3 benches/torch_mae.py bench /tmp/case --batch 32 --steps 10   # images/s
+    python3 benches/torch_mae.py bench /tmp/case --device cuda           # ... on a GPU
     python3 benches/torch_mae.py first-loss /tmp/case --weights mae.pth  # see benches/import.sh
 
 `check` replays sapling's steps (same initial weights, batches, masks, learning rates) and
@@ -136,7 +137,7 @@ class MAE(nn.Module):
             var = target.var(dim=-1, keepdim=True)  # unbiased, as MAE
             target = (target - mean) / (var + 1e-6) ** 0.5
         loss = ((pred - target) ** 2).mean(dim=-1)
-        mask = torch.ones(b, L)
+        mask = torch.ones(b, L, device=patches.device)
         mask.scatter_(1, ids_keep, 0.0)
         return (loss * mask).sum() / mask.sum()
 
@@ -228,26 +229,34 @@ def check(args):
 
 def bench(args):
     torch.set_num_threads(args.threads or os.cpu_count())
+    dev = torch.device(args.device)
+    # A GPU runs asynchronously: each phase is timed up to a synchronisation.
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     case, model = load_case(args.case)
+    model.to(dev)
     c = case["config"]["model"]
     opt = adamw(model, case["config"]["optim"])
     clip = case["config"]["optim"]["clip_grad"]
     b, s = args.batch, c["img_size"]
     g = torch.Generator().manual_seed(0)
-    imgs = torch.randn(b, c["in_chans"], s, s, generator=g)
-    ids = torch.argsort(torch.rand(b, model.L, generator=g), dim=1)
+    imgs = torch.randn(b, c["in_chans"], s, s, generator=g).to(dev)
+    ids = torch.argsort(torch.rand(b, model.L, generator=g), dim=1).to(dev)
     times = {"forward": [], "backward": [], "optimizer": []}
     for i in range(args.steps + 2):
         for grp in opt.param_groups:
             grp["lr"] = 1e-8
         opt.zero_grad(set_to_none=True)
+        sync()
         t0 = time.perf_counter()
         loss = model(imgs, ids)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
         opt.step()
+        sync()
         t3 = time.perf_counter()
         if i >= 2:
             times["forward"].append(t1 - t0)
@@ -261,12 +270,15 @@ def bench(args):
                 "impl": "pytorch",
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
+                "device": str(dev),
                 "preset": case["config"]["preset"],
                 "micro_batch": b,
                 "images_per_sec": b / total,
                 "forward_ms": med["forward"] * 1e3,
                 "backward_ms": med["backward"] * 1e3,
                 "optimizer_ms": med["optimizer"] * 1e3,
+                # The caching allocator's high-water mark (reserved, as sapling's pool figure).
+                "peak_memory": torch.cuda.max_memory_reserved(dev) if dev.type == "cuda" else None,
             }
         )
     )
@@ -307,6 +319,7 @@ def main():
     bp.add_argument("--batch", type=int, default=32)
     bp.add_argument("--steps", type=int, default=5)
     bp.add_argument("--threads", type=int, default=0)
+    bp.add_argument("--device", default="cpu", help="cpu, or cuda (cuda:N) for a GPU")
     lp = sub.add_parser("first-loss", help="the first step's loss from a MAE-layout .pth")
     lp.add_argument("case", help="a reference case written with --init-from WEIGHTS")
     lp.add_argument("--weights", required=True)

@@ -78,20 +78,53 @@ pub fn encoder_tensors(model: &MaskedAutoencoder) -> Result<Vec<Exported>> {
     pollster::block_on(encoder_tensors_async(model))
 }
 
-/// The encoder as the bytes of a safetensors file, with the preset in its metadata: what
-/// [`write_encoder`] writes and the browser downloads.
+/// The encoder as the bytes of a safetensors file in timm's layout, with the preset in its
+/// metadata: what [`write_encoder`] writes.
 pub async fn encoder_safetensors_async(model: &MaskedAutoencoder, preset: &str) -> Result<Vec<u8>> {
-    let tensors = encoder_tensors_async(model).await?;
-    safetensors_bytes(&raw(tensors, Precision::F32), &encoder_metadata(preset)).map_err(|message| {
-        SaplingError::Data {
-            path: "<encoder.safetensors>".into(),
-            message,
-        }
-    })
+    let what = Export {
+        layout: Layout::Timm,
+        with_decoder: false,
+        dtype: Precision::F32,
+    };
+    weights_safetensors_async(model, preset, what).await
 }
 
-fn encoder_metadata(preset: &str) -> [(&str, &str); 2] {
-    [("layout", "timm-vit"), ("sapling_preset", preset)]
+/// `model`'s weights as the bytes of a safetensors file as `what` says, with the layout and the
+/// preset in the metadata: what [`write_weights`] writes and the browser downloads.
+pub async fn weights_safetensors_async(
+    model: &MaskedAutoencoder,
+    preset: &str,
+    what: Export,
+) -> Result<Vec<u8>> {
+    Ok(weights_file(model, preset, what).await?.0)
+}
+
+/// The file's bytes and how many tensors it holds.
+async fn weights_file(
+    model: &MaskedAutoencoder,
+    preset: &str,
+    what: Export,
+) -> Result<(Vec<u8>, usize)> {
+    let tensors = if what.with_decoder {
+        model_tensors_async(model).await?
+    } else {
+        encoder_tensors_async(model).await?
+    };
+    let tensors = in_layout(tensors, what.layout, what.with_decoder);
+    let layout = match what.layout {
+        Layout::Timm => "timm-vit",
+        Layout::HuggingFace => "hf-vitmae",
+        Layout::Mmpretrain => "mmpretrain-vit",
+    };
+    let metadata = [("layout", layout), ("sapling_preset", preset)];
+    let n = tensors.len();
+    let bytes = safetensors_bytes(&raw(tensors, what.dtype), &metadata).map_err(|message| {
+        SaplingError::Data {
+            path: "<weights.safetensors>".into(),
+            message,
+        }
+    })?;
+    Ok((bytes, n))
 }
 
 fn encoder_on_device(model: &MaskedAutoencoder) -> Vec<OnDevice> {
@@ -261,20 +294,8 @@ pub fn write_weights(
     path: &Path,
     what: Export,
 ) -> Result<usize> {
-    let tensors = if what.with_decoder {
-        model_tensors(model)?
-    } else {
-        encoder_tensors(model)?
-    };
-    let tensors = in_layout(tensors, what.layout, what.with_decoder);
-    let n = tensors.len();
-    let layout = match what.layout {
-        Layout::Timm => "timm-vit",
-        Layout::HuggingFace => "hf-vitmae",
-        Layout::Mmpretrain => "mmpretrain-vit",
-    };
-    let metadata = [("layout", layout), ("sapling_preset", preset)];
-    write_safetensors(&raw(tensors, what.dtype), &metadata, path)?;
+    let (file, n) = pollster::block_on(weights_file(model, preset, what))?;
+    atomic::write(path, &file)?;
     Ok(n)
 }
 

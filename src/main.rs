@@ -20,10 +20,12 @@ use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes};
 use sapling::train::{RunOptions, RunSummary};
 
 /// Reuses freed blocks instead of handing them back to the kernel (see `sapling::alloc`).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: sapling::alloc::MiMalloc = sapling::alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "mimalloc")]
     sapling::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

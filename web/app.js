@@ -17,6 +17,9 @@ const options = {
   kernels: params.get('kernels') || 'reference',
   checkpointing: params.get('checkpointing') || 'auto', // off, blocks or auto
   autostart: params.get('autostart') === '1',
+  // Keep the whole MAE's weights as they are before the first step, for the browser test's
+  // comparison with native sapling (`window.sapling.initialWeights`, safetensors bytes).
+  initialWeights: params.get('initial-weights') === '1',
 };
 
 // Two shims between cubecl's WGSL and Chrome (burn's matmul kernels use subgroups):
@@ -200,7 +203,7 @@ async function addFiles(files) {
 }
 
 async function download() {
-  const bytes = await serial(() => trainer.encoder());
+  const bytes = await serial(() => trainer.weights(false));
   const a = document.createElement('a');
   a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
   a.download = `sapling-tiny-encoder-step${state.steps.length}.safetensors`;
@@ -261,6 +264,7 @@ async function main() {
     `peak lr ${plan.lr.toExponential(2)}\n` +
     plan.trials.map((t) => `  tried ${t.micro_batch}: ` +
       (t.error ? `failed (${t.error})` : `${t.images_per_sec.toFixed(2)} images/s`)).join('\n');
+  if (options.initialWeights) state.initialWeights = await serial(() => trainer.weights(true));
   await refreshReconstruction();
   wireControls();
   state.ready = true;

@@ -116,10 +116,11 @@ impl Trainer {
         })
     }
 
-    /// The trained encoder as safetensors bytes in timm's ViT layout (`Uint8Array`).
-    pub fn encoder(&self) -> Promise {
-        self.with_session(|s| async move {
-            let result = s.encoder_safetensors().await.map_err(js_error);
+    /// The encoder, or the whole MAE (`with_decoder`), as safetensors bytes in timm's ViT
+    /// layout (`Uint8Array`).
+    pub fn weights(&self, with_decoder: bool) -> Promise {
+        self.with_session(move |s| async move {
+            let result = s.weights_safetensors(with_decoder).await.map_err(js_error);
             (
                 s,
                 result.map(|bytes| Uint8Array::from(bytes.as_slice()).into()),

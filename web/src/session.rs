@@ -9,7 +9,10 @@ use sapling::data::augment::fixed_batch;
 use sapling::data::source::MAX_IMAGE_SIDE;
 use sapling::data::{ImageSource, Shard, Stream};
 use sapling::device::{AdapterSummary, Selected};
+use sapling::export::Export;
+use sapling::layout::Layout;
 use sapling::model::MaskPlan;
+use sapling::ops::Precision;
 use sapling::optim::Schedule;
 use sapling::planner::{BatchPlan, DeviceLimits, TrialOptions};
 use sapling::train::{Trainer, plan_async};
@@ -263,10 +266,16 @@ impl Session {
         self.stream.source().len()
     }
 
-    /// The encoder in timm's ViT layout, as safetensors bytes.
-    pub async fn encoder_safetensors(&self) -> Result<Vec<u8>> {
-        sapling::export::encoder_safetensors_async(self.trainer.model(), self.config.preset.name())
-            .await
+    /// The encoder, or the whole MAE (`with_decoder`), in timm's ViT layout as safetensors
+    /// bytes: what `sapling export --with-decoder` writes and `--init-from` reads.
+    pub async fn weights_safetensors(&self, with_decoder: bool) -> Result<Vec<u8>> {
+        let what = Export {
+            layout: Layout::Timm,
+            with_decoder,
+            dtype: Precision::F32,
+        };
+        let preset = self.config.preset.name();
+        sapling::export::weights_safetensors_async(self.trainer.model(), preset, what).await
     }
 }
 

@@ -5,6 +5,8 @@ import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
 
 const [url, outDir = 'out'] = process.argv.slice(2);
+// Adapter features the page must not see, e.g. SAPLING_WEB_HIDE=subgroups.
+const hidden = (process.env.SAPLING_WEB_HIDE || '').split(',').filter(Boolean);
 const timeoutMs = Number(process.env.SAPLING_WEB_TIMEOUT_S || 1200) * 1000;
 mkdirSync(outDir, { recursive: true });
 
@@ -57,6 +59,25 @@ try {
     console.log(`page ${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => errors.push(e.message));
+  if (hidden.length) {
+    // A browser without these features (Firefox and Safari lack `subgroups` on many machines):
+    // the adapter stops listing them and refuses a device that asks for them, before any page
+    // script runs.
+    await page.addInitScript((names) => {
+      const hide = new Set(names);
+      const features = Object.getOwnPropertyDescriptor(GPUAdapter.prototype, 'features').get;
+      Object.defineProperty(GPUAdapter.prototype, 'features', {
+        configurable: true,
+        get() { return new Set([...features.call(this)].filter((f) => !hide.has(f))); },
+      });
+      const requestDevice = GPUAdapter.prototype.requestDevice;
+      GPUAdapter.prototype.requestDevice = function (descriptor = {}) {
+        const asked = (descriptor.requiredFeatures || []).filter((f) => hide.has(f));
+        if (asked.length) return Promise.reject(new TypeError(`unsupported features: ${asked}`));
+        return requestDevice.call(this, descriptor);
+      };
+    }, hidden);
+  }
   if (process.env.SAPLING_WEB_DEBUG_SHADERS) {
     // Logs each shader module's compilation messages with the offending lines.
     await page.addInitScript(() => {
@@ -115,7 +136,8 @@ try {
   const steady = steps.slice(Math.floor(steps.length / 2));
   const secs = steady.reduce((a, s) => a + s.seconds, 0);
   const result = {
-    url, wall_s: (Date.now() - started) / 1000, error: state.error, plan: state.plan,
+    url, hidden_features: hidden, wall_s: (Date.now() - started) / 1000, error: state.error,
+    plan: state.plan,
     steps: steps.length, first_loss: first, last_loss: lastLoss,
     steps_per_s: steady.length / secs,
     images_per_s: steady.reduce((a, s) => a + s.images_per_sec * s.seconds, 0) / secs,
@@ -123,6 +145,17 @@ try {
     losses: steps.map((s) => s.loss),
   };
   writeFileSync(`${outDir}/result.json`, JSON.stringify(result, null, 2));
+  // The weights the first step started from (`initial-weights=1`), for test/first-loss.sh.
+  const weights = await page.evaluate(() => {
+    const bytes = window.sapling.initialWeights;
+    if (!bytes) return null;
+    let text = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(text);
+  });
+  if (weights) writeFileSync(`${outDir}/initial.safetensors`, Buffer.from(weights, 'base64'));
   console.log(JSON.stringify({ ...result, losses: undefined, plan: state.plan && {
     micro_batch: state.plan.micro_batch, accum: state.plan.accum, levers: state.plan.levers,
     trials: state.plan.trials.length } }, null, 2));
