@@ -221,14 +221,10 @@ have_lib libvulkan.so.1 || die 1 "the Vulkan loader libvulkan.so.1 is not instal
 echo "== adapters (sapling info)"
 "$SAPLING" info >"$work/info.txt" 2>"$work/info.err" || die 1 "\`$SAPLING info\` failed:" "$(tail -n 5 "$work/info.err")"
 cat "$work/info.txt"
-python3 - "$work/info.txt" >"$work/adapters.tsv" <<'PY'
+"$SAPLING" info --json >"$work/info.json" 2>>"$work/info.err" || die 1 "\`$SAPLING info --json\` failed:" "$(tail -n 5 "$work/info.err")"
+python3 - "$work/info.json" >"$work/adapters.tsv" <<'PY'
 import json, sys
-text, dec, i, out = open(sys.argv[1]).read(), json.JSONDecoder(), 0, []
-while True:
-    i = text.find("{", i)
-    if i < 0:
-        break
-    a, i = dec.raw_decode(text, i)
+for a in json.load(open(sys.argv[1])):
     kind = "software" if a.get("device_type") == "Cpu" else "hardware"
     print("\t".join([kind, a["name"], a["api"], a["device_type"], a.get("driver", "")]))
 PY

@@ -25,9 +25,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Pretrain an MAE (the default: `tiny` on the embedded photos).
-    Train(TrainArgs),
-    /// List the WebGPU adapters, their API, type and limits.
-    Info,
+    Train(TrainCommandArgs),
+    /// List the WebGPU adapters, their API, type and limits, and what to install where no GPU
+    /// is found.
+    Info(InfoArgs),
     /// Draw original | masked | reconstruction | pasted for one image through a checkpoint.
     Reconstruct(ReconstructArgs),
     /// Show the device's limits and the batch plan: micro-batch, accumulation, learning rate,
@@ -49,6 +50,14 @@ pub enum Command {
     Export(ExportArgs),
     /// Draw the loss curves of several runs in one PNG, labelled by folder name.
     Plot(PlotArgs),
+}
+
+/// Flags of `sapling info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print the adapters as one JSON array.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `sapling plot`.
@@ -303,9 +312,24 @@ pub struct LinearProbeArgs {
     /// Where to compute features.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Print the report as JSON on stdout instead of a line for people.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Flags of `sapling train`; each overrides the preset and the config file.
+/// Flags of `sapling train`: the run's, and how it reports on the terminal.
+#[derive(Debug, Default, Args)]
+pub struct TrainCommandArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Print each logged step as a JSON line on stdout, and nothing else there, instead of a
+    /// line for people (the run folder's metrics.jsonl has the same lines either way).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of a run (`sapling train`, and the benchmarks and plans of one); each overrides the
+/// preset and the config file.
 #[derive(Debug, Default, Args)]
 pub struct TrainArgs {
     /// Starting configuration [default: tiny].

@@ -49,6 +49,8 @@ pub mod ops;
 pub mod optim;
 /// Batch planning: limits, the memory model, the search over micro-batches.
 pub mod planner;
+/// Progress of long commands on stderr.
+pub mod progress;
 /// Seed derivation.
 pub mod seed;
 /// Timing work on a device.

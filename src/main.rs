@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchImportArgs, BenchKernelsArgs, BenchScalingArgs,
-    BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs, LinearProbeArgs,
-    PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs, WeightsArgs,
+    BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs, InfoArgs,
+    LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs,
+    TrainCommandArgs, WeightsArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
 use sapling::device::Selected;
@@ -17,7 +18,8 @@ use sapling::eval::probe::{ProbeConfig, linear_probe};
 use sapling::export::Export;
 use sapling::model::MaskedAutoencoder;
 use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes};
-use sapling::train::{RunOptions, RunSummary};
+use sapling::progress::Progress;
+use sapling::train::{Console, RunOptions, RunSummary};
 
 /// Reuses freed blocks instead of handing them back to the kernel (see `sapling::alloc`).
 #[cfg(feature = "mimalloc")]
@@ -25,6 +27,8 @@ use sapling::train::{RunOptions, RunSummary};
 static ALLOCATOR: sapling::alloc::MiMalloc = sapling::alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`; no other thread exists yet.
+    unsafe { sapling::device::quiet_headless_vulkan() };
     #[cfg(feature = "mimalloc")]
     sapling::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
@@ -36,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse()
         .command
-        .unwrap_or(Command::Train(TrainArgs::default()))
+        .unwrap_or(Command::Train(TrainCommandArgs::default()))
     {
         Command::Train(args) => train(args),
         Command::Reconstruct(args) => reconstruct(args),
@@ -46,13 +50,13 @@ fn main() -> anyhow::Result<()> {
         Command::Plan(args) => plan(args),
         Command::Hypothetical(args) => plan_hypothetical(args),
         Command::Bench(command) => bench(command),
-        Command::Info => info(),
+        Command::Info(args) => info(args),
     }
 }
 
 /// `sapling train`: MPI (a world of one without `mpirun`), Ctrl-C, the loop, the last words.
-fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let (config, resume) = args.resolve_run()?;
+fn train(args: TrainCommandArgs) -> anyhow::Result<()> {
+    let (config, resume) = args.run.resolve_run()?;
     // MPI is started before any device work.
     let world = sapling::dist::world::init();
     let stop = Arc::new(AtomicBool::new(false));
@@ -67,9 +71,13 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         );
     })?;
     let options = RunOptions {
-        interactive: true,
+        console: if args.json {
+            Console::Json
+        } else {
+            Console::People
+        },
         resume: resume.map(Arc::new),
-        overwrite: args.overwrite,
+        overwrite: args.run.overwrite,
         stop: Some(stop),
         world: Some(world.clone()),
     };
@@ -89,25 +97,32 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    report_run(&summary, &world);
+    report_run(&summary, &world, args.json);
     Ok(())
 }
 
 /// What a finished (or interrupted) run prints: where to continue, each rank's agreement, the
-/// loss and speed.
-fn report_run(summary: &RunSummary, world: &World) {
+/// loss and speed; on stderr where stdout is kept for JSON (`json`).
+fn report_run(summary: &RunSummary, world: &World, json: bool) {
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     if summary.interrupted {
         let checkpoint = summary.checkpoint.as_ref().map(|p| p.display().to_string());
-        println!(
+        say(format!(
             "interrupted at step {}; checkpoint in {}; continue with `sapling train --resume --out {}`",
             summary.steps,
             checkpoint.unwrap_or_default(),
             summary.out.display()
-        );
+        ));
         return;
     }
     if world.size() > 1 {
-        println!(
+        say(format!(
             "rank {} of {}: weights crc32 {:08x}, max difference from rank 0 {:e}, all-reduce {:.1} ms and {} per step",
             world.rank(),
             world.size(),
@@ -115,21 +130,26 @@ fn report_run(summary: &RunSummary, world: &World) {
             summary.max_diff_from_rank0,
             summary.reduce_seconds * 1e3,
             fmt_bytes(summary.reduce_bytes)
-        );
+        ));
         if world.rank() != 0 {
             return;
         }
     }
     let loss = |l: Option<&(u64, f64)>| l.map_or(f64::NAN, |l| l.1);
-    println!(
-        "done: {} steps on {}, loss {:.4} -> {:.4}, {:.1} images/s; outputs in {}",
+    // The first step compiles kernels and is not timed, so a one-step run has no speed.
+    let speed = if summary.images_per_sec > 0.0 {
+        format!("{:.1} images/s", summary.images_per_sec)
+    } else {
+        "too few steps to time".to_string()
+    };
+    say(format!(
+        "done: {} steps on {}, loss {:.4} -> {:.4}, {speed}; outputs in {}",
         summary.steps,
         summary.device,
         loss(summary.losses.first()),
         loss(summary.losses.last()),
-        summary.images_per_sec,
         summary.out.display()
-    );
+    ));
 }
 
 fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
@@ -141,7 +161,8 @@ fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
         args.mask_ratio,
         args.seed,
     )?;
-    sapling::viz::save_png(&grid, &args.out)?;
+    let figure = sapling::viz::plot::with_column_titles(&grid, &sapling::viz::recon::COLUMN_TITLES);
+    sapling::viz::save_png(&figure, &args.out)?;
     println!("wrote {}", args.out.display());
     Ok(())
 }
@@ -152,7 +173,9 @@ fn model_of(
     device: &burn::tensor::Device,
 ) -> anyhow::Result<(Config, MaskedAutoencoder)> {
     if let Some(path) = &args.weights {
+        let phase = Progress::stderr().phase(format!("importing {}", path.display()), 0);
         let (config, model, report) = sapling::import::model_for(path, args.preset, device)?;
+        drop(phase);
         eprintln!("{report}");
         return Ok((config, model));
     }
@@ -175,7 +198,19 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
         lr: 1e-2,
         seed: 0,
     };
-    let report = linear_probe(&config, &model, &args.data, &probe, &device.device)?;
+    let progress = Progress::stderr();
+    let report = linear_probe(
+        &config,
+        &model,
+        &args.data,
+        &probe,
+        &device.device,
+        &progress,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     println!(
         "linear probe ({:?} token, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
         report.pool,
@@ -184,7 +219,6 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
         100.0 * report.pretrained_top1,
         100.0 * report.random_top1
     );
-    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
@@ -197,7 +231,9 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         with_decoder: args.with_decoder,
         dtype: args.dtype,
     };
+    let phase = Progress::stderr().phase(format!("writing {}", args.out.display()), 0);
     let n = sapling::export::write_weights(&model, preset, &args.out, what)?;
+    drop(phase);
     let part = if args.with_decoder {
         "encoder and decoder"
     } else {
@@ -395,14 +431,18 @@ fn bench_batch_sweep(args: BatchSweepArgs) -> anyhow::Result<()> {
     print_report(&report, args.json)
 }
 
-/// `sapling info`: the WebGPU adapters wgpu sees.
-fn info() -> anyhow::Result<()> {
+/// `sapling info`: the WebGPU adapters wgpu sees, and what to do where none is a GPU.
+fn info(args: InfoArgs) -> anyhow::Result<()> {
     let adapters = sapling::device::adapters();
-    if adapters.is_empty() {
-        println!("no WebGPU adapter found; sapling trains on the CPU (burn Flex)");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&adapters)?);
+        return Ok(());
     }
-    for a in adapters {
-        println!("{}", serde_json::to_string_pretty(&a)?);
+    for a in &adapters {
+        println!("{a}");
+    }
+    if let Some(advice) = sapling::device::missing_gpu_advice(&adapters) {
+        println!("{advice}");
     }
     Ok(())
 }

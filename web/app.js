@@ -17,6 +17,7 @@ const options = {
   kernels: params.get('kernels') || 'reference',
   checkpointing: params.get('checkpointing') || 'auto', // off, blocks or auto
   autostart: params.get('autostart') === '1',
+  budget: num('budget', 0), // MiB of GPU memory a step may use (0: the planner assumes one)
   // Keep the whole MAE's weights as they are before the first step, for the browser test's
   // comparison with native sapling (`window.sapling.initialWeights`, safetensors bytes).
   initialWeights: params.get('initial-weights') === '1',
@@ -230,7 +231,49 @@ function wireControls() {
   for (const id of ['toggle', 'mask', 'download']) $(id).disabled = false;
 }
 
+const bytes = (n) => {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i += 1) n /= 1024;
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+};
+
+// The device panel: what the browser says the GPU is, what wgpu sees, and the limits the
+// batch planner works within.
+function showDevice(info, { adapter, limits }) {
+  const rows = [
+    ['GPU (as the browser names it)', [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'not disclosed'],
+  ];
+  if (adapter) {
+    rows.push(
+      ['Adapter', `${adapter.name || 'unnamed'} (${adapter.api}, ${adapter.device_type})`],
+      ['Largest buffer', bytes(adapter.limits.max_buffer_size)],
+      ['Largest storage binding', bytes(adapter.limits.max_storage_buffer_binding_size)],
+      ['Workgroup memory', bytes(adapter.limits.max_compute_workgroup_storage_size)],
+      ['Storage buffers per shader stage', adapter.limits.max_storage_buffers_per_shader_stage],
+      ['shader-f16', adapter.shader_f16 ? 'yes' : 'no'],
+    );
+  }
+  rows.push(['Memory budget per step', `${bytes(limits.budget)} (${limits.budget_source})`]);
+  const table = $('device');
+  table.replaceChildren(...rows.map(([name, value]) => {
+    const tr = document.createElement('tr');
+    const th = document.createElement('th');
+    const td = document.createElement('td');
+    th.textContent = name;
+    td.textContent = String(value);
+    tr.append(th, td);
+    return tr;
+  }));
+}
+
 async function main() {
+  if (params.has('budget') && !(Number.isInteger(options.budget) && options.budget > 0)) {
+    state.error = 'bad-parameter';
+    status(`budget=${params.get('budget')}: give the GPU memory a training step may use, as a ` +
+      'whole number of MiB (e.g. budget=8192 for 8 GiB)', true);
+    return;
+  }
   if (!navigator.gpu) {
     state.error = 'no-webgpu';
     status('This browser does not offer WebGPU, which sapling trains on. Use a recent Chrome, ' +
@@ -248,12 +291,10 @@ async function main() {
   await init();
   const opts = { kernels: options.kernels, activation_checkpointing: options.checkpointing };
   if (options.effective) opts.effective_batch = options.effective;
+  if (options.budget) opts.memory_budget_mib = options.budget;
   trainer = await create(JSON.stringify(opts));
   // Browsers hide the adapter's name from wgpu; their own `adapter.info` says what it is.
-  const info = adapter.info || {};
-  const device = { browser: { vendor: info.vendor, architecture: info.architecture,
-    description: info.description }, ...JSON.parse(trainer.device()) };
-  $('device').textContent = JSON.stringify(device, null, 2);
+  showDevice(adapter.info || {}, JSON.parse(trainer.device()));
   state.images = trainer.imageCount();
   $('images').textContent = `${state.images} training images`;
   status(`Planning the batch on the GPU (${options.sizes} sizes; the first steps compile shaders)…`);

@@ -13,5 +13,13 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" > /dev/null && break; 
 # A small effective batch keeps each step short on a software rasteriser; the planner still
 # tries two sizes for real. Every block is recomputed in backward (activation checkpointing),
 # so the browser runs that path too; the plain one is the native wgpu path's.
-query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=6&stop=12&checkpointing=blocks&autostart=1}"
+query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=6&stop=12&checkpointing=blocks&initial-weights=1&autostart=1}"
 node test/browser.mjs "http://127.0.0.1:$port/?$query" test/out
+# Same numbers everywhere: the page's first loss against native sapling's from the same weights.
+test/first-loss.sh "$PWD/test/out"
+# A browser without `subgroups` (Firefox and Safari on many machines): the adapter hides the
+# feature; the page must still train, and no shader may enable it. It also plans for a given
+# memory budget, as a visitor sets one (`budget=MIB`).
+SAPLING_WEB_HIDE=subgroups node test/browser.mjs \
+    "http://127.0.0.1:$port/?effective=4&sizes=1&trial-steps=1&every=4&stop=6&checkpointing=blocks&budget=2048&autostart=1" \
+    test/out-no-subgroups

@@ -1,10 +1,16 @@
 //! Choosing where a step runs: a WebGPU adapter through burn's wgpu runtime, or burn's Flex CPU
 //! backend; describing adapters for `sapling info`; measuring a device's peak memory.
 
+/// A quiet start on Linux machines without a display.
+mod headless;
 /// Peak-memory readings around a stretch of work.
 pub mod peak;
+/// Adapters and missing-driver advice for people.
+mod report;
 
+pub use headless::quiet_headless_vulkan;
 pub use peak::PeakMeter;
+pub use report::missing_gpu_advice;
 
 use std::sync::OnceLock;
 

@@ -20,6 +20,7 @@ use crate::data::augment::center_resize;
 use crate::data::idx::{IdxSplit, read_split};
 use crate::error::Result;
 use crate::model::MaskedAutoencoder;
+use crate::progress::{Phase, Progress};
 
 /// Which token summarises an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -59,13 +60,14 @@ pub struct ProbeReport {
 }
 
 /// Probes `model`'s encoder (on `device`, of `config`) and a random one of the same shape on
-/// the IDX data set in `data_dir`.
+/// the IDX data set in `data_dir`, showing each phase on `progress`.
 pub fn linear_probe(
     config: &Config,
     model: &MaskedAutoencoder,
     data_dir: &Path,
     probe: &ProbeConfig,
     device: &Device,
+    progress: &Progress,
 ) -> Result<ProbeReport> {
     let train = read_split(data_dir, "train")?;
     let test = read_split(data_dir, "t10k")?;
@@ -73,10 +75,33 @@ pub fn linear_probe(
     let n_test = probe.test_limit.min(test.images.count);
     let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
 
-    let score = |encoder: &MaskedAutoencoder| {
-        let f_train = features(encoder, &train, n_train, probe.pool, &config.data);
-        let f_test = features(encoder, &test, n_test, probe.pool, &config.data);
+    let score = |encoder: &MaskedAutoencoder, which: &str| {
+        let phase = |split: &str, n: usize| {
+            let what = format!("linear probe, {which} encoder: features of {n} {split} images");
+            progress.phase(what, n as u64)
+        };
+        let f_train = features(
+            encoder,
+            &train,
+            n_train,
+            probe,
+            &config.data,
+            phase("train", n_train),
+        );
+        let f_test = features(
+            encoder,
+            &test,
+            n_test,
+            probe,
+            &config.data,
+            phase("test", n_test),
+        );
+        let what = format!(
+            "linear probe, {which} encoder: {} Adam iterations of the classifier",
+            probe.iterations
+        );
         fit_and_score(
+            progress.phase(what, probe.iterations as u64),
             (&f_train, &train.labels[..n_train]),
             (&f_test, &test.labels[..n_test]),
             config.model.dim,
@@ -85,9 +110,9 @@ pub fn linear_probe(
             device,
         )
     };
-    let pretrained = score(model);
+    let pretrained = score(model, "pretrained");
     device.seed(probe.seed);
-    let random = score(&MaskedAutoencoder::new(&config.model, device));
+    let random = score(&MaskedAutoencoder::new(&config.model, device), "random");
     Ok(ProbeReport {
         pool: probe.pool,
         train_images: n_train,
@@ -97,13 +122,14 @@ pub fn linear_probe(
     })
 }
 
-/// `[n, D]` host features of the first `n` images of `split`.
+/// `[n, D]` host features of the first `n` images of `split`, pooled as `probe` says.
 fn features(
     model: &MaskedAutoencoder,
     split: &IdxSplit,
     n: usize,
-    pool: Pool,
+    probe: &ProbeConfig,
     data: &DataConfig,
+    phase: Phase,
 ) -> Vec<f32> {
     const CHUNK: usize = 256;
     let c = &model.config;
@@ -125,7 +151,7 @@ fn features(
         let rows = idx((0..(b * l) as i64).collect());
         let pos = idx((0..b).flat_map(|_| 0..l as i64).collect());
         let tokens = model.encode(imgs, rows, pos, l); // [B, 1+L, D]
-        let pooled = match pool {
+        let pooled = match probe.pool {
             Pool::Cls => tokens.narrow(1, 0, 1).reshape([b, d]),
             Pool::Mean => tokens.narrow(1, 1, l).mean_dim(1).reshape([b, d]),
         };
@@ -136,6 +162,7 @@ fn features(
                 .try_into_vec::<f32>()
                 .expect("f32"),
         );
+        phase.advance(b as u64);
     }
     out
 }
@@ -147,6 +174,7 @@ struct Head {
 
 /// Standardises with the training statistics, fits softmax regression, returns test top-1.
 fn fit_and_score(
+    phase: Phase,
     (x_train, y_train): (&[f32], &[u8]),
     (x_test, y_test): (&[f32], &[u8]),
     dim: usize,
@@ -177,6 +205,7 @@ fn fit_and_score(
         let loss = logp.gather(1, y.clone()).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &head);
         head = optim.step(probe.lr, head, grads);
+        phase.advance(1);
     }
     let x_test = Tensor::<2>::from_data(TensorData::new(x_test.to_vec(), [m, dim]), &ad);
     let logits = head.linear.forward((x_test - mean) / std);

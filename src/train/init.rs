@@ -20,6 +20,8 @@ pub fn initial_trainer(
     let Some(path) = &config.train.init_from else {
         return Ok((Trainer::with_levers(config, device, levers)?, None));
     };
+    // A Sapiens file is gigabytes: say what the wait is for before it starts.
+    tracing::info!("reading weights from {}", path.display());
     let imported = import::read(path)?;
     let device = device.clone().autodiff();
     device.seed(config.train.seed);

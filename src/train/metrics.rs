@@ -1,4 +1,5 @@
-//! One JSON object per logged step, appended to `metrics.jsonl` and printed on stdout.
+//! One JSON object per logged step, appended to `metrics.jsonl` (and printed on stdout with
+//! `sapling train --json`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -37,7 +37,7 @@ pub mod trial;
 #[cfg(not(target_family = "wasm"))]
 pub use init::initial_trainer;
 #[cfg(not(target_family = "wasm"))]
-pub use run::{RunOptions, RunSummary, train};
+pub use run::{Console, RunOptions, RunSummary, train};
 pub use step::{PhaseTimes, StepStats, Timing, Trainer};
 pub use timer::{TimedSteps, time_fresh, time_steps};
 pub use trial::{lever_options, plan_async, run_trial_async};

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::folder::RunFolder;
 use super::metrics::{MetricLine, MetricsLog};
-use super::run::RunOptions;
+use super::run::{Console, RunOptions};
 use super::setup::{Run, start_of};
 use super::step::StepStats;
 use crate::atomic;
@@ -21,7 +21,8 @@ use crate::dist::World;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskPlan;
 use crate::seed::{self, mix};
-use crate::viz::plot::plot_metrics;
+use crate::viz::plot::{plot_metrics, with_column_titles};
+use crate::viz::recon::COLUMN_TITLES;
 use crate::viz::{recon_grid, save_png};
 
 /// The output folder of a run and what goes into it.
@@ -31,7 +32,7 @@ pub(super) struct Outputs {
     lead: bool,
     world: World,
     pub out: PathBuf,
-    interactive: bool,
+    console: Console,
     metrics: Option<MetricsLog>,
     bar: ProgressBar,
     pictures: Pictures,
@@ -90,9 +91,9 @@ impl Outputs {
             config: config.clone(),
             lead,
             world: world.clone(),
-            interactive: options.interactive,
+            console: options.console,
             metrics,
-            bar: progress_bar(total, start, options.interactive && lead),
+            bar: progress_bar(total, start, options.console != Console::Off && lead),
             pictures: Pictures {
                 images,
                 plan,
@@ -165,9 +166,12 @@ impl Outputs {
             skipped_steps: stats.loss_scale.map(|s| s.skipped_steps),
         };
         let json = metrics.write(&line)?;
-        if self.interactive {
-            self.bar.suspend(|| println!("{json}"));
-        }
+        let shown = match self.console {
+            Console::Off => return Ok(()),
+            Console::Json => json,
+            Console::People => for_people(&line, self.total),
+        };
+        self.bar.suspend(|| println!("{shown}"));
         Ok(())
     }
 
@@ -177,7 +181,8 @@ impl Outputs {
         std::fs::create_dir_all(&p.dir).map_err(|e| SaplingError::io(&p.dir, e))?;
         let model = run.trainer.model();
         let grid = recon_grid(model, p.images.clone(), &p.plan, &self.config.data)?;
-        save_png(&grid, &p.dir.join(format!("step-{done:08}.png")))?;
+        let figure = with_column_titles(&grid, &COLUMN_TITLES);
+        save_png(&figure, &p.dir.join(format!("step-{done:08}.png")))?;
         plot_metrics(&self.out)
     }
 
@@ -226,8 +231,23 @@ impl Outputs {
     }
 }
 
-fn progress_bar(total: u64, start: u64, interactive: bool) -> ProgressBar {
-    if !interactive {
+/// A logged step as a person reads it on the terminal, one line.
+fn for_people(line: &MetricLine, total: u64) -> String {
+    let mut text = format!(
+        "step {}/{total}  epoch {:.2}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.1} img/s",
+        line.step, line.epoch, line.loss, line.lr, line.grad_norm, line.images_per_sec
+    );
+    if let Some(bytes) = line.device_bytes_in_use {
+        text += &format!("  device {}", crate::planner::fmt_bytes(bytes));
+    }
+    if let (Some(scale), Some(skipped)) = (line.loss_scale, line.skipped_steps) {
+        text += &format!("  loss scale {scale}  skipped {skipped}");
+    }
+    text
+}
+
+fn progress_bar(total: u64, start: u64, shown: bool) -> ProgressBar {
+    if !shown {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);

@@ -21,8 +21,9 @@ use crate::planner::BatchPlan;
 /// How the loop reports to a person and where it starts.
 #[derive(Clone, Default)]
 pub struct RunOptions {
-    /// Draw a progress bar and print metric lines on stdout.
-    pub interactive: bool,
+    /// What the terminal shows: nothing (a library caller), or a progress bar with one line
+    /// per logged step for people or as JSON.
+    pub console: Console,
     /// Continue from this checkpoint (its model config must match).
     pub resume: Option<Arc<Loaded>>,
     /// Delete another run's checkpoints and files in the output folder instead of refusing.
@@ -31,6 +32,19 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// The processes training together (MPI); `None` is a world of one.
     pub world: Option<World>,
+}
+
+/// Where a run reports to a terminal. `metrics.jsonl` is written in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Console {
+    /// Nothing on stdout and no progress bar.
+    #[default]
+    Off,
+    /// A progress bar (on a terminal) and a summary line per logged step on stdout.
+    People,
+    /// A progress bar (on a terminal) and each logged step's metric line, as JSON, on stdout
+    /// and nothing else there.
+    Json,
 }
 
 /// What a finished run leaves behind.

@@ -1,4 +1,5 @@
-//! `loss.png` and `lr.png`: line plots of a run's metrics, drawn with plotters.
+//! `loss.png` and `lr.png`: line plots of a run's metrics, drawn with plotters; and the title
+//! strip over a reconstruction figure's columns.
 
 use std::path::Path;
 use std::sync::Once;
@@ -24,6 +25,51 @@ pub fn line_plot(
     lines_plot(path, title, x_label, y_label, &[("", points)])
 }
 
+fn register_font() {
+    static FONT_ONCE: Once = Once::new();
+    FONT_ONCE.call_once(|| {
+        // Registration fails only for an unparsable font, which include_bytes! rules out.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Height of the title strip above a figure's columns.
+const TITLE_STRIP: u32 = 24;
+
+/// `figure` with a strip above it naming its equal-width columns, so a picture opened on its own
+/// says what each column is.
+pub fn with_column_titles(figure: &image::RgbImage, titles: &[&str]) -> image::RgbImage {
+    register_font();
+    let (w, h) = figure.dimensions();
+    let size = (w, h + TITLE_STRIP);
+    let mut buffer = vec![255u8; (size.0 * size.1 * 3) as usize];
+    buffer[(w * TITLE_STRIP * 3) as usize..].copy_from_slice(figure.as_raw());
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        let column = w / titles.len().max(1) as u32;
+        let width = |title: &str, font: &TextStyle| {
+            root.estimate_text_size(title, font).map_or(0, |(tw, _)| tw)
+        };
+        // The largest size at which every title fits its column (small images, narrow tiles).
+        let font = (9..=14)
+            .rev()
+            .map(|px| ("sans-serif", px).into_font().color(&BLACK))
+            .find(|font| titles.iter().all(|t| width(t, font) + 4 <= column))
+            .unwrap_or_else(|| ("sans-serif", 9).into_font().color(&BLACK));
+        for (i, title) in titles.iter().enumerate() {
+            // Centred by hand from the measured width.
+            let x = i as u32 * column + column.saturating_sub(width(title, &font)) / 2;
+            // A title that cannot be drawn leaves the strip blank; the figure itself is intact.
+            let _ = root.draw_text(title, &font, (x as i32, 5));
+        }
+        let _ = root.present();
+    }
+    image::RgbImage::from_raw(size.0, size.1, buffer).expect("buffer matches size")
+}
+
+/// Series with at most this many points are drawn with a marker on each.
+const MARKED_POINTS: usize = 40;
+
 /// One colour per series, in order.
 const COLOURS: [RGBColor; 4] = [BLUE, RED, RGBColor(0, 140, 0), MAGENTA];
 
@@ -36,11 +82,7 @@ pub fn lines_plot(
     y_label: &str,
     series: &[(&str, &[(f64, f64)])],
 ) -> Result<()> {
-    static FONT_ONCE: Once = Once::new();
-    FONT_ONCE.call_once(|| {
-        // Registration fails only for an unparsable font, which include_bytes! rules out.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
+    register_font();
     let err = |e: String| SaplingError::Data {
         path: path.to_path_buf(),
         message: format!("cannot draw plot: {e}"),
@@ -80,8 +122,8 @@ pub fn lines_plot(
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(36)
-            // Labels on the right: plotters' ab_glyph text drops right-aligned (left-axis) labels.
-            .right_y_label_area_size(80);
+            // Wide enough for "4.50e-5" and the axis name beside it.
+            .y_label_area_size(72);
         let pad = (y_max - y_min) * 0.05;
         let mut c = chart
             .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
@@ -95,6 +137,11 @@ pub fn lines_plot(
             .map_err(|e| err(e.to_string()))?;
         for (i, ((label, _), points)) in series.iter().zip(finite).enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
+            // Few points get markers: a run logged once is a point no line would draw.
+            if points.len() <= MARKED_POINTS {
+                let dots = points.iter().map(|&p| Circle::new(p, 2, colour.filled()));
+                c.draw_series(dots).map_err(|e| err(e.to_string()))?;
+            }
             let drawn = c
                 .draw_series(LineSeries::new(points, &colour))
                 .map_err(|e| err(e.to_string()))?;

@@ -14,6 +14,14 @@ use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder};
 use crate::ops::{NORM_PIX_EPS, patchify, unpatchify};
 
+/// The figure's columns, as a title strip names them in files (the page has its own caption).
+pub const COLUMN_TITLES: [&str; 4] = [
+    "original",
+    "masked input",
+    "reconstruction",
+    "visible pasted back",
+];
+
 /// Pixels between tiles.
 const GUTTER: u32 = 2;
 

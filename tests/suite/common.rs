@@ -1,9 +1,11 @@
 //! Shared helpers: small configs, temporary folders, the WebGPU gate.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use sapling::config::{BatchSize, Config, ModelConfig, Preset};
+use sapling::data::idx;
 use sapling::device::{self, REQUIRE_GPU_ENV, Selected};
 
 /// A fresh, empty folder under the system temp dir.
@@ -172,4 +174,48 @@ pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Writes a gzip IDX file.
+pub fn write_idx(path: &Path, magic: u32, dims: &[u32], data: &[u8]) {
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&magic.to_be_bytes()).unwrap();
+    for d in dims {
+        enc.write_all(&d.to_be_bytes()).unwrap();
+    }
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap();
+}
+
+/// A two-class IDX set: class 0 is bright on the left, class 1 on the right.
+pub fn toy_idx(dir: &Path, split: &str, n: usize) {
+    let mut pixels = Vec::new();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+    for (i, &label) in labels.iter().enumerate() {
+        for _y in 0..28 {
+            for x in 0..28 {
+                let bright = (x < 14) == (label == 0);
+                pixels.push(if bright {
+                    200 + (i % 50) as u8
+                } else {
+                    (i * 7 % 40) as u8
+                });
+            }
+        }
+    }
+    write_idx(
+        &dir.join(format!("{split}-images-idx3-ubyte.gz")),
+        idx::IMAGES_MAGIC,
+        &[n as u32, 28, 28],
+        &pixels,
+    );
+    write_idx(
+        &dir.join(format!("{split}-labels-idx1-ubyte.gz")),
+        idx::LABELS_MAGIC,
+        &[n as u32],
+        &labels,
+    );
 }

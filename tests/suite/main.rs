@@ -7,6 +7,7 @@ mod async_paths;
 mod checkpointing;
 mod common;
 mod config;
+mod console;
 mod cpu_kernels;
 mod data;
 mod dist;

@@ -1,6 +1,5 @@
 //! What a run produces besides checkpoints: exported weights, pictures, plots, the linear probe.
 
-use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -9,10 +8,11 @@ use sapling::data::idx;
 use sapling::eval::probe::{Pool, ProbeConfig, linear_probe};
 use sapling::export::write_encoder;
 use sapling::model::MaskPlan;
+use sapling::progress::Progress;
 use sapling::train::{RunOptions, train};
 use sapling::viz::{recon::reconstruct_file, recon_grid};
 
-use crate::common::{micro_config, temp_dir};
+use crate::common::{micro_config, temp_dir, toy_idx};
 
 /// A micro run of `steps` steps; returns its output folder.
 fn micro_run(name: &str, steps: u64) -> std::path::PathBuf {
@@ -111,6 +111,18 @@ fn runs_draw_reconstructions_and_plots() {
         plot.pixels().any(|p| p.0 != [255, 255, 255]),
         "plot is blank"
     );
+    // The saved figure names its columns in a strip above the tiles, one title per column.
+    let figure = image::open(out.join("recon/step-00000004.png"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = figure.dimensions();
+    let inked = |x0: u32, x1: u32| {
+        (x0..x1).any(|x| (0..20).any(|y| figure.get_pixel(x, y).0.iter().all(|&v| v < 128)))
+    };
+    assert!(
+        (0..4).all(|c| inked(c * w / 4, (c + 1) * w / 4)),
+        "a column is untitled"
+    );
 
     // The grid: four columns, one row per image; where a patch is visible, the pasted column
     // shows the original.
@@ -125,6 +137,8 @@ fn runs_draw_reconstructions_and_plots() {
     let z = sapling::viz::recon::zoom(s);
     let tile = s as u32 * z + 2;
     assert_eq!(grid.dimensions(), (4 * tile + 2, b as u32 * tile + 2));
+    // The saved figure: four images, and the 24-pixel title strip.
+    assert_eq!((w, h), (4 * tile + 2, 4 * tile + 2 + 24));
     let visible = (0..cfg.model.num_patches())
         .find(|&i| plan.mask[i] == 0.0)
         .unwrap();
@@ -148,50 +162,6 @@ fn runs_draw_reconstructions_and_plots() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/nonexistent.png"), "{err}");
-}
-
-/// Writes a gzip IDX file.
-fn write_idx(path: &Path, magic: u32, dims: &[u32], data: &[u8]) {
-    let mut enc = flate2::write::GzEncoder::new(
-        std::fs::File::create(path).unwrap(),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(&magic.to_be_bytes()).unwrap();
-    for d in dims {
-        enc.write_all(&d.to_be_bytes()).unwrap();
-    }
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap();
-}
-
-/// A two-class IDX set: class 0 is bright on the left, class 1 on the right.
-fn toy_idx(dir: &Path, split: &str, n: usize) {
-    let mut pixels = Vec::new();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
-    for (i, &label) in labels.iter().enumerate() {
-        for _y in 0..28 {
-            for x in 0..28 {
-                let bright = (x < 14) == (label == 0);
-                pixels.push(if bright {
-                    200 + (i % 50) as u8
-                } else {
-                    (i * 7 % 40) as u8
-                });
-            }
-        }
-    }
-    write_idx(
-        &dir.join(format!("{split}-images-idx3-ubyte.gz")),
-        idx::IMAGES_MAGIC,
-        &[n as u32, 28, 28],
-        &pixels,
-    );
-    write_idx(
-        &dir.join(format!("{split}-labels-idx1-ubyte.gz")),
-        idx::LABELS_MAGIC,
-        &[n as u32],
-        &labels,
-    );
 }
 
 #[test]
@@ -233,13 +203,28 @@ fn linear_probe_separates_an_easy_task_and_reports_both_encoders() {
         seed: 0,
     };
     let (config, model) = (&loaded.state.config, loaded.model(&Device::flex()).unwrap());
-    let report = linear_probe(config, &model, &data, &probe, &Device::flex()).unwrap();
+    let report = linear_probe(
+        config,
+        &model,
+        &data,
+        &probe,
+        &Device::flex(),
+        &Progress::hidden(),
+    )
+    .unwrap();
     assert_eq!((report.train_images, report.test_images), (64, 32));
     assert!(report.pretrained_top1 > 0.9, "{report:?}");
     assert!(report.random_top1 > 0.9, "{report:?}");
-    let err = linear_probe(config, &model, &out, &probe, &Device::flex())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = linear_probe(
+        config,
+        &model,
+        &out,
+        &probe,
+        &Device::flex(),
+        &Progress::hidden(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("not an IDX"), "{err}");
 }

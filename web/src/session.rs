@@ -39,6 +39,9 @@ pub struct Options {
     pub kernels: KernelChoice,
     /// `off`, `blocks` (each block recomputed in backward) or `auto` (the planner decides).
     pub activation_checkpointing: Checkpointing,
+    /// Device memory a step may use, in MiB; without it the planner assumes a budget, as
+    /// WebGPU does not tell a page how much memory the GPU has.
+    pub memory_budget_mib: Option<u64>,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             seed: train.seed,
             kernels: KernelChoice::Reference,
             activation_checkpointing: Checkpointing::Auto,
+            memory_budget_mib: None,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Session {
         config.train.seed = options.seed;
         config.train.kernels = options.kernels;
         config.train.activation_checkpointing = options.activation_checkpointing;
+        config.train.memory_budget_mib = options.memory_budget_mib;
         config.validate()?;
         if config.train.kernels == KernelChoice::Cpu {
             return Err(SaplingError::config(
@@ -140,8 +145,22 @@ impl Session {
     pub fn device(&self) -> DeviceReport {
         DeviceReport {
             adapter: self.selected.adapter.clone(),
-            limits: DeviceLimits::of(&self.selected, None),
+            limits: self.limits(),
         }
+    }
+
+    /// The limits the planner works within, its budget explained in the page's own terms.
+    fn limits(&self) -> DeviceLimits {
+        let budget = self.config.train.memory_budget_mib;
+        let mut limits = DeviceLimits::of(&self.selected, budget);
+        if let Some(mib) = budget {
+            limits.budget_source = format!("set by budget={mib} in this page's address");
+        } else if limits.device_memory.is_none() {
+            limits.budget_source = "assumed: WebGPU does not tell a page how much memory the GPU \
+                has; add budget=MIB to this page's address to plan for yours (e.g. budget=8192)"
+                .into();
+        }
+        limits
     }
 
     /// Picks the micro-batch as native runs do: the memory model, then `sizes` trial sizes of
@@ -149,7 +168,7 @@ impl Session {
     pub async fn plan_batch(&mut self, sizes: usize, steps: usize) -> Result<BatchPlan> {
         let mut config = self.config.clone();
         config.train.batch_size = BatchSize::Auto;
-        let limits = DeviceLimits::of(&self.selected, None);
+        let limits = self.limits();
         let options = TrialOptions { sizes, steps };
         let plan = plan_async(&config, &self.selected.device, &limits, options).await?;
         // Before the first step a trainer can still take the plan's levers (a fresh model of the

@@ -48,6 +48,37 @@ async function checkDrops(page, logs) {
   return null;
 }
 
+// The device panel is a table for people: the adapter and the budget, which names the page's
+// own way to change it (`budget=MIB`) or shows the one given.
+function checkDevicePanel(rows, budgetMib) {
+  console.log(`device panel: ${JSON.stringify(rows)}`);
+  const value = (name) => rows.find(([th]) => th === name)?.[1];
+  if (rows.some(([, td]) => !td || td.trim().startsWith('{'))) return 'the device panel has empty or raw JSON cells';
+  if (!value('Adapter')) return 'the device panel does not name the adapter';
+  const budget = value('Memory budget per step') || '';
+  if (budget.includes('--memory-budget')) return `the budget names a command-line flag: ${budget}`;
+  if (budgetMib) {
+    const gib = `${(Number(budgetMib) / 1024).toFixed(1)} GiB`;
+    if (!budget.startsWith(gib) || !budget.includes('budget=')) return `budget=${budgetMib} is not shown: ${budget}`;
+  } else if (!budget.includes('budget=MIB')) {
+    return `the budget row does not say how to change it: ${budget}`;
+  }
+  return null;
+}
+
+// A bad `budget` is refused by name before any GPU work.
+async function checkBadBudget(url) {
+  const page = await browser.newPage();
+  const bad = new URL(url);
+  bad.searchParams.set('budget', 'lots');
+  await page.goto(bad.href);
+  await page.waitForFunction(() => window.sapling?.error, null, { timeout: 30000 });
+  const text = await page.evaluate(() => document.getElementById('status').textContent);
+  await page.close();
+  console.log(`bad budget: ${text}`);
+  return text.startsWith('budget=lots:') ? null : `budget=lots was not refused by name: ${text}`;
+}
+
 let failed = null;
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
@@ -75,6 +106,13 @@ try {
         const asked = (descriptor.requiredFeatures || []).filter((f) => hide.has(f));
         if (asked.length) return Promise.reject(new TypeError(`unsupported features: ${asked}`));
         return requestDevice.call(this, descriptor);
+      };
+      // Shaders that still enable a hidden feature, counted for the result.
+      window.saplingHiddenEnables = 0;
+      const createShaderModule = GPUDevice.prototype.createShaderModule;
+      GPUDevice.prototype.createShaderModule = function (descriptor) {
+        if ([...hide].some((f) => descriptor.code.includes(`enable ${f};`))) window.saplingHiddenEnables += 1;
+        return createShaderModule.call(this, descriptor);
       };
     }, hidden);
   }
@@ -127,6 +165,8 @@ try {
     const img = document.getElementById('recon');
     return { width: img.naturalWidth, height: img.naturalHeight };
   });
+  const devicePanel = await page.evaluate(() => [...document.querySelectorAll('#device tr')]
+    .map((tr) => [tr.querySelector('th')?.textContent, tr.querySelector('td')?.textContent]));
   const steps = state.steps || [];
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const k = Math.min(3, Math.floor(steps.length / 2));
@@ -142,6 +182,8 @@ try {
     steps_per_s: steady.length / secs,
     images_per_s: steady.reduce((a, s) => a + s.images_per_sec * s.seconds, 0) / secs,
     reconstructions: state.reconstructions, recon_png: recon, console_errors: errors,
+    device_panel: devicePanel,
+    shaders_enabling_hidden: await page.evaluate(() => window.saplingHiddenEnables ?? null),
     losses: steps.map((s) => s.loss),
   };
   writeFileSync(`${outDir}/result.json`, JSON.stringify(result, null, 2));
@@ -163,10 +205,15 @@ try {
   else if (!(lastLoss < first)) failed = `the loss did not fall: ${first} -> ${lastLoss}`;
   else if (state.reconstructions < 1 || recon.width === 0) failed = 'no reconstruction was drawn';
   else if (errors.length) failed = `console errors: ${errors.join(' | ')}`;
+  else if (result.shaders_enabling_hidden) {
+    failed = `${result.shaders_enabling_hidden} shaders enable a hidden feature (${hidden})`;
+  }
   else if (url.includes('checkpointing=blocks') && !state.plan?.levers?.checkpointing) {
     failed = `checkpointing was asked for but the plan's levers are ${JSON.stringify(state.plan?.levers)}`;
   }
+  if (!failed) failed = checkDevicePanel(devicePanel, new URL(url).searchParams.get('budget'));
   if (!failed) failed = await checkDrops(page, logs);
+  if (!failed) failed = await checkBadBudget(url);
 } catch (e) {
   failed = e.message;
 } finally {
