@@ -340,16 +340,17 @@ def rows():
 
 def cells(r):
     if r["status"] != "ok":
-        return [r["preset"], r["micro"], r["impl"], r["status"]] + ["–"] * 7 + [r.get("note", "")]
+        return [r["preset"], r["micro"], r["impl"], r["status"]] + ["–"] * 8 + [r.get("note", "")]
     tf = lambda v: num(v / 1e12) if v is not None else "–"
     frac = f"{100 * r['frac']:.0f} %" if r.get("frac") is not None else "–"
     return [r["preset"], str(r["micro"]), r["impl"], num(r["ips"]), num(r["fwd"]), num(r["bwd"]),
             num(r["opt"]), tf(r.get("achieved")), tf(r.get("matmul")), frac, mem(r.get("peak")),
-            r.get("note", "")]
+            str(r["dispatches"]) if r.get("dispatches") is not None else "–", r.get("note", "")]
 
 HEAD = ["preset", "micro-batch", "implementation", "images/s", "forward ms", "backward ms",
-        "optimizer ms", "achieved TFLOP/s", "device matmul TFLOP/s", "of matmul", "peak memory", "note"]
-WIDTH = [12, 5, 26, 10, 9, 9, 9, 9, 9, 6, 11, 0]
+        "optimizer ms", "achieved TFLOP/s", "device matmul TFLOP/s", "of matmul", "peak memory",
+        "dispatches per step", "note"]
+WIDTH = [12, 5, 26, 10, 9, 9, 9, 9, 9, 6, 11, 6, 0]
 
 def text_line(c):
     out = []
@@ -366,7 +367,8 @@ if what == "add":  # preset micro impl status note [result.json kind]
             r.update(micro=j["micro_batch"], ips=j["images_per_sec"], fwd=j["forward_ms"],
                      bwd=j["backward_ms"], opt=j["optimizer_ms"], achieved=j["achieved_flops_per_sec"],
                      matmul=j["matmul_flops_per_sec"], frac=j["fraction_of_matmul_peak"],
-                     peak=j.get("peak_memory"), flops=j["flops"]["train_step"])
+                     peak=j.get("peak_memory"), flops=j["flops"]["train_step"],
+                     dispatches=(j.get("counts") or {}).get("per_step", {}).get("dispatches"))
         else:  # pytorch: FLOPs per image from a sapling row of the preset, matmul rate given
             flops = next((x["flops"] for x in rows() if x["preset"] == preset and x.get("flops")), None)
             matmul = float(sys.argv[9]) if len(sys.argv) > 9 and sys.argv[9] else None
@@ -379,7 +381,7 @@ if what == "add":  # preset micro impl status note [result.json kind]
     print(text_line(cells(r)))
 elif what == "head":
     print(text_line(["preset", "micro", "implementation", "images/s", "fwd ms", "bwd ms", "opt ms",
-                     "TFLOP/s", "matmul", "of mm", "peak mem", "note"]))
+                     "TFLOP/s", "matmul", "of mm", "peak mem", "disp", "note"]))
 elif what == "plan":  # probe JSON -> micro|checkpointing|precision|note|adapter
     j = first_json(sys.argv[2])
     lv = j.get("levers") or {}

@@ -4,7 +4,8 @@
 @group(0) @binding(0) var<storage, read_write> pred: array<f32>;   // [B, L, P], P = p·p·C
 @group(0) @binding(1) var<storage, read_write> imgs: array<f32>;   // [B, C, H, W]
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;    // [B, L]
-@group(0) @binding(3) var<storage, read_write> sizes: array<u32>;  // [B · L]
+// Rows (B · L), baked in rather than uploaded with each launch.
+const COUNT: u32 = {{ count }}u;
 
 // Constants, pixel and patch_stats come from patch_common.wgsl, prepended.
 
@@ -12,7 +13,7 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let row = (wid.y * groups.x + wid.x) * WG + lid;
-    if (row >= sizes[0]) { return; }
+    if (row >= COUNT) { return; }
     let b = row / L;
     let l = row % L;
     let stats = patch_stats(b, l);

@@ -4,7 +4,8 @@
 @group(0) @binding(0) var<storage, read_write> imgs: array<f32>;      // [B, C, H, W]
 @group(0) @binding(1) var<storage, read_write> rows: array<{{ int }}>; // [R]
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;       // [R, P]
-@group(0) @binding(3) var<storage, read_write> sizes: array<u32>;     // [R · P]
+// Invocations with work (R · P), baked in rather than uploaded with each launch.
+const COUNT: u32 = {{ count }}u;
 
 // Constants and pixel come from patch_common.wgsl, prepended.
 
@@ -12,7 +13,7 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * groups.x + wid.x) * WG + lid;
-    if (i >= sizes[0]) { return; }
+    if (i >= COUNT) { return; }
     let row = u32(rows[i / P]);
     // wgpu's bounds checks are off for these kernels: an index past the batch reads zero here
     // instead of another tensor's memory.

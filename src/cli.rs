@@ -196,6 +196,9 @@ pub enum BenchCommand {
     ReferenceCase(ReferenceCaseArgs),
     /// The planner's micro-batch against every micro-batch that fits, as whole optimizer steps.
     BatchSweep(BatchSweepArgs),
+    /// The data loader alone (decode, crop, normalise) at several worker counts, against the
+    /// images/s a training step of the preset consumes.
+    Loader(BenchLoaderArgs),
 }
 
 /// Flags of `sapling bench step`.
@@ -206,6 +209,29 @@ pub struct BenchStepArgs {
     /// Timed steps, after two warm-up steps.
     #[arg(long, default_value_t = 5)]
     pub timed_steps: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `sapling bench loader`.
+#[derive(Debug, Args)]
+pub struct BenchLoaderArgs {
+    #[command(flatten)]
+    pub run: TrainArgs,
+    /// Worker counts to measure.
+    #[arg(
+        long = "loader-workers",
+        value_delimiter = ',',
+        default_value = "1,2,4"
+    )]
+    pub workers: Vec<usize>,
+    /// Timed micro-batches per worker count, after one per worker as a warm-up.
+    #[arg(long, default_value_t = 8)]
+    pub batches: usize,
+    /// The step's demand in images/s, instead of measuring a training step first.
+    #[arg(long, value_name = "IMAGES_PER_SEC")]
+    pub demand: Option<f64>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

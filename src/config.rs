@@ -556,7 +556,7 @@ pub struct TrainConfig {
     pub allreduce_bucket_mib: u64,
     /// Read the next bucket back while MPI reduces the current one.
     pub allreduce_overlap: bool,
-    /// `auto` (what pays off on the device: `cpu` on Flex, `reference` on wgpu), `reference`
+    /// `auto` (what pays off on the device: `cpu` on Flex, `wgsl` on wgpu), `reference`
     /// (burn's ops everywhere), `wgsl` (sapling's kernels for the patch gather, the norm-pix
     /// loss and attention; wgpu devices only) or `cpu` (sapling's linear, layer norm,
     /// attention, GELU and AdamW; Flex only).

@@ -22,6 +22,8 @@ pub mod checkpoint;
 pub mod cli;
 /// The typed run configuration and presets.
 pub mod config;
+/// Dispatches, uploads and readbacks, counted for the benchmarks.
+pub mod counts;
 /// Image sources, augmentation and background loading.
 pub mod data;
 /// Device selection (WebGPU or Flex), adapter descriptions, peak memory.

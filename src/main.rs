@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use sapling::cli::{
-    BatchSweepArgs, BenchCommand, BenchImportArgs, BenchKernelsArgs, BenchScalingArgs,
-    BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs, InfoArgs,
-    LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs,
+    BatchSweepArgs, BenchCommand, BenchImportArgs, BenchKernelsArgs, BenchLoaderArgs,
+    BenchScalingArgs, BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs,
+    InfoArgs, LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs,
     TrainCommandArgs, WeightsArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
@@ -306,6 +306,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Scaling(args) => bench_scaling(args),
         BenchCommand::ReferenceCase(args) => bench_reference_case(args),
         BenchCommand::BatchSweep(args) => bench_batch_sweep(args),
+        BenchCommand::Loader(args) => bench_loader(args),
     }
 }
 
@@ -316,29 +317,61 @@ fn device_of(run: &TrainArgs) -> anyhow::Result<(Config, Selected)> {
     Ok((config, selected))
 }
 
+/// The micro-batch given, or the one `train` would plan, with its levers.
+fn micro_batch_of(config: &Config, selected: &Selected) -> anyhow::Result<(usize, Levers)> {
+    let on_flex = selected.adapter.is_none();
+    Ok(match config.train.batch_size {
+        BatchSize::Fixed(b) => (b, Levers::of(config, on_flex)),
+        BatchSize::Auto => {
+            let limits = DeviceLimits::of(selected, config.train.memory_budget_mib);
+            let options = TrialOptions::default();
+            let plan = sapling::train::plan(config, &selected.device, &limits, options)?;
+            (
+                plan.micro_batch,
+                plan.levers.unwrap_or(Levers::of(config, on_flex)),
+            )
+        }
+    })
+}
+
 /// `sapling bench step`: the micro-batch given, or the one `train` would plan.
 fn bench_step(args: BenchStepArgs) -> anyhow::Result<()> {
     let (config, selected) = device_of(&args.run)?;
-    let on_flex = selected.adapter.is_none();
-    let (micro, levers) = match config.train.batch_size {
-        BatchSize::Fixed(b) => (b, Levers::of(&config, on_flex)),
-        BatchSize::Auto => {
-            let limits = DeviceLimits::of(&selected, config.train.memory_budget_mib);
-            let options = TrialOptions::default();
-            let plan = sapling::train::plan(&config, &selected.device, &limits, options)?;
-            (
-                plan.micro_batch,
-                plan.levers.unwrap_or(Levers::of(&config, on_flex)),
-            )
-        }
-    };
+    let shape = micro_batch_of(&config, &selected)?;
     let timed = args.timed_steps;
     let matmul = sapling::bench::matmul_rate(&selected.device, 1024, timed.max(3))?;
     let describe = selected.describe();
-    let shape = (micro, levers);
     let result =
         sapling::bench::bench_step(&config, &selected.device, &describe, shape, timed, matmul)?;
     print_report(&result, args.json)
+}
+
+/// `sapling bench loader`: the loader alone against the step's images/s, measured first on
+/// the run's device (or given with `--demand`).
+fn bench_loader(args: BenchLoaderArgs) -> anyhow::Result<()> {
+    let (config, selected) = device_of(&args.run)?;
+    let (micro, levers) = micro_batch_of(&config, &selected)?;
+    let demand = match args.demand {
+        Some(d) if d > 0.0 && d.is_finite() => (d, "given with --demand".to_string()),
+        Some(d) => anyhow::bail!("--demand must be a positive number of images/s, got {d}"),
+        None => {
+            let describe = selected.describe();
+            let step = (micro, levers);
+            // The FLOP rate is not reported here, so the device's matmul rate is not measured.
+            let bench = sapling::bench::bench_step(
+                &config,
+                &selected.device,
+                &describe,
+                step,
+                3,
+                f64::NAN,
+            )?;
+            let by = format!("a training step on {describe}, median of 3");
+            (bench.images_per_sec, by)
+        }
+    };
+    let report = sapling::bench::bench_loader(&config, micro, &args.workers, args.batches, demand)?;
+    print_report(&report, args.json)
 }
 
 /// `sapling bench kernels`: both arms of every WGSL op, at micro-batch 1 unless one is given.

@@ -179,11 +179,13 @@ pub fn bench_kernels(
             m.decoder_dim / m.decoder_heads,
         ),
     ];
-    for (stack, n, h, hd) in stacks {
+    // Both forward kernels of the WGSL attention: one query row per invocation, and the tiled
+    // form for GPUs (`Ops::tiled_attention`); the backward kernels are the same.
+    for ((stack, n, h, hd), tiled) in stacks.into_iter().flat_map(|s| [(s, false), (s, true)]) {
         let qkv = random::<3>([b, n, 3 * h * hd], device).into_data();
         let forward = |wgsl: bool| {
             let qkv = Tensor::<3>::from_data(qkv.clone(), &ad).require_grad();
-            ops(wgsl).attention(qkv, h)
+            ops(wgsl).with_tiled_attention(tiled).attention(qkv, h)
         };
         let t = (
             time(device, reps, || {
@@ -197,8 +199,9 @@ pub fn bench_kernels(
             kept(device, || forward(false))?,
             kept(device, || forward(true))?,
         );
+        let form = if tiled { ", tiled" } else { "" };
         cases.push(case(
-            &format!("attention, {stack} (fwd+bwd)"),
+            &format!("attention, {stack}{form} (fwd+bwd)"),
             format!("qkv [{b}, {n}, 3·{}], {h} heads of {hd}", h * hd),
             t,
             held,
@@ -224,7 +227,7 @@ impl fmt::Display for KernelReport {
         )?;
         writeln!(
             f,
-            "{:<28} {:>12} {:>10} {:>8} {:>13} {:>13} {:>14}  work",
+            "{:<36} {:>12} {:>10} {:>8} {:>13} {:>13} {:>14}  work",
             "kernel",
             "reference ms",
             "wgsl ms",
@@ -237,7 +240,7 @@ impl fmt::Display for KernelReport {
         for c in &self.cases {
             writeln!(
                 f,
-                "{:<28} {:>12.2} {:>10.2} {:>7.2}× {:>13} {:>13} {:>14}  {}",
+                "{:<36} {:>12.2} {:>10.2} {:>7.2}× {:>13} {:>13} {:>14}  {}",
                 c.kernel,
                 c.reference_ms,
                 c.wgsl_ms,

@@ -13,7 +13,10 @@ use crate::error::Result;
 use crate::model::{FlopCount, flops_per_image};
 use crate::planner::{Levers, fmt_bytes, step_memory};
 use crate::timing::{drain, median, repeat};
-use crate::train::{TimedSteps, Timing, time_fresh};
+use crate::train::{StepCounts, TimedSteps, Timing, count_steps, fresh_trainer, time_steps};
+
+/// Plain steps run after the timed ones with the device counters on.
+const COUNTED_STEPS: u64 = 2;
 
 /// What one benchmark run measured (medians over the timed steps).
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +44,8 @@ pub struct StepBench {
     /// Peak memory over the run, where the device reports it, and how it was read.
     pub peak_memory: Option<u64>,
     pub peak_memory_by: Option<String>,
+    /// What a plain (untimed) step asks of the device.
+    pub counts: StepCounts,
 }
 
 /// Times `timed` training steps (after two warm-up steps) of micro-batch `micro` on a fresh
@@ -61,8 +66,10 @@ pub fn bench_step(
         timed,
         timing: Timing::Split,
     };
-    let times = pollster::block_on(time_fresh(config, device, (micro, 1), levers, steps))?;
+    let (mut trainer, batches) = fresh_trainer(config, device, (micro, 1), levers)?;
+    let times = pollster::block_on(time_steps(&mut trainer, &batches, steps))?;
     let peak = meter.finish(device);
+    let counts = pollster::block_on(count_steps(&mut trainer, device, &batches, COUNTED_STEPS))?;
     let f = times.forward.expect("a split step times its forward pass");
     let (b, o) = (times.forward_backward - f, times.optimizer);
     let images_per_sec = micro as f64 / (f + b + o);
@@ -85,6 +92,7 @@ pub fn bench_step(
         predicted_peak: step_memory(&config.model, micro, 1, levers).total,
         peak_memory: peak.map(|p| p.0),
         peak_memory_by: peak.map(|p| p.1.to_string()),
+        counts,
     })
 }
 
@@ -140,6 +148,29 @@ impl fmt::Display for StepBench {
                     self.peak_memory_by.as_deref().unwrap_or("")
                 )),
             fmt_bytes(self.predicted_peak)
-        )
+        )?;
+        let c = &self.counts;
+        let per = c.per_step;
+        write!(
+            f,
+            "\ndevice     per step: {} dispatches, {} uploads ({}), {} readbacks; pool {} reserved, {} more per step (mean of {} plain steps)",
+            per.dispatches,
+            per.uploads,
+            fmt_bytes(per.upload_bytes),
+            per.readbacks,
+            c.pool_reserved.map_or("n/a".into(), fmt_bytes),
+            c.pool_growth_per_step.map_or("n/a".into(), fmt_bytes),
+            c.steps
+        )?;
+        if !c.by_kernel.is_empty() {
+            let top: Vec<String> = c
+                .by_kernel
+                .iter()
+                .take(12)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            write!(f, "\nkernels    per step: {}", top.join(", "))?;
+        }
+        Ok(())
     }
 }

@@ -205,6 +205,13 @@ fn f16_refusal(on_flex: bool, adapter: Option<&AdapterSummary>) -> Option<String
     ))
 }
 
+/// Whether this process's wgpu device is a hardware adapter rather than a software rasteriser
+/// (lavapipe, SwiftShader, WARP report themselves as `Cpu`): what decides between kernels
+/// shaped for a GPU and ones a CPU runs faster.
+pub fn hardware_adapter() -> bool {
+    wgpu_adapter().is_some_and(|a| a.device_type != "Cpu")
+}
+
 /// The adapter of this process's wgpu device, once it is open.
 fn wgpu_adapter() -> Option<AdapterSummary> {
     match WGPU.get() {

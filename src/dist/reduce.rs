@@ -121,6 +121,7 @@ fn bucketize(flat: Vec<Tensor<1>>, elements: usize) -> Vec<Vec<Tensor<1>>> {
 
 /// One readback for a whole bucket.
 fn read_back(bucket: Vec<Tensor<1>>) -> Vec<f32> {
+    crate::counts::read_back();
     Tensor::cat(bucket, 0)
         .into_data()
         .convert::<f32>()
@@ -135,6 +136,7 @@ fn split(reduced: Vec<Vec<f32>>, lengths: &[usize], device: &Device) -> Vec<Tens
     let mut lengths = lengths.iter();
     for host in reduced {
         let n = host.len();
+        crate::counts::uploaded(n * size_of::<f32>());
         let whole = Tensor::<1>::from_data(TensorData::new(host, [n]), device);
         let mut at = 0;
         while at < n {

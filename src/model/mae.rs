@@ -298,8 +298,10 @@ impl MaskedBatch {
         let (l, k) = (plan.num_patches, plan.num_visible);
         let rows = |ids: Vec<i64>| {
             let n = ids.len();
+            crate::counts::uploaded(n * size_of::<i64>());
             Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
         };
+        crate::counts::uploaded(plan.mask.len() * size_of::<f32>());
         let mask = Tensor::<2>::from_data(TensorData::new(plan.mask.clone(), [b, l]), &device);
         let keep_rows = plan.keep_rows();
         let keep_pos: Vec<i64> = keep_rows.iter().map(|r| r % l as i64).collect();

@@ -23,6 +23,23 @@ use crate::config::KernelChoice;
 use crate::error::{Result, SaplingError};
 use crate::kernels::{cpu, wgsl};
 
+/// Elements per slice of a full sum on wgpu (see [`Ops::squared_sum`]): well below the 2¹⁸
+/// past which burn's single reduction went wrong.
+pub const FULL_SUM_SLICE: usize = 1 << 16;
+
+/// `t.sum()`, summed slice by slice on wgpu where the tensor is longer than a slice.
+fn sliced_sum(t: Tensor<1>) -> Tensor<1> {
+    let n = t.dims()[0];
+    if n <= FULL_SUM_SLICE || t.device() == Device::flex() {
+        return t.sum();
+    }
+    (0..n)
+        .step_by(FULL_SUM_SLICE)
+        .map(|at| t.clone().narrow(0, at, FULL_SUM_SLICE.min(n - at)).sum())
+        .reduce(|acc, s| acc + s)
+        .expect("a non-empty tensor")
+}
+
 /// Variance floor of norm-pix, as MAE's `(var + 1.e-6) ** .5`.
 pub const NORM_PIX_EPS: f64 = 1e-6;
 
@@ -39,15 +56,15 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// What `choice` means on `device`: `auto` is `cpu` on Flex and `reference` elsewhere. The
+    /// What `choice` means on `device`: `auto` is `cpu` on Flex and `wgsl` on wgpu. The
     /// WGSL kernels need a wgpu device and the CPU kernels Flex; asking for either elsewhere is
     /// refused naming the config field.
     pub fn resolve(choice: KernelChoice, device: &Device) -> Result<Kernels> {
         let on_flex = *device == Device::flex();
         let kernels = match choice {
             KernelChoice::Auto if on_flex => Kernels::Cpu,
-            KernelChoice::Auto | KernelChoice::Reference => Kernels::Reference,
-            KernelChoice::Wgsl => Kernels::Wgsl,
+            KernelChoice::Reference => Kernels::Reference,
+            KernelChoice::Auto | KernelChoice::Wgsl => Kernels::Wgsl,
             KernelChoice::Cpu => Kernels::Cpu,
         };
         kernels.check(device)
@@ -153,6 +170,10 @@ pub struct Ops {
     /// Layers whose activations would exceed it compute them in pieces (see
     /// [`Ops::pieces`]); `None` never splits.
     pub max_tensor: Option<u64>,
+    /// The WGSL attention's forward kernel shaped for a GPU (several invocations per query row,
+    /// the query tile in workgroup memory) instead of one query row per invocation, which a
+    /// software rasteriser runs faster. Both are tested against the reference arm.
+    pub tiled_attention: bool,
 }
 
 impl Ops {
@@ -165,6 +186,15 @@ impl Ops {
             kernels,
             precision: Precision::F32,
             max_tensor: None,
+            tiled_attention: false,
+        }
+    }
+
+    /// These operations with the tiled WGSL attention forward on or off.
+    pub const fn with_tiled_attention(self, tiled_attention: bool) -> Ops {
+        Ops {
+            tiled_attention,
+            ..self
         }
     }
 
@@ -226,6 +256,26 @@ impl Ops {
         }
     }
 
+    /// `Σ x²` over every element of `tensors` (flattened), `[1]`: the squared global norm of a
+    /// step's gradients. The reference sums each tensor and adds the sums in order (three
+    /// launches per tensor on a GPU); the WGSL arm sums seven f32 tensors per launch.
+    ///
+    /// On wgpu, burn 0.22's full `sum()` of a tensor of more than 2¹⁸ elements loses most of
+    /// them (measured on lavapipe: 65 669 for the 300 001 squares of normal noise), so there
+    /// the reference sums slices of [`FULL_SUM_SLICE`] elements and adds those; on Flex it is
+    /// one `sum()` per tensor, as it always was.
+    pub fn squared_sum(self, tensors: Vec<Tensor<1>>) -> Tensor<1> {
+        let all_f32 = tensors.iter().all(|t| t.dtype() == DType::F32);
+        match self.kernels {
+            Kernels::Wgsl if all_f32 && !tensors.is_empty() => wgsl::squared_sum(tensors),
+            _ => tensors
+                .into_iter()
+                .map(|t| sliced_sum(t.square()))
+                .reduce(|acc, sq| acc + sq)
+                .expect("a sum of squares of at least one tensor"),
+        }
+    }
+
     /// Multi-head softmax attention of q, k and v `[B, N, D]` given apart (the packed `qkv`
     /// would exceed [`Ops::max_tensor`]), scaled by `head_dim^-½`.
     ///
@@ -239,7 +289,7 @@ impl Ops {
         let [q, k, v] = [q, k, v].map(heads_of);
         match self.kernels {
             Kernels::Wgsl if wgsl::supports(hd) => {
-                merge_heads(wgsl::flash_attention(q, k, v, scale))
+                merge_heads(wgsl::flash_attention(q, k, v, scale, self.tiled_attention))
             }
             _ => merge_heads(self.softmax_attention(q, k, v, scale)),
         }
@@ -267,7 +317,7 @@ impl Ops {
             Kernels::Cpu => cpu::attention(qkv, heads, scale),
             Kernels::Wgsl if wgsl::supports(hd) => {
                 let [q, k, v] = split_heads(qkv, heads);
-                merge_heads(wgsl::flash_attention(q, k, v, scale))
+                merge_heads(wgsl::flash_attention(q, k, v, scale, self.tiled_attention))
             }
             // Scores [B, H, N, N]; also the WGSL path's fallback for head dims it does not take.
             _ => {

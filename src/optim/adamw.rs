@@ -5,6 +5,9 @@ use burn::optim::{
     AdamW, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
     RecordState, StateSink, StateSource,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use burn::tensor::{Device, Tensor};
 
 use super::decay::no_decay_ids;
@@ -14,16 +17,54 @@ use crate::ops::Kernels;
 
 /// AdamW over `module`'s parameters; the no-decay group is fixed by [`super::decay::decays`].
 /// With the `cpu` kernels each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
-/// both keep the same state, so a checkpoint resumes on either.
-pub fn adamw<M: Module>(config: &OptimConfig, module: &M, kernels: Kernels) -> ModuleOptimizer {
+/// both keep the same state, so a checkpoint resumes on either. Every gradient is multiplied by
+/// `factor` (its value at the time of the step) before its update.
+pub fn adamw<M: Module>(
+    config: &OptimConfig,
+    module: &M,
+    kernels: Kernels,
+    factor: &GradFactor,
+) -> ModuleOptimizer {
     let fused = kernels == Kernels::Cpu;
     let (decayed, no_decay) = (hyper(config, config.weight_decay), hyper(config, 0.0));
     let no_decay_group = ParamGroup::from_ids(no_decay_ids(module));
-    ModuleOptimizer::from(SaplingAdamW { h: decayed, fused }).with_group(
-        no_decay_group,
-        SaplingAdamW { h: no_decay, fused },
-        None,
-    )
+    let group = |h| SaplingAdamW {
+        h,
+        fused,
+        factor: factor.clone(),
+    };
+    ModuleOptimizer::from(group(decayed)).with_group(no_decay_group, group(no_decay), None)
+}
+
+/// The factor every gradient is multiplied by just before its update (the global-norm clip and
+/// the loss scale's inverse), set by the trainer once per step. Multiplying there rather than
+/// in a pass over all gradients first puts the multiply in the same fused element-wise kernel
+/// as the update on a GPU: one launch per tensor fewer. Exactly 1 multiplies nothing.
+#[derive(Debug, Clone)]
+pub struct GradFactor(Arc<AtomicU32>);
+
+impl Default for GradFactor {
+    fn default() -> Self {
+        GradFactor(Arc::new(AtomicU32::new(1.0f32.to_bits())))
+    }
+}
+
+impl GradFactor {
+    pub fn set(&self, factor: f32) {
+        self.0.store(factor.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    /// `grad` multiplied by the factor (itself when the factor is 1).
+    fn apply<const D: usize>(&self, grad: Tensor<D>) -> Tensor<D> {
+        match self.get() {
+            1.0 => grad,
+            factor => grad.mul_scalar(factor),
+        }
+    }
 }
 
 /// The settings of one parameter group (its `lr` and `time` are set per step).
@@ -56,6 +97,7 @@ pub fn burn_adamw(h: &Hyper) -> AdamW {
 struct SaplingAdamW {
     h: Hyper,
     fused: bool,
+    factor: GradFactor,
 }
 
 impl Optimizer for SaplingAdamW {
@@ -69,6 +111,7 @@ impl Optimizer for SaplingAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let state = state.map(|s| s.0);
+        let grad = self.factor.apply(grad);
         if !self.fused || tensor.device() != Device::flex() {
             let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
             return (tensor, state.map(HostLoaded));

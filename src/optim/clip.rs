@@ -1,81 +1,75 @@
 //! Global gradient-norm clipping, as PyTorch's `clip_grad_norm_` (burn's own `Norm` clipping
 //! works per tensor, which changes the direction of the update; this does not).
+//!
+//! The norm is computed on the device and read back with the loss (the step's one readback),
+//! so the clipping factor is a number on the host: gradients are scaled by a scalar that
+//! burn's fusion folds into the optimizer's element-wise kernel, and not touched at all when
+//! the factor is 1. Dispatches, not FLOPs, are what per-tensor work costs a GPU here.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
-/// The L2 norm of all gradients of `module` taken together, `[1]`, left on the device.
-pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
-    let mut visitor = SquaredSum { grads, acc: None };
-    module.visit(&mut visitor);
-    visitor.acc.map(|sq| sq.sqrt())
-}
+use crate::ops::Ops;
 
-/// Scales every gradient by `min(1, max_norm / (norm + 1e-6))`; the norm stays on the device,
-/// so clipping costs no readback.
-pub fn clip_to<M: Module>(module: &M, grads: &mut GradientsParams, norm: Tensor<1>, max_norm: f64) {
-    scale_by(module, grads, clip_factor(norm, max_norm));
-}
-
-/// Gradients of a loss multiplied by `loss_scale`, whose norm is `norm`, divided by it and
-/// clipped to `max_norm` (0: not clipped) in one pass.
-pub fn unscale_and_clip<M: Module>(
-    module: &M,
-    grads: &mut GradientsParams,
-    norm: Tensor<1>,
-    max_norm: f64,
-    loss_scale: f64,
-) {
-    let norm = norm.div_scalar(loss_scale);
-    let factor = if max_norm > 0.0 {
-        clip_factor(norm, max_norm)
-    } else {
-        norm.ones_like()
+/// The L2 norm of all gradients of `module` taken together, `[1]`, left on the device. The
+/// squares are summed by `ops` (the WGSL path sums seven tensors per dispatch).
+pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams, ops: Ops) -> Option<Tensor<1>> {
+    let mut visitor = Flat {
+        grads,
+        flat: Vec::new(),
     };
-    scale_by(module, grads, factor.div_scalar(loss_scale));
+    module.visit(&mut visitor);
+    (!visitor.flat.is_empty()).then(|| ops.squared_sum(visitor.flat).sqrt())
 }
 
-/// `min(1, max_norm / (norm + 1e-6))`, on the device.
-fn clip_factor(norm: Tensor<1>, max_norm: f64) -> Tensor<1> {
-    norm.add_scalar(1e-6)
-        .recip()
-        .mul_scalar(max_norm)
-        .clamp_max(1.0)
+/// `min(1, max_norm / (norm + 1e-6))` in f32 (as the device computed it before), or 1 when
+/// `max_norm` is 0 (no clipping); divided by `loss_scale` (a power of two: exact) when the
+/// gradients carry one. `norm` is the norm of the scaled gradients, as read back.
+pub fn clip_factor(norm: f32, max_norm: f64, loss_scale: f64) -> f32 {
+    let norm = norm / loss_scale as f32;
+    let clip = if max_norm > 0.0 {
+        ((norm + 1e-6).recip() * max_norm as f32).min(1.0)
+    } else {
+        1.0
+    };
+    clip / loss_scale as f32
 }
 
-fn scale_by<M: Module>(module: &M, grads: &mut GradientsParams, scale: Tensor<1>) {
-    let mut visitor = Scale { grads, scale };
+/// Multiplies every gradient of `module` by `factor`; a factor of exactly 1 changes nothing
+/// and costs nothing.
+pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f32) {
+    if factor == 1.0 {
+        return;
+    }
+    let mut visitor = Scale { grads, factor };
     module.visit(&mut visitor);
 }
 
-struct SquaredSum<'a> {
+struct Flat<'a> {
     grads: &'a GradientsParams,
-    acc: Option<Tensor<1>>,
+    flat: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for SquaredSum<'_> {
+impl ModuleVisitor for Flat<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let sq = g.square().sum();
-            self.acc = Some(match self.acc.take() {
-                Some(acc) => acc + sq,
-                None => sq,
-            });
+            let n = g.shape().num_elements();
+            self.flat.push(g.reshape([n]));
         }
     }
 }
 
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
-    scale: Tensor<1>,
+    factor: f32,
 }
 
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
-            let scale = self.scale.clone().reshape([1; D]);
-            self.grads.register::<D>(param.id, g * scale);
+            self.grads
+                .register::<D>(param.id, g.mul_scalar(self.factor));
         }
     }
 }

@@ -11,6 +11,6 @@ pub mod loss_scale;
 /// Linear warmup then half-cycle cosine.
 pub mod schedule;
 
-pub use adamw::adamw;
+pub use adamw::{GradFactor, adamw};
 pub use loss_scale::{LossScale, Verdict};
 pub use schedule::{Schedule, scaled_lr};

@@ -39,7 +39,7 @@ pub use init::initial_trainer;
 #[cfg(not(target_family = "wasm"))]
 pub use run::{Console, RunOptions, RunSummary, train};
 pub use step::{PhaseTimes, StepStats, Timing, Trainer};
-pub use timer::{TimedSteps, time_fresh, time_steps};
+pub use timer::{StepCounts, TimedSteps, count_steps, fresh_trainer, time_fresh, time_steps};
 pub use trial::{lever_options, plan_async, run_trial_async};
 #[cfg(not(target_family = "wasm"))]
 pub use trial::{plan, plan_for_run, plan_in_world, run_trial};

@@ -16,7 +16,7 @@ use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights}
 use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder, MaskedBatch, init};
 use crate::ops::Precision;
-use crate::optim::{self, LossScale, Verdict, clip};
+use crate::optim::{self, GradFactor, LossScale, Verdict, clip};
 use crate::planner::Levers;
 use crate::seed::{self, mix};
 use crate::timing::drain;
@@ -88,6 +88,8 @@ pub struct Trainer {
     overlap: bool,
     /// The dynamic loss scale of an f16 run (`None` in f32).
     loss_scale: Option<LossScale>,
+    /// What the device optimizer multiplies each gradient by this step (clip and loss scale).
+    grad_factor: GradFactor,
 }
 
 impl Trainer {
@@ -124,22 +126,31 @@ impl Trainer {
     ) -> Result<Self> {
         levers.kernels.check(device)?;
         crate::device::check_precision(levers.precision, device)?;
-        let ops = levers.ops();
+        let ops = levers
+            .ops()
+            .with_tiled_attention(crate::device::hardware_adapter());
         init::materialize(&model);
         let model = model.with_ops(ops);
         let bucket_bytes = (config.train.allreduce_bucket_mib << 20) as usize;
+        let grad_factor = GradFactor::default();
         // A sharded optimizer is built for a world of one until the trainer joins its world
         // (a trial step of a sharded plan runs so, alone).
         let update = if levers.shards > 1 {
             let shard = ShardedAdamW::new(&model, &config.optim, &Solo, bucket_bytes);
             Update::Sharded(Box::new(shard))
         } else {
-            Update::Device(optim::adamw(&config.optim, &model, ops.kernels))
+            Update::Device(optim::adamw(
+                &config.optim,
+                &model,
+                ops.kernels,
+                &grad_factor,
+            ))
         };
         let mask_shape = (model.config.num_patches(), model.config.num_visible());
         Ok(Trainer {
             model: Some(model),
             update,
+            grad_factor,
             optim_config: config.optim.clone(),
             device: device.clone(),
             levers,
@@ -213,7 +224,7 @@ impl Trainer {
         }
         // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
         // ids, so it must be rebuilt from the restored model before the moments are loaded.
-        let optim = optim::adamw(&config.optim, &model, ops.kernels);
+        let optim = optim::adamw(&config.optim, &model, ops.kernels, &self.grad_factor);
         let optim = loaded.load_optim(optim);
         self.model = Some(model);
         self.update = Update::Device(optim?);
@@ -322,6 +333,7 @@ impl Trainer {
     ) -> Result<(StepStats, Option<PhaseTimes>)> {
         let started = Instant::now();
         let (pending, forward) = self.forward_backward(batches, timing).await?;
+        crate::counts::read_back();
         let values = read_scalars(pending.readout.clone().into_data_async().await)?;
         // The readback waited for every gradient: forward and backward are done.
         let forward_backward = started.elapsed().as_secs_f64();
@@ -395,12 +407,13 @@ impl Trainer {
         } else {
             ReduceStats::default()
         };
-        let norm = clip::global_norm(&model, &grads).expect("the model has parameters");
+        let norm =
+            clip::global_norm(&model, &grads, model.ops()).expect("the model has parameters");
         // One readback per step: the loss and the norm together.
-        let readout = Tensor::cat(vec![loss_sum, norm.clone()], 0);
+        let readout = Tensor::cat(vec![loss_sum, norm], 0);
         let pending = Pending {
             model,
-            grads: Some((grads, norm)),
+            grads: Some(grads),
             readout,
             reduce,
         };
@@ -419,6 +432,7 @@ impl Trainer {
         split: bool,
     ) -> Result<(Tensor<1>, GradientsParams, f64)> {
         let plan = self.mask_for(batch.first_sample, batch.batch);
+        crate::counts::uploaded(batch.images.len() * size_of::<f32>());
         let images = Tensor::<4>::from_data(
             TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
             &self.device,
@@ -514,12 +528,9 @@ impl Trainer {
             return Ok(stats);
         }
         let model = match (&mut self.update, grads, sharded_grad) {
-            (Update::Device(optim), Some((mut grads, norm)), _) => {
-                if self.loss_scale.is_some() {
-                    clip::unscale_and_clip(&model, &mut grads, norm, self.clip_grad, loss_scale);
-                } else if self.clip_grad > 0.0 {
-                    clip::clip_to(&model, &mut grads, norm, self.clip_grad);
-                }
+            (Update::Device(optim), Some(grads), _) => {
+                let factor = clip::clip_factor(values[1], self.clip_grad, loss_scale);
+                self.grad_factor.set(factor);
                 optim.step(lr, model, grads)
             }
             (Update::Sharded(shard), _, Some(grad)) => {
@@ -553,9 +564,9 @@ pub(super) fn scaled(loss: Tensor<1>, loss_scale: f64) -> Tensor<1> {
 /// A step between its forward/backward pass and its one readback.
 struct Pending {
     model: MaskedAutoencoder,
-    /// The summed gradients and their global norm, on the device (`None` when the sharded
-    /// optimizer summed them on the host).
-    grads: Option<(GradientsParams, Tensor<1>)>,
+    /// The summed gradients, on the device (`None` when the sharded optimizer summed them on
+    /// the host); their global norm is in the readout.
+    grads: Option<GradientsParams>,
     /// `[loss sum, gradient norm]` read back together, or the loss sum alone when sharded.
     readout: Tensor<1>,
     reduce: ReduceStats,

@@ -6,8 +6,9 @@ use burn::tensor::Device;
 
 use super::step::{PhaseTimes, Timing, Trainer};
 use crate::config::{BatchSize, Config};
+use crate::counts::{Counting, DeviceCounts};
 use crate::data::Batch;
-use crate::error::Result;
+use crate::error::{Result, SaplingError};
 use crate::planner::Levers;
 use crate::timing::{median, repeat};
 
@@ -51,19 +52,79 @@ pub async fn time_steps(
     })
 }
 
-/// [`time_steps`] of a fresh trainer of `config` with `levers` at micro-batch `micro` with
-/// `accum` micro-batches per step, all copies of one synthetic batch (a step's cost does not
-/// depend on the pixels).
+/// [`time_steps`] of a [`fresh_trainer`].
 pub async fn time_fresh(
+    config: &Config,
+    device: &Device,
+    shape: (usize, usize),
+    levers: Levers,
+    steps: TimedSteps,
+) -> Result<PhaseTimes> {
+    let (mut trainer, batches) = fresh_trainer(config, device, shape, levers)?;
+    time_steps(&mut trainer, &batches, steps).await
+}
+
+/// A fresh trainer of `config` with `levers` at micro-batch `micro`, and the `accum`
+/// micro-batches of one step, all copies of one synthetic batch (a step's cost does not depend
+/// on the pixels).
+pub fn fresh_trainer(
     config: &Config,
     device: &Device,
     (micro, accum): (usize, usize),
     levers: Levers,
-    steps: TimedSteps,
-) -> Result<PhaseTimes> {
+) -> Result<(Trainer, Vec<Batch>)> {
     let mut config = config.clone();
     config.train.batch_size = BatchSize::Fixed(micro);
-    let mut trainer = Trainer::with_levers(&config, device, levers)?;
+    let trainer = Trainer::with_levers(&config, device, levers)?;
     let batch = Batch::synthetic(micro, config.model.img_size, config.train.seed);
-    time_steps(&mut trainer, &vec![batch; accum.max(1)], steps).await
+    Ok((trainer, vec![batch; accum.max(1)]))
+}
+
+/// What `steps` plain training steps (untimed, as `train` runs them) ask of the device, per
+/// step: dispatches, uploads, readbacks (see [`crate::counts`]), and the memory pool's bytes
+/// reserved after them and its growth per step (zero once the pool has warmed up).
+pub async fn count_steps(
+    trainer: &mut Trainer,
+    device: &Device,
+    batches: &[Batch],
+    steps: u64,
+) -> Result<StepCounts> {
+    let counting = Counting::start();
+    let pool = || device.memory_pool_usage().map(|u| u.bytes_reserved);
+    let (before, pool_before) = (counting.snapshot(), pool());
+    for step in 0..steps {
+        trainer
+            .step_async(step, TIMING_LR, batches.to_vec())
+            .await?;
+    }
+    device
+        .sync()
+        .map_err(|e| SaplingError::Device(e.to_string()))?;
+    let pool_after = pool();
+    let by_kernel = counting
+        .by_kernel()
+        .into_iter()
+        .map(|(name, n)| (name, n / steps.max(1)))
+        .collect();
+    Ok(StepCounts {
+        steps,
+        per_step: counting.snapshot().per_step_since(&before, steps),
+        by_kernel,
+        pool_reserved: pool_after,
+        pool_growth_per_step: pool_before
+            .zip(pool_after)
+            .map(|(b, a)| a.saturating_sub(b) / steps.max(1)),
+    })
+}
+
+/// [`count_steps`]' result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepCounts {
+    pub steps: u64,
+    pub per_step: DeviceCounts,
+    /// Dispatches per step by kernel, most first.
+    pub by_kernel: Vec<(String, u64)>,
+    /// Bytes the memory pool holds after the counted steps (wgpu only).
+    pub pool_reserved: Option<u64>,
+    pub pool_growth_per_step: Option<u64>,
 }

@@ -88,7 +88,8 @@ fn flash_attention_matches_reference_values_and_gradients() {
     let device = gpu.device.clone().autodiff();
     device.seed(9);
     // Head dims of the Sapiens presets (64, 80, 60), token counts that are not multiples of
-    // the 64-row workgroup or the 16-row tile, batch 1.
+    // the 64-row workgroup or the 16-row tile, batch 1. The tiled form splits each row over
+    // 4 (hd 64, 80), 1 (hd 60) and 2 (hd 32) invocations.
     for (b, h, n, hd) in [
         (1, 2, 37, 64),
         (2, 3, 50, 80),
@@ -98,23 +99,63 @@ fn flash_attention_matches_reference_values_and_gradients() {
         let what = format!("attention B{b} H{h} N{n} hd{hd}");
         let qkv_data = random::<3>([b, n, 3 * h * hd], &device).into_data();
         let weights: Tensor<3> = random([b, n, h * hd], &device);
-        let run = |kernel: bool| {
+        let run = |ops: Ops| {
             let qkv = Tensor::<3>::from_data(qkv_data.clone(), &device).require_grad();
-            let out = ops(kernel).attention(qkv.clone(), h);
+            let out = ops.attention(qkv.clone(), h);
             let grads = (out.clone() * weights.clone()).sum().backward();
             (out.inner(), qkv.grad(&grads).expect("gradient"))
         };
-        let (want, want_grad) = run(false);
-        let (got, got_grad) = run(true);
-        assert_close(&format!("{what} out"), &got, &want, 1e-5);
-        // dq, dk and dv side by side, each against its own scale.
-        for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
-            let part = |g: &Tensor<3>| g.clone().narrow(2, i * h * hd, h * hd);
-            assert_close(
-                &format!("{what} {name}"),
-                &part(&got_grad),
-                &part(&want_grad),
-                1e-4,
+        let (want, want_grad) = run(ops(false));
+        // Both forward kernels: one query row per invocation, and the tiled form for GPUs.
+        for tiled in [false, true] {
+            let what = format!("{what} tiled={tiled}");
+            let (got, got_grad) = run(ops(true).with_tiled_attention(tiled));
+            assert_close(&format!("{what} out"), &got, &want, 1e-5);
+            // dq, dk and dv side by side, each against its own scale.
+            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                let part = |g: &Tensor<3>| g.clone().narrow(2, i * h * hd, h * hd);
+                assert_close(
+                    &format!("{what} {name}"),
+                    &part(&got_grad),
+                    &part(&want_grad),
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn squared_sum_matches_reference() {
+    let Some(gpu) = wgpu_or_skip("squared_sum_matches_reference") else {
+        return;
+    };
+    let device = gpu.device.clone();
+    device.seed(11);
+    // Eleven tensors: a full launch of seven and a partial one of four; lengths that are not
+    // multiples of the 256-wide workgroup, one of a single element, and one long enough to be
+    // split over many workgroups (≥ 256 · 16 · 2 elements) and past 2¹⁸ elements, where burn's
+    // own full sum on wgpu loses elements (see `Ops::squared_sum`). Both arms against the host.
+    let lens = [1000, 1, 4096, 300_001, 257, 64, 3, 70_000, 5, 513, 12_345];
+    let tensors: Vec<Tensor<1>> = lens.iter().map(|&n| random([n], &device)).collect();
+    let host = |ts: &[Tensor<1>]| -> f64 {
+        ts.iter()
+            .flat_map(|t| t.to_data().try_to_vec::<f32>().unwrap())
+            .map(|x| (x as f64).powi(2))
+            .sum()
+    };
+    let value = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
+    for (what, ts) in [
+        ("eleven tensors", &tensors[..]),
+        ("one tensor", &tensors[3..4]),
+    ] {
+        let want = host(ts);
+        for kernel in [false, true] {
+            let got = value(ops(kernel).squared_sum(ts.to_vec()));
+            eprintln!("squared sum of {what} (kernel {kernel}): {got} vs {want} on the host");
+            assert!(
+                (got - want).abs() <= 1e-5 * want,
+                "squared sum of {what} (kernel {kernel}): {got} vs {want} on the host"
             );
         }
     }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 /// The layers from the bottom up; a module may name (`crate::x`) only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["config", "seed", "atomic", "alloc", "timing", "progress"],
+    &[
+        "config", "seed", "atomic", "alloc", "timing", "progress", "counts",
+    ],
     &["kernels"],
     &["ops"],
     &["model", "optim", "data", "device", "dist", "layout"],

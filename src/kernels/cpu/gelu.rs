@@ -5,6 +5,11 @@
 //! (≈ 16 % of all CPU samples, while the matmuls ran on both cores). Here `erf` is a rational
 //! function and `exp` a Cephes polynomial, both branch-free so the loops vectorise, and the
 //! elements are split across rayon's threads. The reference is burn's own GELU (`ops`).
+//!
+//! The loops are compiled twice on x86-64: for the baseline (SSE2, 4 lanes, no FMA) and for
+//! AVX2 + FMA (8 lanes, each polynomial step one fused multiply-add), picked at run time, so
+//! one binary runs everywhere and takes the wide path where the CPU has it. On aarch64 NEON
+//! and FMA are baseline, so the one build vectorises with fused steps.
 
 use rayon::prelude::*;
 
@@ -15,56 +20,143 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+/// `a · b + c`, fused (one rounding) where `FUSED`: only instantiated so where the CPU has FMA,
+/// since without it `mul_add` is a slow library call.
+#[inline(always)]
+fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Whether the plain build has FMA: always on aarch64, never on baseline x86-64.
+const FUSED_BASELINE: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
+
 /// erf as Eigen's / XLA's `generic_fast_erf_float`: an odd/even rational function on [-4, 4]
 /// (beyond it erf is ±1 in f32), a few ulp from the true value.
 #[inline(always)]
-#[allow(clippy::excessive_precision)]
 pub fn erf(x: f32) -> f32 {
+    erf_with::<FUSED_BASELINE>(x)
+}
+
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+fn erf_with<const F: bool>(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = x2 * -2.726_142_258_013_06e-10 + 2.770_681_424_959_02e-08;
-    p = x2 * p + -2.101_024_020_825_08e-06;
-    p = x2 * p + -5.692_506_394_623_46e-05;
-    p = x2 * p + -7.349_906_303_268_55e-04;
-    p = x2 * p + -2.954_599_808_540_25e-03;
-    p = x2 * p + -1.609_603_332_624_15e-02;
-    let mut q = x2 * -1.456_607_184_649_96e-05 + -2.133_740_552_789_05e-04;
-    q = x2 * q + -1.682_826_974_382_03e-03;
-    q = x2 * q + -7.373_329_167_204_68e-03;
-    q = x2 * q + -1.426_473_905_141_89e-02;
+    let mut p = madd::<F>(x2, -2.726_142_258_013_06e-10, 2.770_681_424_959_02e-08);
+    p = madd::<F>(x2, p, -2.101_024_020_825_08e-06);
+    p = madd::<F>(x2, p, -5.692_506_394_623_46e-05);
+    p = madd::<F>(x2, p, -7.349_906_303_268_55e-04);
+    p = madd::<F>(x2, p, -2.954_599_808_540_25e-03);
+    p = madd::<F>(x2, p, -1.609_603_332_624_15e-02);
+    let mut q = madd::<F>(x2, -1.456_607_184_649_96e-05, -2.133_740_552_789_05e-04);
+    q = madd::<F>(x2, q, -1.682_826_974_382_03e-03);
+    q = madd::<F>(x2, q, -7.373_329_167_204_68e-03);
+    q = madd::<F>(x2, q, -1.426_473_905_141_89e-02);
     x * p / q
 }
 
 /// e^x for x ≤ 0 (Cephes `expf`: x = n·ln2 + r, a degree-6 polynomial in r, 2ⁿ from the
 /// exponent bits). Inputs below -87 give e^-87 ≈ 1.6e-38 instead of smaller values or 0,
 /// which is below anything a gradient carries.
+#[cfg(test)]
+fn exp_nonpositive(x: f32) -> f32 {
+    exp_nonpositive_with::<FUSED_BASELINE>(x)
+}
+
 #[inline(always)]
 #[allow(clippy::excessive_precision)]
-fn exp_nonpositive(x: f32) -> f32 {
+fn exp_nonpositive_with<const F: bool>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer, branch-free
     let x = x.clamp(-87.0, 0.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
+    let n = madd::<F>(x, std::f32::consts::LOG2_E, ROUND) - ROUND;
+    let r = madd::<F>(n, 2.121_944_4e-4, madd::<F>(n, -0.693_359_375, x));
     let r2 = r * r;
-    let mut p = 1.987_569_15e-4 * r + 1.398_199_950_7e-3;
-    p = p * r + 8.333_451_907_3e-3;
-    p = p * r + 4.166_579_589_4e-2;
-    p = p * r + 1.666_666_545_9e-1;
-    p = p * r + 5.000_000_120_1e-1;
-    let e = p * r2 + r + 1.0;
+    let mut p = madd::<F>(1.987_569_15e-4, r, 1.398_199_950_7e-3);
+    p = madd::<F>(p, r, 8.333_451_907_3e-3);
+    p = madd::<F>(p, r, 4.166_579_589_4e-2);
+    p = madd::<F>(p, r, 1.666_666_545_9e-1);
+    p = madd::<F>(p, r, 5.000_000_120_1e-1);
+    let e = madd::<F>(p, r2, r) + 1.0;
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
 #[inline(always)]
-fn gelu_one(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
+fn gelu_one<const F: bool>(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_with::<F>(x * FRAC_1_SQRT_2))
 }
 
 #[inline(always)]
-fn gelu_grad_one(x: f32, g: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-    let pdf = INV_SQRT_2PI * exp_nonpositive(-0.5 * x * x);
-    g * (cdf + x * pdf)
+fn gelu_grad_one<const F: bool>(x: f32, g: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_with::<F>(x * FRAC_1_SQRT_2));
+    let pdf = INV_SQRT_2PI * exp_nonpositive_with::<F>(-0.5 * x * x);
+    g * madd::<F>(x, pdf, cdf)
+}
+
+/// The element loops, once per instruction set: `#[inline(always)]` above puts the whole
+/// polynomial inside each, so each is compiled (and vectorised) for its own target features.
+fn forward_plain(x: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = gelu_one::<FUSED_BASELINE>(x);
+    }
+}
+
+fn backward_plain(x: &[f32], g: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+        *o = gelu_grad_one::<FUSED_BASELINE>(x, g);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    /// # Safety
+    /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward(x: &[f32], out: &mut [f32]) {
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = super::gelu_one::<true>(x);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn backward(x: &[f32], g: &[f32], out: &mut [f32]) {
+        for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+            *o = super::gelu_grad_one::<true>(x, g);
+        }
+    }
+}
+
+/// Whether this CPU takes the AVX2 + FMA loops (the check is cached by std). Elsewhere only the
+/// tests ask.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn forward_chunk(x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
+        return unsafe { avx2::forward(x, out) };
+    }
+    forward_plain(x, out)
+}
+
+fn backward_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
+        return unsafe { avx2::backward(x, g, out) };
+    }
+    backward_plain(x, g, out)
 }
 
 fn chunk_len(n: usize) -> usize {
@@ -75,11 +167,7 @@ fn chunk_len(n: usize) -> usize {
 /// `out[i] = gelu(x[i])`.
 pub fn forward(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "gelu: input and output lengths differ");
-    let run = |(o, x): (&mut [f32], &[f32])| {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = gelu_one(x);
-        }
-    };
+    let run = |(o, x): (&mut [f32], &[f32])| forward_chunk(x, o);
     if x.len() < PARALLEL_MIN {
         return run((out, x));
     }
@@ -99,11 +187,7 @@ pub fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
         out.len(),
         "gelu backward: input and output lengths differ"
     );
-    let run = |(o, (x, g)): (&mut [f32], (&[f32], &[f32]))| {
-        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-            *o = gelu_grad_one(x, g);
-        }
-    };
+    let run = |(o, (x, g)): (&mut [f32], (&[f32], &[f32]))| backward_chunk(x, g, o);
     if x.len() < PARALLEL_MIN {
         return run((out, (x, grad)));
     }
@@ -147,6 +231,30 @@ mod tests {
         assert!((erf(9.0) - 1.0).abs() < 1e-6 && (erf(-9.0) + 1.0).abs() < 1e-6);
     }
 
+    /// The AVX2 + FMA loops (where this CPU has them) round differently, not more coarsely.
+    #[test]
+    fn dispatched_loops_agree_with_the_plain_ones() {
+        let x: Vec<f32> = (-6000..6000).map(|i| i as f32 * 1.1e-3).collect();
+        let g: Vec<f32> = x.iter().map(|v| 1.0 - 0.3 * v).collect();
+        let n = x.len();
+        let (mut plain, mut chosen) = (vec![0.0; n], vec![0.0; n]);
+        forward_plain(&x, &mut plain);
+        forward_chunk(&x, &mut chosen);
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + a.abs()))
+        };
+        assert!(close(&plain, &chosen), "forward differs (wide: {})", wide());
+        backward_plain(&x, &g, &mut plain);
+        backward_chunk(&x, &g, &mut chosen);
+        assert!(
+            close(&plain, &chosen),
+            "backward differs (wide: {})",
+            wide()
+        );
+    }
+
     #[test]
     fn gradient_matches_finite_differences() {
         for i in -60..=60 {
@@ -154,7 +262,7 @@ mod tests {
             let h = 1e-2f64;
             let f = |x: f64| 0.5 * x * (1.0 + erf_f64(x / std::f64::consts::SQRT_2));
             let want = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);
-            let got = gelu_grad_one(x, 1.0) as f64;
+            let got = gelu_grad_one::<FUSED_BASELINE>(x, 1.0) as f64;
             assert!((got - want).abs() < 1e-4, "x = {x}: {got} vs {want}");
         }
     }

@@ -30,7 +30,11 @@ pub(crate) fn lse_shape(q: &Shape) -> Shape {
 /// The three shaders of one attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pass {
+    /// One query row per invocation (what a software rasteriser prefers).
     Forward,
+    /// Several invocations per query row, the query tile in workgroup memory (what a GPU
+    /// prefers; see `attention_tiled.wgsl`).
+    ForwardTiled,
     /// dq, one query row per invocation.
     BackwardDq,
     /// dk and dv, one key row per invocation.
@@ -39,7 +43,12 @@ pub(crate) enum Pass {
 
 #[cfg(test)]
 impl Pass {
-    pub(crate) const ALL: [Pass; 3] = [Pass::Forward, Pass::BackwardDq, Pass::BackwardDkDv];
+    pub(crate) const ALL: [Pass; 4] = [
+        Pass::Forward,
+        Pass::ForwardTiled,
+        Pass::BackwardDq,
+        Pass::BackwardDkDv,
+    ];
 }
 
 /// The shader of `pass` for `tokens` rows of head dim `head_dim`, its tensors stored as `elem`
@@ -49,7 +58,11 @@ pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32, ele
         supports(head_dim),
         "the WGSL attention takes head dims that are multiples of 4 up to {MAX_HEAD_DIM}, got {head_dim}"
     );
+    if pass == Pass::ForwardTiled {
+        return tiled_shader(tokens, head_dim, scale, elem);
+    }
     let (name, main, tiles) = match pass {
+        Pass::ForwardTiled => unreachable!("handled above"),
         Pass::Forward => (
             "attention",
             include_str!("../../../shaders/attention.wgsl"),
@@ -79,6 +92,45 @@ pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32, ele
         .with("enable", elem.enable())
 }
 
+/// Invocations of a workgroup of the tiled forward pass.
+const TILED_WORKGROUP: usize = 64;
+
+/// The tiled forward pass' shape for head dim `hd`: query rows per workgroup and keys per tile.
+/// Invocations per row (`TILED_WORKGROUP / rows`) divide the row's vec4 columns and leave each
+/// invocation at least four of them where the head dim allows; the key tile is the largest
+/// power of two (≤ 64) that fits beside the query tile and the scores in WebGPU's 16 KiB of
+/// workgroup memory.
+pub(crate) fn tiled_shape(hd: usize) -> (usize, usize) {
+    let hd4 = hd / 4;
+    let per_row = [8, 4, 2, 1]
+        .into_iter()
+        .find(|&t| hd4.is_multiple_of(t) && t <= (hd4 / 4).max(1))
+        .unwrap_or(1);
+    let rows = TILED_WORKGROUP / per_row;
+    let fits = |bc: usize| 4 * (rows * hd + 2 * bc * hd + rows * bc) <= 16 * 1024;
+    let tile = [64, 32, 16, 8, 4, 2, 1]
+        .into_iter()
+        .find(|&bc| fits(bc) && bc >= per_row)
+        .unwrap_or(per_row);
+    (rows, tile)
+}
+
+fn tiled_shader(tokens: usize, head_dim: usize, scale: f32, elem: Elem) -> Wgsl {
+    let (rows, tile) = tiled_shape(head_dim);
+    Wgsl::new(
+        "attention_tiled",
+        &[include_str!("../../../shaders/attention_tiled.wgsl")],
+        TILED_WORKGROUP as u32,
+    )
+    .with("rows", rows)
+    .with("tile", tile)
+    .with("tokens", tokens)
+    .with("head_dim", head_dim)
+    .with("scale", format!("{scale:?}"))
+    .with("elem", elem.name())
+    .with("enable", elem.enable())
+}
+
 /// One query (or key) row per invocation; no wider than the rows there are, so a short
 /// sequence does not leave most of a workgroup idle.
 fn workgroup(tokens: usize) -> u32 {
@@ -90,21 +142,34 @@ fn launch_shape(pass: Pass, q: &CubeTensor, scale: f32) -> (Wgsl, CubeCount) {
     let elem = half_or_single(q);
     let s = q.meta.shape();
     let (bh, n, hd) = (s[0] * s[1], s[2], s[3]);
-    let count = CubeCount::Static(n.div_ceil(workgroup(n) as usize) as u32, bh as u32, 1);
+    let rows = match pass {
+        Pass::ForwardTiled => tiled_shape(hd).0,
+        _ => workgroup(n) as usize,
+    };
+    let count = CubeCount::Static(n.div_ceil(rows) as u32, bh as u32, 1);
     (shader(pass, n, hd, scale, elem), count)
 }
 
+/// The forward pass, `tiled` ([`Pass::ForwardTiled`]) or one row per invocation
+/// ([`Pass::Forward`]): lavapipe ran the tiled form at 0.74× (tiny's encoder) and 0.57× (its
+/// decoder) of the other, so the caller picks by adapter (see `Ops::tiled_attention`).
 pub(crate) fn forward(
     q: CubeTensor,
     k: CubeTensor,
     v: CubeTensor,
     scale: f32,
+    tiled: bool,
 ) -> (CubeTensor, CubeTensor) {
     let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
     let out = empty(&q, q.meta.shape().clone(), q.dtype);
     // Statistics stay f32 in mixed precision.
     let lse = empty(&q, lse_shape(q.meta.shape()), DType::F32);
-    let (wgsl, count) = launch_shape(Pass::Forward, &q, scale);
+    let pass = if tiled {
+        Pass::ForwardTiled
+    } else {
+        Pass::Forward
+    };
+    let (wgsl, count) = launch_shape(pass, &q, scale);
     wgsl.launch(
         &q,
         count,

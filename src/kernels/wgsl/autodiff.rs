@@ -129,6 +129,7 @@ impl<B: WgslKernels, C: CheckpointStrategy> WgslKernels for Ad<B, C> {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         match AttentionBackward
             .prepare::<C>([q.node(), k.node(), v.node()])
@@ -137,7 +138,7 @@ impl<B: WgslKernels, C: CheckpointStrategy> WgslKernels for Ad<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
-                let (out, lse) = B::flash_attention(q.clone(), k.clone(), v.clone(), scale);
+                let (out, lse) = B::flash_attention(q.clone(), k.clone(), v.clone(), scale, tiled);
                 let state = (q, k, v, out.clone(), lse.clone(), scale);
                 (prep.finish(state, out), FloatTensor::<Self>::new(lse))
             }
@@ -147,10 +148,26 @@ impl<B: WgslKernels, C: CheckpointStrategy> WgslKernels for Ad<B, C> {
                     k.into_primitive(),
                     v.into_primitive(),
                     scale,
+                    tiled,
                 );
                 (prep.finish(out), FloatTensor::<Self>::new(lse))
             }
         }
+    }
+
+    fn squared_sums(
+        t0: FloatTensor<Self>,
+        t1: FloatTensor<Self>,
+        t2: FloatTensor<Self>,
+        t3: FloatTensor<Self>,
+        t4: FloatTensor<Self>,
+        t5: FloatTensor<Self>,
+        t6: FloatTensor<Self>,
+        count: usize,
+    ) -> FloatTensor<Self> {
+        // Norms of gradients are read, never differentiated: no graph is recorded.
+        let [t0, t1, t2, t3, t4, t5, t6] = [t0, t1, t2, t3, t4, t5, t6].map(|t| t.into_primitive());
+        FloatTensor::<Self>::new(B::squared_sums(t0, t1, t2, t3, t4, t5, t6, count))
     }
 
     fn flash_attention_backward(

@@ -15,8 +15,11 @@ mod norm_pix;
 mod patch_gather;
 /// Templated WGSL sources and their launch.
 mod source;
+/// Sums of squares of several tensors per launch (the global gradient norm).
+mod squared_sums;
 
 pub use attention::{MAX_HEAD_DIM, supports};
+pub use squared_sums::SQUARED_SUMS_INPUTS;
 
 use attention::lse_shape;
 
@@ -63,13 +66,31 @@ pub trait WgslKernels: burn::backend::Backend {
 
     /// Softmax attention over `[B, H, N, hd]` without the `N × N` scores → `(out, logsumexp)`,
     /// `logsumexp` `[B, H, N]` being what the backward pass needs.
-    #[fusion(meta = |q, _k, _v, _s| (q.clone(), TensorSpec::new(lse_shape(&q.shape), DType::F32)))]
+    /// `tiled` picks the forward kernel shaped for a GPU (`attention_tiled.wgsl`) over the one
+    /// row per invocation a software rasteriser runs faster (`attention.wgsl`).
+    #[fusion(meta = |q, _k, _v, _s, _t| (q.clone(), TensorSpec::new(lse_shape(&q.shape), DType::F32)))]
     fn flash_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Partial sums of squares of the first `count` of seven tensors (the others are
+    /// placeholders, never read) → `[count · G]`, `G` partials per tensor.
+    #[fusion(dtype = t0, shape = sums_shape(t0, t1, t2, t3, t4, t5, t6, count))]
+    #[allow(clippy::too_many_arguments)]
+    fn squared_sums(
+        t0: FloatTensor<Self>,
+        t1: FloatTensor<Self>,
+        t2: FloatTensor<Self>,
+        t3: FloatTensor<Self>,
+        t4: FloatTensor<Self>,
+        t5: FloatTensor<Self>,
+        t6: FloatTensor<Self>,
+        count: usize,
+    ) -> FloatTensor<Self>;
 
     /// Gradients of [`Self::flash_attention`] w.r.t. `(q, k, v)`; `delta` is `rowsum(dO ∘ O)`.
     #[fusion(meta = |q, _k, _v, _l, _d, _g, _s| (q.clone(), q.clone(), q.clone()))]
@@ -82,6 +103,24 @@ pub trait WgslKernels: burn::backend::Backend {
         grad: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sums_shape(
+    t0: &Shape,
+    t1: &Shape,
+    t2: &Shape,
+    t3: &Shape,
+    t4: &Shape,
+    t5: &Shape,
+    t6: &Shape,
+    count: &usize,
+) -> Shape {
+    let lens: Vec<usize> = [t0, t1, t2, t3, t4, t5, t6][..*count]
+        .iter()
+        .map(|s| s.num_elements())
+        .collect();
+    squared_sums::partials_shape(&lens)
 }
 
 fn per_patch_shape(pred: &Shape) -> Shape {
@@ -118,17 +157,55 @@ pub fn patch_gather(imgs: Tensor<4>, rows: Tensor<1, Int>, patch: usize) -> Tens
 }
 
 /// `softmax(scale · q·kᵀ)·v` without materialising the scores; differentiable in `q`, `k`, `v`.
+/// `tiled`: the forward kernel shaped for a GPU, else one query row per invocation.
 ///
 /// # Shapes
 /// `q`, `k`, `v`: `[B, H, N, hd]` → `[B, H, N, hd]`
-pub fn flash_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<4> {
+pub fn flash_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f32,
+    tiled: bool,
+) -> Tensor<4> {
     let (out, _lse) = <Dispatch as WgslKernels>::flash_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         scale,
+        tiled,
     );
     Tensor::from_dispatch(out)
+}
+
+/// `Σ x²` over every element of `tensors` (f32, any number), `[1]`: one launch per seven
+/// tensors, then one concatenation and one sum of the partials.
+pub fn squared_sum(tensors: Vec<Tensor<1>>) -> Tensor<1> {
+    let device = tensors.first().expect("at least one tensor").device();
+    let partials = tensors
+        .chunks(SQUARED_SUMS_INPUTS)
+        .map(|chunk| {
+            // Placeholders fill the last launch: distinct, never read, allocated not written.
+            let mut inputs: Vec<_> = chunk.iter().map(|t| t.clone().into_dispatch()).collect();
+            inputs.resize_with(SQUARED_SUMS_INPUTS, || {
+                Tensor::<1>::empty([1], &device).into_dispatch()
+            });
+            let [t0, t1, t2, t3, t4, t5, t6]: [_; SQUARED_SUMS_INPUTS] = inputs
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("resized to seven"));
+            Tensor::from_dispatch(<Dispatch as WgslKernels>::squared_sums(
+                t0,
+                t1,
+                t2,
+                t3,
+                t4,
+                t5,
+                t6,
+                chunk.len(),
+            ))
+        })
+        .collect();
+    Tensor::<1>::cat(partials, 0).sum()
 }
 
 impl WgslKernels for burn::backend::wgpu::CubeBackend {
@@ -164,8 +241,9 @@ impl WgslKernels for burn::backend::wgpu::CubeBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        attention::forward(q, k, v, scale)
+        attention::forward(q, k, v, scale, tiled)
     }
 
     fn flash_attention_backward(
@@ -178,6 +256,19 @@ impl WgslKernels for burn::backend::wgpu::CubeBackend {
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         attention::backward(q, k, v, lse, delta, grad, scale)
+    }
+
+    fn squared_sums(
+        t0: FloatTensor<Self>,
+        t1: FloatTensor<Self>,
+        t2: FloatTensor<Self>,
+        t3: FloatTensor<Self>,
+        t4: FloatTensor<Self>,
+        t5: FloatTensor<Self>,
+        t6: FloatTensor<Self>,
+        count: usize,
+    ) -> FloatTensor<Self> {
+        squared_sums::forward([t0, t1, t2, t3, t4, t5, t6], count)
     }
 }
 

@@ -51,7 +51,7 @@ impl Geometry {
 }
 
 /// The forward (per-patch loss) or backward (gradient w.r.t. the prediction) shader.
-pub(crate) fn shader(backward: bool, geometry: Geometry, norm_pix: bool) -> Wgsl {
+pub(crate) fn shader(backward: bool, geometry: Geometry, norm_pix: bool, rows: usize) -> Wgsl {
     let kernel = if backward {
         Wgsl::new(
             "norm_pix_loss_backward",
@@ -68,7 +68,7 @@ pub(crate) fn shader(backward: bool, geometry: Geometry, norm_pix: bool) -> Wgsl
             WORKGROUP,
         )
     };
-    geometry.fill(kernel, norm_pix)
+    geometry.fill(kernel.with("count", rows), norm_pix)
 }
 
 pub(crate) fn forward(
@@ -81,15 +81,10 @@ pub(crate) fn forward(
     float_type(&pred);
     let [b, l] = [pred.meta.shape()[0], pred.meta.shape()[1]];
     let out = empty(&pred, Shape::new([b, l]), pred.dtype);
-    shader(false, Geometry::of(&imgs, patch), norm_pix).launch(
+    shader(false, Geometry::of(&imgs, patch), norm_pix, b * l).launch(
         &pred,
         cover(b * l, WORKGROUP),
-        vec![
-            BindingOf::Tensor(&pred),
-            BindingOf::Tensor(&imgs),
-            BindingOf::Tensor(&out),
-            BindingOf::Words(vec![(b * l) as u32]),
-        ],
+        [&pred, &imgs, &out].map(BindingOf::Tensor).into(),
     );
     out
 }
@@ -109,16 +104,10 @@ pub(crate) fn backward(
     let shape = pred.meta.shape().clone();
     let out = empty(&pred, shape.clone(), pred.dtype);
     let rows = shape[0] * shape[1];
-    shader(true, Geometry::of(&imgs, patch), norm_pix).launch(
+    shader(true, Geometry::of(&imgs, patch), norm_pix, rows).launch(
         &pred,
         cover(rows, WORKGROUP),
-        vec![
-            BindingOf::Tensor(&pred),
-            BindingOf::Tensor(&imgs),
-            BindingOf::Tensor(&grad),
-            BindingOf::Tensor(&out),
-            BindingOf::Words(vec![rows as u32]),
-        ],
+        [&pred, &imgs, &grad, &out].map(BindingOf::Tensor).into(),
     );
     out
 }

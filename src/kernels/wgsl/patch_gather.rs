@@ -10,14 +10,16 @@ use super::source::{BindingOf, Wgsl, cover, empty, float_type, int_type};
 
 const WORKGROUP: u32 = 256;
 
-/// The gather shader for images of `geometry`, row indices of WGSL type `int` (`i32`, `u32`).
-pub(crate) fn shader(int: &str, geometry: Geometry) -> Wgsl {
+/// The gather shader for images of `geometry`, row indices of WGSL type `int` (`i32`, `u32`),
+/// `count` output elements.
+pub(crate) fn shader(int: &str, geometry: Geometry, count: usize) -> Wgsl {
     let kernel = Wgsl::new(
         "patch_gather",
         &[COMMON, include_str!("../../../shaders/patch_gather.wgsl")],
         WORKGROUP,
     )
-    .with("int", int);
+    .with("int", int)
+    .with("count", count);
     geometry.fill(kernel, false)
 }
 
@@ -27,15 +29,10 @@ pub(crate) fn forward(imgs: CubeTensor, rows: CubeTensor, patch: usize) -> CubeT
     let r = rows.meta.shape()[0];
     let p = imgs.meta.shape()[1] * patch * patch;
     let out = empty(&imgs, Shape::new([r, p]), imgs.dtype);
-    shader(int_type(&rows), Geometry::of(&imgs, patch)).launch(
+    shader(int_type(&rows), Geometry::of(&imgs, patch), r * p).launch(
         &imgs,
         cover(r * p, WORKGROUP),
-        vec![
-            BindingOf::Tensor(&imgs),
-            BindingOf::Tensor(&rows),
-            BindingOf::Tensor(&out),
-            BindingOf::Words(vec![(r * p) as u32]),
-        ],
+        [&imgs, &rows, &out].map(BindingOf::Tensor).into(),
     );
     out
 }

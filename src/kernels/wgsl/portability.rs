@@ -12,6 +12,7 @@ use super::attention::{self, Pass};
 use super::norm_pix::{self, Geometry};
 use super::patch_gather;
 use super::source::{Elem, Wgsl};
+use super::squared_sums;
 use crate::config::Preset;
 
 /// WebGPU's default limits, which every browser grants a page and every wgpu backend meets.
@@ -51,9 +52,19 @@ fn shaders(preset: Preset) -> Vec<Case> {
         }
     }
     for norm in [true, false] {
-        out.extend([false, true].map(|bwd| (norm_pix::shader(bwd, geometry, norm), Elem::F32)));
+        let rows = m.num_patches();
+        out.extend(
+            [false, true].map(|bwd| (norm_pix::shader(bwd, geometry, norm, rows), Elem::F32)),
+        );
     }
-    out.extend(["i32", "u32"].map(|int| (patch_gather::shader(int, geometry), Elem::F32)));
+    let gathered = m.num_visible() * m.patch_size * m.patch_size * m.in_chans;
+    out.extend(
+        ["i32", "u32"].map(|int| (patch_gather::shader(int, geometry, gathered), Elem::F32)),
+    );
+    // A launch of seven gradients of different lengths, and one of a single tensor.
+    let d = m.dim;
+    let lens = [3 * d * d, 3 * d, d * d, d, 4 * d * d, 4 * d, d];
+    out.extend([&lens[..], &lens[..1]].map(|l| (squared_sums::shader(l), Elem::F32)));
     out.into_iter()
         .map(|(shader, elem)| Case {
             what: format!("{} ({}) for {}", shader.name(), elem.name(), preset.name()),
@@ -235,7 +246,7 @@ fn every_shader_of_every_preset_validates_within_webgpu_limits() {
             checked += 1;
         }
     }
-    assert_eq!(checked, Preset::ALL.len() * 18);
+    assert_eq!(checked, Preset::ALL.len() * 24);
 }
 
 #[test]

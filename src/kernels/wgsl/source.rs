@@ -53,13 +53,7 @@ impl Wgsl {
     pub(crate) fn launch(self, anchor: &CubeTensor, count: CubeCount, bindings: Vec<BindingOf>) {
         let buffers = bindings
             .into_iter()
-            .map(|b| match b {
-                BindingOf::Tensor(t) => t.handle.clone().binding(),
-                BindingOf::Words(words) => anchor
-                    .client
-                    .create_from_slice(bytemuck::cast_slice(&words))
-                    .binding(),
-            })
+            .map(|BindingOf::Tensor(t)| t.handle.clone().binding())
             .collect();
         let cube_dim = CubeDim::new_1d(self.workgroup);
         anchor.client.launch(
@@ -88,10 +82,10 @@ impl KernelSource for Wgsl {
     }
 }
 
-/// One buffer of a launch: a tensor, or a few words uploaded for this launch.
+/// One buffer of a launch. Sizes are baked into the shader text instead of uploaded with
+/// each launch: an upload per dispatch is a round trip a GPU would pay for every step.
 pub(crate) enum BindingOf<'a> {
     Tensor(&'a CubeTensor),
-    Words(Vec<u32>),
 }
 
 /// Workgroups to cover `n` invocations of `workgroup` threads, folded into two dimensions since
