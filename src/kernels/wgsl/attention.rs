@@ -151,8 +151,9 @@ fn launch_shape(pass: Pass, q: &CubeTensor, scale: f32) -> (Wgsl, CubeCount) {
 }
 
 /// The forward pass, `tiled` ([`Pass::ForwardTiled`]) or one row per invocation
-/// ([`Pass::Forward`]): lavapipe ran the tiled form at 0.74× (tiny's encoder) and 0.57× (its
-/// decoder) of the other, so the caller picks by adapter (see `Ops::tiled_attention`).
+/// ([`Pass::Forward`]): lavapipe ran the tiled form at 0.79–0.87× of the other (tiny and vit-b
+/// encoders and decoders, `sapling bench kernels`), so the caller picks by adapter (see
+/// `Ops::tiled_attention`).
 pub(crate) fn forward(
     q: CubeTensor,
     k: CubeTensor,
