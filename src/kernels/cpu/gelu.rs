@@ -92,18 +92,28 @@ fn gelu_grad_one<const F: bool>(x: f32, g: f32) -> f32 {
     g * madd::<F>(x, pdf, cdf)
 }
 
-/// The element loops, once per instruction set: `#[inline(always)]` above puts the whole
-/// polynomial inside each, so each is compiled (and vectorised) for its own target features.
-fn forward_plain(x: &[f32], out: &mut [f32]) {
+/// The element loops, written once and inlined into each instruction set's copy below, so the
+/// whole polynomial is compiled (and vectorised) for that copy's target features.
+#[inline(always)]
+fn forward_loop<const F: bool>(x: &[f32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(x) {
-        *o = gelu_one::<FUSED_BASELINE>(x);
+        *o = gelu_one::<F>(x);
     }
 }
 
-fn backward_plain(x: &[f32], g: &[f32], out: &mut [f32]) {
+#[inline(always)]
+fn backward_loop<const F: bool>(x: &[f32], g: &[f32], out: &mut [f32]) {
     for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-        *o = gelu_grad_one::<FUSED_BASELINE>(x, g);
+        *o = gelu_grad_one::<F>(x, g);
     }
+}
+
+fn forward_plain(x: &[f32], out: &mut [f32]) {
+    forward_loop::<FUSED_BASELINE>(x, out)
+}
+
+fn backward_plain(x: &[f32], g: &[f32], out: &mut [f32]) {
+    backward_loop::<FUSED_BASELINE>(x, g, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -112,18 +122,14 @@ mod avx2 {
     /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward(x: &[f32], out: &mut [f32]) {
-        for (o, &x) in out.iter_mut().zip(x) {
-            *o = super::gelu_one::<true>(x);
-        }
+        super::forward_loop::<true>(x, out)
     }
 
     /// # Safety
     /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn backward(x: &[f32], g: &[f32], out: &mut [f32]) {
-        for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-            *o = super::gelu_grad_one::<true>(x, g);
-        }
+        super::backward_loop::<true>(x, g, out)
     }
 }
 

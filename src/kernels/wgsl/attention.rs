@@ -58,11 +58,8 @@ pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32, ele
         supports(head_dim),
         "the WGSL attention takes head dims that are multiples of 4 up to {MAX_HEAD_DIM}, got {head_dim}"
     );
-    if pass == Pass::ForwardTiled {
-        return tiled_shader(tokens, head_dim, scale, elem);
-    }
     let (name, main, tiles) = match pass {
-        Pass::ForwardTiled => unreachable!("handled above"),
+        Pass::ForwardTiled => return tiled_shader(tokens, head_dim, scale, elem),
         Pass::Forward => (
             "attention",
             include_str!("../../../shaders/attention.wgsl"),
@@ -81,13 +78,20 @@ pub(crate) fn shader(pass: Pass, tokens: usize, head_dim: usize, scale: f32, ele
     };
     // Two tiles of `tile × hd` floats in 16 KiB of workgroup memory.
     let rows = 1usize << (2048 / head_dim).min(64).ilog2();
-    Wgsl::new(name, &[COMMON, main], workgroup(tokens))
+    let kernel = Wgsl::new(name, &[COMMON, main], workgroup(tokens))
         .with("tile", rows)
+        .with("tile_a", tiles[0])
+        .with("tile_b", tiles[1]);
+    with_sizes(kernel, tokens, head_dim, scale, elem)
+}
+
+/// The placeholders every attention shader has: sequence length, head dim, scale, and the
+/// element type tensors are stored as.
+fn with_sizes(kernel: Wgsl, tokens: usize, head_dim: usize, scale: f32, elem: Elem) -> Wgsl {
+    kernel
         .with("tokens", tokens)
         .with("head_dim", head_dim)
         .with("scale", format!("{scale:?}"))
-        .with("tile_a", tiles[0])
-        .with("tile_b", tiles[1])
         .with("elem", elem.name())
         .with("enable", elem.enable())
 }
@@ -117,18 +121,14 @@ pub(crate) fn tiled_shape(hd: usize) -> (usize, usize) {
 
 fn tiled_shader(tokens: usize, head_dim: usize, scale: f32, elem: Elem) -> Wgsl {
     let (rows, tile) = tiled_shape(head_dim);
-    Wgsl::new(
+    let kernel = Wgsl::new(
         "attention_tiled",
         &[include_str!("../../../shaders/attention_tiled.wgsl")],
         TILED_WORKGROUP as u32,
     )
     .with("rows", rows)
-    .with("tile", tile)
-    .with("tokens", tokens)
-    .with("head_dim", head_dim)
-    .with("scale", format!("{scale:?}"))
-    .with("elem", elem.name())
-    .with("enable", elem.enable())
+    .with("tile", tile);
+    with_sizes(kernel, tokens, head_dim, scale, elem)
 }
 
 /// One query (or key) row per invocation; no wider than the rows there are, so a short
