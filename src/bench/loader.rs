@@ -54,8 +54,8 @@ pub fn loader_rate(
 ) -> Result<f64> {
     if workers == 0 || batches == 0 {
         return Err(SaplingError::config(
-            "bench loader",
-            "workers and batches must be at least 1",
+            "--loader-workers / --batches",
+            "every worker count and the number of timed micro-batches must be at least 1",
         ));
     }
     let mut data = config.data.clone();
