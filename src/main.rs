@@ -38,10 +38,29 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "warn,sapling=info".into()),
         )
         .init();
-    match Cli::parse()
+    let command = Cli::parse()
         .command
-        .unwrap_or(Command::Train(TrainCommandArgs::default()))
-    {
+        .unwrap_or(Command::Train(TrainCommandArgs::default()));
+    on_rayon_pool(move || run_command(command))
+}
+
+/// Runs `work` on a thread of rayon's global pool rather than on the process's main thread.
+///
+/// Why: the CPU kernels, gemm and Flex split their work with rayon. Called from outside the
+/// pool, every split hands its work to the pool and puts the caller to sleep until a pool
+/// thread wakes it (hundreds of times a step), and the caller is a third busy thread on a
+/// two-core machine. Called from a pool thread, a split is a `join` whose first half the
+/// caller runs itself. The pool's threads get a main thread's stack (8 MiB), as the command
+/// now runs on one of them.
+fn on_rayon_pool<R: Send>(work: impl FnOnce() -> anyhow::Result<R> + Send) -> anyhow::Result<R> {
+    rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global()?;
+    rayon::scope(move |_| work())
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Train(args) => train(args),
         Command::Reconstruct(args) => reconstruct(args),
         Command::Eval(EvalCommand::LinearProbe(args)) => eval_linear_probe(args),

@@ -59,7 +59,7 @@ impl GradFactor {
     }
 
     /// `grad` multiplied by the factor (itself when the factor is 1).
-    fn apply<const D: usize>(&self, grad: Tensor<D>) -> Tensor<D> {
+    pub fn apply<const D: usize>(&self, grad: Tensor<D>) -> Tensor<D> {
         match self.get() {
             1.0 => grad,
             factor => grad.mul_scalar(factor),

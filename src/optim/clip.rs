@@ -36,16 +36,6 @@ pub fn clip_factor(norm: f32, max_norm: f64, loss_scale: f64) -> f32 {
     clip / loss_scale as f32
 }
 
-/// Multiplies every gradient of `module` by `factor`; a factor of exactly 1 changes nothing
-/// and costs nothing.
-pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f32) {
-    if factor == 1.0 {
-        return;
-    }
-    let mut visitor = Scale { grads, factor };
-    module.visit(&mut visitor);
-}
-
 struct Flat<'a> {
     grads: &'a GradientsParams,
     flat: Vec<Tensor<1>>,
@@ -56,20 +46,6 @@ impl ModuleVisitor for Flat<'_> {
         if let Some(g) = self.grads.get::<D>(param.id) {
             let n = g.shape().num_elements();
             self.flat.push(g.reshape([n]));
-        }
-    }
-}
-
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f32,
-}
-
-impl ModuleVisitor for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads
-                .register::<D>(param.id, g.mul_scalar(self.factor));
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Weight-decay groups and global clipping.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Tensor};
 use sapling::model::{MaskPlan, MaskedAutoencoder};
 use sapling::ops::{Kernels, Ops};
-use sapling::optim::clip::{clip_factor, global_norm, scale_grads};
+use sapling::optim::adamw::GradFactor;
+use sapling::optim::clip::{clip_factor, global_norm};
 use sapling::optim::decay::{decays, named_params};
 
 use crate::common::{flex, micro_model};
@@ -83,9 +84,15 @@ fn clipping_scales_all_gradients_by_one_global_factor() {
     let got = norm as f64;
     assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
 
-    // Clip to half the norm: every gradient shrinks by the same factor 0.5.
+    // Clip to half the norm: every gradient shrinks by the same factor 0.5, applied as the
+    // optimizer applies it to each gradient before its update.
+    let factor = GradFactor::default();
+    factor.set(clip_factor(norm, want / 2.0, 1.0));
     let mut clipped = grads;
-    scale_grads(&model, &mut clipped, clip_factor(norm, want / 2.0, 1.0));
+    model.visit(&mut Scale {
+        grads: &mut clipped,
+        factor: &factor,
+    });
     let after = global_norm(&model, &clipped, ops)
         .unwrap()
         .into_scalar::<f32>() as f64;
@@ -118,4 +125,18 @@ fn host_grad(grads: &GradientsParams, p: &sapling::optim::decay::NamedParam) -> 
     data.unwrap_or_else(|| panic!("no gradient for {}", p.path))
         .try_into_vec::<f32>()
         .unwrap()
+}
+
+/// Applies `factor` to every gradient of a module, as `SaplingAdamW` does one by one.
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: &'a GradFactor,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register::<D>(param.id, self.factor.apply(g));
+        }
+    }
 }

@@ -12,6 +12,8 @@
 //! (as the reference keeps them), which writes dq, dk, dv straight into `[B, N, 3·D]`.
 //! The reference is the ops layer's split, `softmax(q·kᵀ·scale)·v` and merge (`ops`).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// A raw pointer that rayon tasks may share: every task writes a disjoint set of elements
@@ -106,14 +108,16 @@ fn softmax_rows(p: &mut [f32], n: usize) {
 pub fn forward(qkv: &[f32], d: Dims, scale: f32) -> (Vec<f32>, Vec<f32>) {
     let (n, hd, w) = (d.tokens, d.head_dim, d.width());
     assert_eq!(qkv.len(), d.batch * n * 3 * w, "attention: qkv length");
-    let mut out = vec![0.0; d.batch * n * w];
-    let mut probs = vec![0.0; d.batch * d.heads * n * n];
+    let (out_len, probs_len) = (d.batch * n * w, d.batch * d.heads * n * n);
     if n == 0 || w == 0 {
-        return (out, probs);
+        return (vec![0.0; out_len], vec![0.0; probs_len]);
     }
+    // Neither is zero-filled first: the products below write every element.
+    let (mut out, mut probs) = (Vec::with_capacity(out_len), Vec::with_capacity(probs_len));
     let out_ptr = Shared(out.as_mut_ptr());
     let row3 = 3 * w as isize;
-    probs.par_chunks_mut(n * n).enumerate().for_each(|(bh, p)| {
+    let slots = &mut probs.spare_capacity_mut()[..probs_len];
+    slots.par_chunks_mut(n * n).enumerate().for_each(|(bh, p)| {
         let (b, h) = (bh / d.heads, bh % d.heads);
         let q = qkv[b * n * 3 * w + h * hd..].as_ptr();
         // SAFETY: q, k, v are `n × hd` blocks with row stride 3·D inside `qkv` (length
@@ -124,7 +128,7 @@ pub fn forward(qkv: &[f32], d: Dims, scale: f32) -> (Vec<f32>, Vec<f32>) {
             let v = q.add(2 * w);
             gemm(
                 (n, n, hd),
-                p.as_mut_ptr(),
+                p.as_mut_ptr().cast(),
                 (n as isize, 1),
                 q,
                 (row3, 1),
@@ -133,6 +137,8 @@ pub fn forward(qkv: &[f32], d: Dims, scale: f32) -> (Vec<f32>, Vec<f32>) {
                 scale,
                 false,
             );
+            // The product above wrote all of `p`.
+            let p = &mut *(p as *mut [MaybeUninit<f32>] as *mut [f32]);
             softmax_rows(p, n);
             let o = out_ptr.at(b * n * w + h * hd);
             gemm(
@@ -148,6 +154,12 @@ pub fn forward(qkv: &[f32], d: Dims, scale: f32) -> (Vec<f32>, Vec<f32>) {
             );
         }
     });
+    // SAFETY: each (batch, head) task wrote its whole `n × n` block of `probs` and its head's
+    // columns of every row of `out` (products that do not accumulate write every element).
+    unsafe {
+        out.set_len(out_len);
+        probs.set_len(probs_len);
+    }
     (out, probs)
 }
 
@@ -169,10 +181,11 @@ pub fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], d: Dims, scale: f32) -
         d.batch * n * w,
         "attention backward: grad length"
     );
-    let mut dqkv = vec![0.0; qkv.len()];
     if n == 0 || w == 0 {
-        return dqkv;
+        return vec![0.0; qkv.len()];
     }
+    // Not zero-filled first: the products below write every element.
+    let mut dqkv = Vec::with_capacity(qkv.len());
     let dqkv_ptr = Shared(dqkv.as_mut_ptr());
     let (row3, row) = (3 * w as isize, w as isize);
     probs.par_chunks(n * n).enumerate().for_each_init(
@@ -242,5 +255,8 @@ pub fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], d: Dims, scale: f32) -
             }
         },
     );
+    // SAFETY: the (batch, head) tasks together wrote every column of every row of dq, dk and
+    // dv, with products that do not accumulate.
+    unsafe { dqkv.set_len(qkv.len()) };
     dqkv
 }

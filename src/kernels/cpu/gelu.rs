@@ -11,7 +11,12 @@
 //! one binary runs everywhere and takes the wide path where the CPU has it. On aarch64 NEON
 //! and FMA are baseline, so the one build vectorises with fused steps.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+/// A chunk of a kernel's output, written before it is read.
+type Out<'a> = &'a mut [MaybeUninit<f32>];
 
 /// Below this many elements a single thread is faster than waking the pool.
 const PARALLEL_MIN: usize = 1 << 14;
@@ -95,40 +100,42 @@ fn gelu_grad_one<const F: bool>(x: f32, g: f32) -> f32 {
 /// The element loops, written once and inlined into each instruction set's copy below, so the
 /// whole polynomial is compiled (and vectorised) for that copy's target features.
 #[inline(always)]
-fn forward_loop<const F: bool>(x: &[f32], out: &mut [f32]) {
+fn forward_loop<const F: bool>(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     for (o, &x) in out.iter_mut().zip(x) {
-        *o = gelu_one::<F>(x);
+        o.write(gelu_one::<F>(x));
     }
 }
 
 #[inline(always)]
-fn backward_loop<const F: bool>(x: &[f32], g: &[f32], out: &mut [f32]) {
+fn backward_loop<const F: bool>(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
     for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-        *o = gelu_grad_one::<F>(x, g);
+        o.write(gelu_grad_one::<F>(x, g));
     }
 }
 
-fn forward_plain(x: &[f32], out: &mut [f32]) {
+fn forward_plain(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     forward_loop::<FUSED_BASELINE>(x, out)
 }
 
-fn backward_plain(x: &[f32], g: &[f32], out: &mut [f32]) {
+fn backward_plain(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
     backward_loop::<FUSED_BASELINE>(x, g, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use std::mem::MaybeUninit;
+
     /// # Safety
     /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward(x: &[f32], out: &mut [f32]) {
+    pub(super) unsafe fn forward(x: &[f32], out: &mut [MaybeUninit<f32>]) {
         super::forward_loop::<true>(x, out)
     }
 
     /// # Safety
     /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn backward(x: &[f32], g: &[f32], out: &mut [f32]) {
+    pub(super) unsafe fn backward(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
         super::backward_loop::<true>(x, g, out)
     }
 }
@@ -147,7 +154,7 @@ fn wide() -> bool {
     }
 }
 
-fn forward_chunk(x: &[f32], out: &mut [f32]) {
+fn forward_chunk(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
@@ -156,7 +163,7 @@ fn forward_chunk(x: &[f32], out: &mut [f32]) {
     forward_plain(x, out)
 }
 
-fn backward_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
+fn backward_chunk(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
@@ -170,10 +177,10 @@ fn chunk_len(n: usize) -> usize {
         .max(PARALLEL_MIN)
 }
 
-/// `out[i] = gelu(x[i])`.
-pub fn forward(x: &[f32], out: &mut [f32]) {
+/// `out[i] = gelu(x[i])`, every element of `out` written.
+pub fn forward(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     assert_eq!(x.len(), out.len(), "gelu: input and output lengths differ");
-    let run = |(o, x): (&mut [f32], &[f32])| forward_chunk(x, o);
+    let run = |(o, x): (Out, &[f32])| forward_chunk(x, o);
     if x.len() < PARALLEL_MIN {
         return run((out, x));
     }
@@ -181,8 +188,8 @@ pub fn forward(x: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(run);
 }
 
-/// `out[i] = grad[i] · gelu'(x[i])`.
-pub fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
+/// `out[i] = grad[i] · gelu'(x[i])`, every element of `out` written.
+pub fn backward(x: &[f32], grad: &[f32], out: &mut [MaybeUninit<f32>]) {
     assert_eq!(
         x.len(),
         grad.len(),
@@ -193,7 +200,7 @@ pub fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
         out.len(),
         "gelu backward: input and output lengths differ"
     );
-    let run = |(o, (x, g)): (&mut [f32], (&[f32], &[f32]))| backward_chunk(x, g, o);
+    let run = |(o, (x, g)): (Out, (&[f32], &[f32]))| backward_chunk(x, g, o);
     if x.len() < PARALLEL_MIN {
         return run((out, (x, grad)));
     }
@@ -243,17 +250,27 @@ mod tests {
         let x: Vec<f32> = (-6000..6000).map(|i| i as f32 * 1.1e-3).collect();
         let g: Vec<f32> = x.iter().map(|v| 1.0 - 0.3 * v).collect();
         let n = x.len();
-        let (mut plain, mut chosen) = (vec![0.0; n], vec![0.0; n]);
-        forward_plain(&x, &mut plain);
-        forward_chunk(&x, &mut chosen);
+        let run = |f: &dyn Fn(&mut [MaybeUninit<f32>])| {
+            let mut out = vec![MaybeUninit::new(0.0); n];
+            f(&mut out);
+            out.iter()
+                .map(|v| unsafe { v.assume_init() })
+                .collect::<Vec<f32>>()
+        };
+        let (plain, chosen) = (
+            run(&|o| forward_plain(&x, o)),
+            run(&|o| forward_chunk(&x, o)),
+        );
         let close = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
                 .all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + a.abs()))
         };
         assert!(close(&plain, &chosen), "forward differs (wide: {})", wide());
-        backward_plain(&x, &g, &mut plain);
-        backward_chunk(&x, &g, &mut chosen);
+        let (plain, chosen) = (
+            run(&|o| backward_plain(&x, &g, o)),
+            run(&|o| backward_chunk(&x, &g, o)),
+        );
         assert!(
             close(&plain, &chosen),
             "backward differs (wide: {})",

@@ -30,12 +30,15 @@ pub fn forward(
         gamma.len() == d && beta.len() == d,
         "layer norm: γ/β length"
     );
-    let (mut y, mut mean, mut rstd) = (vec![0.0; m * d], vec![0.0; m], vec![0.0; m]);
+    let (mut mean, mut rstd) = (vec![0.0; m], vec![0.0; m]);
     if m == 0 || d == 0 {
-        return (y, mean, rstd);
+        return (vec![0.0; m * d], mean, rstd);
     }
     let r = rows_per_task(m, d);
-    y.par_chunks_mut(r * d)
+    // Not zero-filled first: every row is written below.
+    let mut y = Vec::with_capacity(m * d);
+    y.spare_capacity_mut()[..m * d]
+        .par_chunks_mut(r * d)
         .zip(x.par_chunks(r * d))
         .zip(mean.par_chunks_mut(r).zip(rstd.par_chunks_mut(r)))
         .for_each(|((y, x), (mean, rstd))| {
@@ -49,11 +52,13 @@ pub fn forward(
                 let var = x.iter().map(|v| (v - m1) * (v - m1)).sum::<f32>() / d as f32;
                 let s = 1.0 / (var + eps).sqrt();
                 for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                    *y = (x - m1) * s * g + b;
+                    y.write((x - m1) * s * g + b);
                 }
                 (*mu, *rs) = (m1, s);
             }
         });
+    // SAFETY: the chunks cover all m·d elements and each row's d elements were written.
+    unsafe { y.set_len(m * d) };
     (y, mean, rstd)
 }
 
@@ -75,13 +80,14 @@ pub fn backward(
         mean.len() == m && rstd.len() == m,
         "layer norm backward: mean/rstd length"
     );
-    let mut dx = vec![0.0; m * d];
     if m == 0 || d == 0 {
-        return (dx, vec![0.0; d], vec![0.0; d]);
+        return (vec![0.0; m * d], vec![0.0; d], vec![0.0; d]);
     }
     let r = rows_per_task(m, d);
-    // Each task returns its rows' share of dγ and dβ; the shares are added after.
-    let (dgamma, dbeta) = dx
+    // Not zero-filled first: every row is written below. Each task returns its rows' share of
+    // dγ and dβ; the shares are added after.
+    let mut dx = Vec::with_capacity(m * d);
+    let (dgamma, dbeta) = dx.spare_capacity_mut()[..m * d]
         .par_chunks_mut(r * d)
         .zip(x.par_chunks(r * d).zip(dy.par_chunks(r * d)))
         .zip(mean.par_chunks(r).zip(rstd.par_chunks(r)))
@@ -103,7 +109,7 @@ pub fn backward(
                 let (mean_g, mean_gx) = (sum_g / d as f32, sum_gx / d as f32);
                 for i in 0..d {
                     let xhat = (x[i] - mu) * s;
-                    dx[i] = (dy[i] * gamma[i] - mean_g - xhat * mean_gx) * s;
+                    dx[i].write((dy[i] * gamma[i] - mean_g - xhat * mean_gx) * s);
                 }
             }
             (dg, db)
@@ -116,5 +122,7 @@ pub fn backward(
                 (g, b)
             },
         );
+    // SAFETY: the chunks cover all m·d elements and each row's d elements were written.
+    unsafe { dx.set_len(m * d) };
     (dx, dgamma, dbeta)
 }

@@ -12,7 +12,11 @@
 //! (read through strides, never copied), outputs are plain `Vec<f32>`s. The reference is
 //! burn's `linear` (`ops`).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::written;
 
 /// From this many multiply-adds on, a product is split across rayon's threads (Flex's own
 /// threshold: 192³).
@@ -52,8 +56,10 @@ impl Mat<'_> {
     }
 }
 
-/// `dst = lhs·rhs`, or `dst += lhs·rhs` when `accumulate`; `dst` row-major `[m, n]`.
-fn matmul(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) {
+/// `dst = lhs·rhs`, or `dst += lhs·rhs` when `accumulate`; `dst` row-major `[m, n]`. Without
+/// `accumulate` gemm only writes `dst` (a zero `alpha` is never multiplied into it), so it may
+/// be uninitialised; with it, `dst` must be initialised.
+fn matmul(dst: &mut [MaybeUninit<f32>], lhs: &Mat, rhs: &Mat, accumulate: bool) {
     let (m, k) = lhs.shape();
     let (k2, n) = rhs.shape();
     assert_eq!(k, k2, "linear: inner dimensions differ");
@@ -68,7 +74,7 @@ fn matmul(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) {
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             accumulate,
@@ -91,10 +97,6 @@ fn matmul(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) {
 /// `x [m, din] · w [din, dout] + b [dout]` → `[m, dout]`.
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, din: usize, dout: usize) -> Vec<f32> {
     assert_eq!(b.len(), dout, "linear: bias length");
-    let mut out = Vec::with_capacity(m * dout);
-    for _ in 0..m {
-        out.extend_from_slice(b);
-    }
     let x = Mat {
         data: x,
         rows: m,
@@ -107,13 +109,33 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, din: usize, dout: usiz
         cols: dout,
         transposed: false,
     };
-    matmul(&mut out, &x, &w, true);
-    out
+    // SAFETY: every row is first set to the bias, then the product is added to it.
+    unsafe {
+        written(m * dout, |out| {
+            fill_rows(out, b);
+            matmul(out, &x, &w, true);
+        })
+    }
+}
+
+/// Every `b.len()`-long row of `out` set to `b`, row blocks on every thread (the output of a
+/// forward GEMM is a pass over memory that the calling thread alone used to make).
+fn fill_rows(out: &mut [MaybeUninit<f32>], b: &[f32]) {
+    if b.is_empty() {
+        return;
+    }
+    let rows = out.len() / b.len();
+    let rows_per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(64);
+    out.par_chunks_mut(rows_per_task * b.len())
+        .for_each(|block| {
+            for row in block.chunks_exact_mut(b.len()) {
+                row.write_copy_of_slice(b);
+            }
+        });
 }
 
 /// `dy [m, dout] · wᵀ` → the input gradient `[m, din]`.
 pub fn backward_input(dy: &[f32], w: &[f32], m: usize, din: usize, dout: usize) -> Vec<f32> {
-    let mut dx = vec![0.0; m * din];
     let dy = Mat {
         data: dy,
         rows: m,
@@ -126,8 +148,8 @@ pub fn backward_input(dy: &[f32], w: &[f32], m: usize, din: usize, dout: usize) 
         cols: dout,
         transposed: true,
     };
-    matmul(&mut dx, &dy, &wt, false);
-    dx
+    // SAFETY: a product that does not accumulate writes every element of its output.
+    unsafe { written(m * din, |dx| matmul(dx, &dy, &wt, false)) }
 }
 
 /// `(xᵀ · dy [din, dout], Σ_rows dy [dout])`: the weight and bias gradients.
@@ -138,7 +160,6 @@ pub fn backward_params(
     din: usize,
     dout: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut dw = vec![0.0; din * dout];
     let xt = Mat {
         data: x,
         rows: m,
@@ -151,7 +172,8 @@ pub fn backward_params(
         cols: dout,
         transposed: false,
     };
-    matmul(&mut dw, &xt, &dym, false);
+    // SAFETY: a product that does not accumulate writes every element of its output.
+    let dw = unsafe { written(din * dout, |dw| matmul(dw, &xt, &dym, false)) };
     (dw, column_sums(dy, m, dout))
 }
 
