@@ -7,10 +7,10 @@
 # Environment: SAPLING (binary), CASES ("tiny:32 vit-b:4" = preset:micro-batch), STEPS (5),
 # ROUNDS (3): PyTorch and sapling on the CPU run alternately this many times and each row is
 # the median round (by images/s), so a busy neighbour on a shared machine shows up as spread
-# (printed as min–max) instead of as a ratio; WGPU_PRESETS ("tiny": presets also run on wgpu
-# once; lavapipe needs minutes per vit-b step). sapling runs with its default kernels (`auto`,
-# i.e. its CPU kernels on Flex); KERNELS="reference" adds a row with burn's ops alone;
-# BASELINE (another sapling binary, e.g. a build of the previous commit) adds its row, run in
+# (printed as min–max) instead of as a ratio; WGPU_PRESETS ("tiny"; empty for none): presets
+# also run on wgpu once (lavapipe needs minutes per vit-b step). sapling runs with its default
+# kernels (`auto`, i.e. its CPU kernels on Flex); KERNELS="reference" adds a row with burn's
+# ops alone; BASELINE (another sapling binary, e.g. a build of the previous commit) adds its row, run in
 # the same rounds, so a change is judged against its own before in one run. "GEMM" is the step's
 # FLOP/s as a share of a 1024² matmul timed in the same process (and that rate in GFLOP/s).
 set -euo pipefail
@@ -19,7 +19,7 @@ SAPLING=${SAPLING:-${CARGO_TARGET_DIR:-target}/release/sapling}
 CASES=${CASES:-"tiny:32 vit-b:4"}
 STEPS=${STEPS:-5}
 ROUNDS=${ROUNDS:-3}
-WGPU_PRESETS=${WGPU_PRESETS:-tiny}
+WGPU_PRESETS=${WGPU_PRESETS-tiny}
 KERNELS=${KERNELS:-}
 BASELINE=${BASELINE:-}
 [[ -x $SAPLING ]] || { echo "no sapling binary at $SAPLING: cargo build --release, or set SAPLING" >&2; exit 1; }
