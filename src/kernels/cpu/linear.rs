@@ -118,15 +118,19 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, din: usize, dout: usiz
     }
 }
 
+/// Rows per rayon task when `rows` rows are split over every thread: a few tasks per thread, at
+/// least 64 rows each.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads()).max(64)
+}
+
 /// Every `b.len()`-long row of `out` set to `b`, row blocks on every thread (the output of a
 /// forward GEMM is a pass over memory that the calling thread alone used to make).
 fn fill_rows(out: &mut [MaybeUninit<f32>], b: &[f32]) {
     if b.is_empty() {
         return;
     }
-    let rows = out.len() / b.len();
-    let rows_per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(64);
-    out.par_chunks_mut(rows_per_task * b.len())
+    out.par_chunks_mut(rows_per_task(out.len() / b.len()) * b.len())
         .for_each(|block| {
             for row in block.chunks_exact_mut(b.len()) {
                 row.write_copy_of_slice(b);
@@ -191,8 +195,7 @@ fn column_sums(a: &[f32], m: usize, n: usize) -> Vec<f32> {
     if n == 0 || m == 0 {
         return vec![0.0; n];
     }
-    let rows_per_task = m.div_ceil(4 * rayon::current_num_threads()).max(64);
-    a.par_chunks(rows_per_task * n).map(add_rows).reduce(
+    a.par_chunks(rows_per_task(m) * n).map(add_rows).reduce(
         || vec![0.0; n],
         |mut s, p| {
             s.iter_mut().zip(&p).for_each(|(s, p)| *s += p);
