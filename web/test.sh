@@ -20,7 +20,7 @@ test/first-loss.sh "$PWD/test/out"
 # A browser without `subgroups` (Firefox and Safari on many machines): the adapter hides the
 # feature; the page must still train, and no shader may enable it. It also plans for a given
 # memory budget, as a visitor sets one (`budget=MIB`). Four steps: the page's losses are seeded,
-# so the first two against the last two fall here as they do in the run above (≈ 20 s a step).
+# so the first two against the last two fall here as they do in the run above (20–30 s a step here).
 SAPLING_WEB_HIDE=subgroups node test/browser.mjs \
     "http://127.0.0.1:$port/?effective=4&sizes=1&trial-steps=1&every=2&stop=4&checkpointing=blocks&budget=2048&autostart=1" \
     test/out-no-subgroups

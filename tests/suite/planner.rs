@@ -107,38 +107,30 @@ fn memory_model_matches_the_peak_on_flex() {
 }
 
 /// Micro-batch 8, not tiny's default 32: on lavapipe the trial steps' run time, not shader
-/// compilation, dominated this test (two processes, f32 and f16, about 11 minutes each of a
-/// cold CI run's two cores at 32); the model's activation terms still scale by the batch.
+/// compilation, dominated this test (two processes, f32 and f16, about 650 s of CPU each at
+/// 32); the model's activation terms still scale by the batch.
 #[test]
 fn memory_model_matches_the_wgpu_memory_pool() {
     if !adapter_or_skip("memory_model_matches_the_wgpu_memory_pool") {
         return;
     }
-    let tiny = plan_in_child(&[
-        "--device",
-        "wgpu",
-        "--effective-batch",
-        "8",
-        "--trial-sizes",
-        "1",
-        "--trial-steps",
-        "1",
-    ]);
-    assert_model_matches(&tiny, "tiny on wgpu");
+    let plan = |precision: &str| {
+        plan_in_child(&[
+            "--device",
+            "wgpu",
+            "--precision",
+            precision,
+            "--effective-batch",
+            "8",
+            "--trial-sizes",
+            "1",
+            "--trial-steps",
+            "1",
+        ])
+    };
+    assert_model_matches(&plan("f32"), "tiny on wgpu");
     // Mixed precision: activations counted at their own width.
-    let half = plan_in_child(&[
-        "--device",
-        "wgpu",
-        "--precision",
-        "f16",
-        "--effective-batch",
-        "8",
-        "--trial-sizes",
-        "1",
-        "--trial-steps",
-        "1",
-    ]);
-    assert_model_matches(&half, "tiny in f16 on wgpu");
+    assert_model_matches(&plan("f16"), "tiny in f16 on wgpu");
 }
 
 /// vit-b on lavapipe takes about 14 minutes (kernel compilation and autotuning of every new
