@@ -51,7 +51,7 @@ impl Default for Options {
             effective_batch: train.effective_batch,
             steps: train.steps.unwrap_or(400),
             seed: train.seed,
-            kernels: KernelChoice::Reference,
+            kernels: KernelChoice::Auto,
             activation_checkpointing: Checkpointing::Auto,
             memory_budget_mib: None,
         }

@@ -23,7 +23,7 @@ params = dict(p.split("=", 1) for p in query.split("&"))
 levers = plan["levers"]
 print(plan["effective_batch"], plan["micro_batch"],
       "blocks" if levers["checkpointing"] else "off",
-      params.get("kernels", "reference"), repr(r["losses"][0]))
+      params.get("kernels", "auto"), repr(r["losses"][0]))
 PY
 )
 out=$(mktemp -d)
