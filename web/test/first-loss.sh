@@ -21,9 +21,11 @@ r = json.load(open(sys.argv[1]))
 plan, query = r["plan"], r["url"].split("?", 1)[1]
 params = dict(p.split("=", 1) for p in query.split("&"))
 levers = plan["levers"]
+# The CPU's counterpart of the page's WGSL kernels is its own kernels (`auto` there).
+kernels = params.get("kernels", "auto")
 print(plan["effective_batch"], plan["micro_batch"],
       "blocks" if levers["checkpointing"] else "off",
-      params.get("kernels", "auto"), repr(r["losses"][0]))
+      "auto" if kernels == "wgsl" else kernels, repr(r["losses"][0]))
 PY
 )
 out=$(mktemp -d)
