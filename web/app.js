@@ -14,7 +14,7 @@ const options = {
   trialSteps: num('trial-steps', 2), // timed steps per size
   every: num('every', 10), // steps between reconstruction refreshes
   stop: num('stop', 0), // pause after this many steps (0: never)
-  kernels: params.get('kernels') || 'auto', // auto (sapling's WGSL kernels), wgsl or reference (burn's ops alone)
+  kernels: params.get('kernels') || 'auto', // auto (= wgsl) or reference (burn's ops alone)
   checkpointing: params.get('checkpointing') || 'auto', // off, blocks or auto
   autostart: params.get('autostart') === '1',
   budget: num('budget', 0), // MiB of GPU memory a step may use (0: the planner assumes one)

@@ -18,14 +18,13 @@ sapling="$CARGO_TARGET_DIR/release/sapling"
 read -r effective micro checkpointing kernels browser_loss < <(python3 - "$result" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-plan, query = r["plan"], r["url"].split("?", 1)[1]
-params = dict(p.split("=", 1) for p in query.split("&"))
+plan = r["plan"]
 levers = plan["levers"]
-# The CPU's counterpart of the page's WGSL kernels is its own kernels (`auto` there).
-kernels = params.get("kernels", "auto")
+# The kernels the page's plan ran: the CPU's counterpart of its WGSL kernels is the CPU's own
+# (`auto` there).
+kernels = {"wgsl": "auto"}.get(levers["kernels"], levers["kernels"])
 print(plan["effective_batch"], plan["micro_batch"],
-      "blocks" if levers["checkpointing"] else "off",
-      "auto" if kernels == "wgsl" else kernels, repr(r["losses"][0]))
+      "blocks" if levers["checkpointing"] else "off", kernels, repr(r["losses"][0]))
 PY
 )
 out=$(mktemp -d)
