@@ -11,7 +11,7 @@ use sapling::cli::{
     InfoArgs, LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs,
     TrainCommandArgs, WeightsArgs,
 };
-use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice};
+use sapling::config::{BatchSize, Config, DeviceChoice};
 use sapling::device::Selected;
 use sapling::dist::World;
 use sapling::eval::probe::{ProbeConfig, linear_probe};
@@ -393,19 +393,25 @@ fn bench_loader(args: BenchLoaderArgs) -> anyhow::Result<()> {
     print_report(&report, args.json)
 }
 
-/// `sapling bench kernels`: both arms of every WGSL op, at micro-batch 1 unless one is given.
+/// `sapling bench kernels`: both arms of every op sapling has a kernel for on the device (WGSL
+/// on wgpu, Rust on the CPU), at micro-batch 1 unless one is given.
 fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
-    let mut config = args.run.resolve()?;
-    // Both paths run in the benchmark; it needs the device the WGSL kernels run on.
-    config.train.kernels = KernelChoice::Wgsl;
+    let config = args.run.resolve()?;
     let selected = sapling::device::select_for(&config.train)?;
+    let kernels = sapling::ops::Kernels::resolve(config.train.kernels, &selected.device)?;
     let micro = match config.train.batch_size {
         BatchSize::Fixed(b) => b,
         BatchSize::Auto => 1,
     };
     let describe = selected.describe();
-    let report =
-        sapling::bench::bench_kernels(&config, &selected.device, &describe, micro, args.reps)?;
+    let report = sapling::bench::bench_kernels(
+        &config,
+        &selected.device,
+        kernels,
+        &describe,
+        micro,
+        args.reps,
+    )?;
     print_report(&report, args.json)
 }
 

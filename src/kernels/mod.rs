@@ -9,13 +9,14 @@
 //!
 //! | operation | WGSL (wgpu) | CPU (Flex) |
 //! |---|---|---|
-//! | patch gather | `patch_gather.wgsl` ([`wgsl::patch_gather`]) | — |
-//! | per-patch (norm-pix) loss | `norm_pix_loss.wgsl`, `norm_pix_loss_backward.wgsl` ([`wgsl::norm_pix_loss`]) | — |
+//! | patch gather | `patch_gather.wgsl` ([`wgsl::patch_gather`]) | [`cpu::patch_gather`] (rows straight from the images) |
+//! | per-patch (norm-pix) loss | `norm_pix_loss.wgsl`, `norm_pix_loss_backward.wgsl` ([`wgsl::norm_pix_loss`]) | [`cpu::patch_loss`] (statistics in cache, recomputed for the backward) |
 //! | attention | `attention.wgsl`, `attention_backward_dq.wgsl`, `attention_backward_dkdv.wgsl` ([`wgsl::flash_attention`]) | [`cpu::attention`] (from packed qkv, per batch and head) |
 //! | linear | — | [`cpu::linear`] (one GEMM over all rows) |
 //! | layer norm | — | [`cpu::layer_norm`] (one pass per row) |
 //! | GELU | — | [`cpu::gelu`] (vectorised erf, every core) |
-//! | AdamW | — | [`cpu::adamw`] (one in-place pass per tensor) |
+//! | AdamW | — | [`cpu::adamw`] (one in-place pass per tensor, the clip factor folded in) |
+//! | gradient norm (`Σ x²`) | `squared_sums.wgsl` ([`wgsl::squared_sum`]) | [`cpu::squared_sum`] (fixed blocks on every core) |
 
 /// Rust kernels for burn's Flex CPU backend, forward and backward.
 pub mod cpu;

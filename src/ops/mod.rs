@@ -268,6 +268,7 @@ impl Ops {
         let all_f32 = tensors.iter().all(|t| t.dtype() == DType::F32);
         match self.kernels {
             Kernels::Wgsl if all_f32 && !tensors.is_empty() => wgsl::squared_sum(tensors),
+            Kernels::Cpu if all_f32 && !tensors.is_empty() => cpu::squared_sum(tensors),
             _ => tensors
                 .into_iter()
                 .map(|t| sliced_sum(t.square()))
@@ -343,6 +344,7 @@ impl Ops {
         match self.kernels {
             // Only the gathered rows are written, never the whole patch tensor.
             Kernels::Wgsl => wgsl::patch_gather(imgs, rows, patch),
+            Kernels::Cpu if imgs.dtype() == DType::F32 => cpu::patch_gather(imgs, rows, patch),
             _ => {
                 let patches = patchify(imgs, patch);
                 let [b, l, p] = patches.dims();
@@ -366,6 +368,9 @@ impl Ops {
         match self.kernels {
             // Targets are read straight from the image; no [B, L, P] intermediates are kept.
             Kernels::Wgsl => wgsl::norm_pix_loss(pred, imgs, patch, norm_pix),
+            Kernels::Cpu if pred.dtype() == DType::F32 && imgs.dtype() == DType::F32 => {
+                cpu::patch_loss(pred, imgs, patch, norm_pix)
+            }
             _ => {
                 let [b, l, _] = pred.dims();
                 let target = patchify(imgs, patch);

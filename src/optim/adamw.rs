@@ -77,6 +77,7 @@ pub fn hyper(config: &OptimConfig, weight_decay: f64) -> Hyper {
         eps: config.eps as f32,
         weight_decay: weight_decay as f32,
         time: 0,
+        grad_scale: 1.0,
     }
 }
 
@@ -111,8 +112,8 @@ impl Optimizer for SaplingAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let state = state.map(|s| s.0);
-        let grad = self.factor.apply(grad);
         if !self.fused || tensor.device() != Device::flex() {
+            let grad = self.factor.apply(grad);
             let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
             return (tensor, state.map(HostLoaded));
         }
@@ -125,9 +126,11 @@ impl Optimizer for SaplingAdamW {
             // Zero moments: the first update then equals burn's, which starts from (1-β)·g.
             None => (1, grad.zeros_like(), grad.zeros_like()),
         };
+        // The fused update multiplies by the factor itself, in the same pass.
         let h = Hyper {
             lr: lr as f32,
             time: time as i32,
+            grad_scale: self.factor.get(),
             ..self.h
         };
         let [param, m, v] = cpu::adamw(tensor, grad, m, v, h);

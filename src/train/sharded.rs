@@ -122,13 +122,12 @@ impl ShardedAdamW {
     pub fn apply(
         &mut self,
         model: MaskedAutoencoder,
-        mut grad: Vec<f32>,
+        grad: Vec<f32>,
         lr: f64,
         clip_scale: f32,
         world: &dyn Collective,
     ) -> MaskedAutoencoder {
         self.time += 1;
-        grad.iter_mut().for_each(|g| *g *= clip_scale);
         let (start, end) = (self.rank * self.block, (self.rank + 1) * self.block);
         let mut at = 0;
         for &(len, decays) in &self.params {
@@ -141,6 +140,7 @@ impl ShardedAdamW {
             let h = Hyper {
                 lr: lr as f32,
                 time: self.time,
+                grad_scale: clip_scale,
                 ..if decays { self.decayed } else { self.no_decay }
             };
             let r = lo - start..hi - start;

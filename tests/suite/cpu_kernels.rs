@@ -13,6 +13,7 @@ use sapling::ops::{Kernels, Ops};
 use sapling::optim::adamw::burn_adamw;
 use sapling::train::Trainer;
 
+use crate::both_arms;
 use crate::common::{arm, assert_close, copy_model, lockstep, micro_config};
 
 fn random<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
@@ -147,11 +148,33 @@ fn attention_matches_burn_values_and_gradients() {
     }
 }
 
+/// Beyond the shared patch shapes: a non-square image, and tiny's images past the CPU
+/// kernels' threading threshold.
+const MORE_PATCH_SHAPES: [both_arms::Shape; 2] = [(2, 3, 8, 12, 4), (8, 3, 64, 64, 8)];
+
+#[test]
+fn patch_loss_matches_burn_values_and_gradients() {
+    let shapes = [&both_arms::LOSS_SHAPES[..], &MORE_PATCH_SHAPES].concat();
+    both_arms::loss_matches_reference(&Device::flex(), Kernels::Cpu, &shapes);
+}
+
+#[test]
+fn patch_gather_matches_patchify_then_select() {
+    let shapes = [&both_arms::GATHER_SHAPES[..], &MORE_PATCH_SHAPES].concat();
+    both_arms::gather_matches_patchify_then_select(&Device::flex(), Kernels::Cpu, &shapes);
+}
+
+#[test]
+fn squared_sum_matches_the_host() {
+    both_arms::squared_sum_matches_host(&Device::flex(), Kernels::Cpu);
+}
+
 #[test]
 fn adamw_matches_burn_over_steps() {
     let device = Device::flex();
     device.seed(9);
     // Above the kernel's split size, with decay; shared parameters are copied, not written.
+    // Even steps scale the gradient (a clip) inside the update; burn's gets it pre-scaled.
     let h = Hyper {
         lr: 1e-2,
         beta1: 0.9,
@@ -159,6 +182,7 @@ fn adamw_matches_burn_over_steps() {
         eps: 1e-8,
         weight_decay: 0.05,
         time: 0,
+        grad_scale: 1.0,
     };
     let reference = burn_adamw(&h);
     let start = random::<2>([300, 70], 1.0, &device);
@@ -167,11 +191,18 @@ fn adamw_matches_burn_over_steps() {
     for time in 1..=4 {
         let grad = random::<2>([300, 70], 0.5, &device);
         let shared = p.clone(); // keeps a second reference alive: no in-place write allowed
-        [p, m, v] = cpu::adamw(p, grad.clone(), m, v, Hyper { time, ..h });
+        let grad_scale = if time % 2 == 0 { 0.37 } else { 1.0 };
+        let step = Hyper {
+            time,
+            grad_scale,
+            ..h
+        };
+        [p, m, v] = cpu::adamw(p, grad.clone(), m, v, step);
         assert!(
             !shared.equal(p.clone()).all().into_scalar::<bool>(),
             "step {time}: the update wrote into a tensor another handle still reads"
         );
+        let grad = grad.mul_scalar(grad_scale);
         (p_ref, state) = reference.step(h.lr as f64, p_ref, grad, state);
     }
     let state = state.expect("AdamW state").momentum;

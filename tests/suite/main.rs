@@ -4,6 +4,7 @@
 //! there is none, and fail instead when `SAPLING_REQUIRE_GPU=1`.
 
 mod async_paths;
+mod both_arms;
 mod checkpointing;
 mod common;
 mod config;

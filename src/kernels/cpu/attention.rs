@@ -16,6 +16,11 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::gelu::wide;
+use super::gelu::{FUSED_BASELINE, exp_nonpositive_with};
+use super::lanes;
+
 /// A raw pointer that rayon tasks may share: every task writes a disjoint set of elements
 /// (its own head's columns), which the slices' borrow rules cannot express.
 #[derive(Clone, Copy)]
@@ -89,16 +94,35 @@ unsafe fn gemm(
     }
 }
 
-/// Row-wise softmax of a row-major `[n, n]` block, in place.
+/// Row-wise softmax of a row-major `[n, n]` block, in place. Each pass over a row vectorises:
+/// the max and the sum run in eight interleaved lanes ([`lanes`]), and e^x is GELU's
+/// branch-free polynomial (`libm`'s `expf`, one call per score, was most of a vit-b decoder
+/// head's softmax). On x86-64 the passes are
+/// compiled a second time for AVX2 + FMA, picked at run time, as GELU's are.
 fn softmax_rows(p: &mut [f32], n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
+        return unsafe { softmax_rows_avx2(p, n) };
+    }
+    softmax_rows_with::<FUSED_BASELINE>(p, n)
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`wide`] checks).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_avx2(p: &mut [f32], n: usize) {
+    softmax_rows_with::<true>(p, n)
+}
+
+#[inline(always)]
+fn softmax_rows_with<const F: bool>(p: &mut [f32], n: usize) {
     for row in p.chunks_exact_mut(n) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        let max = lanes::fold(row, f32::NEG_INFINITY, f32::max);
+        row.iter_mut()
+            .for_each(|v| *v = exp_nonpositive_with::<F>(*v - max));
+        let inv = 1.0 / lanes::fold(row, 0.0, |s, v| s + v);
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -226,7 +250,7 @@ pub fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], d: Dims, scale: f32) -
                     false,
                 );
                 for (ds, p) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = ds.iter().zip(p).map(|(a, b)| a * b).sum();
+                    let dot = lanes::sum(ds, p, |a, b| a * b);
                     ds.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - dot));
                 }
                 // dQ = scale · dS·K, dK = scale · dSᵀ·Q

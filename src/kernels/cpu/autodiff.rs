@@ -6,7 +6,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 
 use super::CpuKernels;
 
@@ -90,6 +90,24 @@ impl<B: CpuKernels> Backward<B, 1> for QkvAttentionBackward {
         if let Some(node) = node {
             let dqkv = B::attention_qkv_backward(qkv, probs, grad, heads, scale);
             grads.register::<B>(node.id, dqkv);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PatchLossBackward;
+
+impl<B: CpuKernels> Backward<B, 1> for PatchLossBackward {
+    /// pred, imgs, patch, norm_pix.
+    type State = (FloatTensor<B>, FloatTensor<B>, usize, bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (pred, imgs, patch, norm_pix) = ops.state;
+        if let Some(node) = node {
+            let dpred = B::patch_loss_backward(pred, imgs, grad, patch, norm_pix);
+            grads.register::<B>(node.id, dpred);
         }
     }
 }
@@ -193,6 +211,7 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Ad<B, C> {
         eps: f32,
         weight_decay: f32,
         time: i32,
+        grad_scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // An optimizer step is never differentiated: the results are constants.
         let (p, m, v) = B::adamw_update(
@@ -206,6 +225,7 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Ad<B, C> {
             eps,
             weight_decay,
             time,
+            grad_scale,
         );
         (
             FloatTensor::<Self>::new(p),
@@ -289,5 +309,66 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Ad<B, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (dw, db) = B::linear_2d_grad_params(x.into_primitive(), grad.into_primitive());
         (FloatTensor::<Self>::new(dw), FloatTensor::<Self>::new(db))
+    }
+
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self> {
+        // Images are inputs, never parameters: the gather has no backward.
+        assert!(
+            !imgs.is_tracked(),
+            "patch_gather has no backward pass: the images must not require gradients"
+        );
+        FloatTensor::<Self>::new(B::patch_gather(imgs.into_primitive(), rows, patch))
+    }
+
+    fn patch_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        // The images are data: only the prediction is differentiated.
+        match PatchLossBackward
+            .prepare::<C>([pred.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (pred, imgs) = (pred.into_primitive(), imgs.into_primitive());
+                let out = B::patch_loss(pred.clone(), imgs.clone(), patch, norm_pix);
+                prep.finish((pred, imgs, patch, norm_pix), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::patch_loss(
+                pred.into_primitive(),
+                imgs.into_primitive(),
+                patch,
+                norm_pix,
+            )),
+        }
+    }
+
+    fn patch_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        // Second derivatives are not needed for training: the result is a constant.
+        FloatTensor::<Self>::new(B::patch_loss_backward(
+            pred.into_primitive(),
+            imgs.into_primitive(),
+            grad.into_primitive(),
+            patch,
+            norm_pix,
+        ))
+    }
+
+    fn sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // A gradient norm is never differentiated: the result is a constant.
+        FloatTensor::<Self>::new(B::sum_of_squares(x.into_primitive()))
     }
 }

@@ -28,12 +28,12 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 /// `a · b + c`, fused (one rounding) where `FUSED`: only instantiated so where the CPU has FMA,
 /// since without it `mul_add` is a slow library call.
 #[inline(always)]
-fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(super) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 
 /// Whether the plain build has FMA: always on aarch64, never on baseline x86-64.
-const FUSED_BASELINE: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
+pub(super) const FUSED_BASELINE: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
 /// erf as Eigen's / XLA's `generic_fast_erf_float`: an odd/even rational function on [-4, 4]
 /// (beyond it erf is ±1 in f32), a few ulp from the true value.
@@ -70,7 +70,7 @@ fn exp_nonpositive(x: f32) -> f32 {
 
 #[inline(always)]
 #[allow(clippy::excessive_precision)]
-fn exp_nonpositive_with<const F: bool>(x: f32) -> f32 {
+pub(super) fn exp_nonpositive_with<const F: bool>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer, branch-free
     let x = x.clamp(-87.0, 0.0);
     let n = madd::<F>(x, std::f32::consts::LOG2_E, ROUND) - ROUND;
@@ -143,7 +143,7 @@ mod avx2 {
 /// Whether this CPU takes the AVX2 + FMA loops (the check is cached by std). Elsewhere only the
 /// tests ask.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn wide() -> bool {
+pub(super) fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

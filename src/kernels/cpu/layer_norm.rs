@@ -8,7 +8,124 @@
 //! `dx = (g − mean(g) − x̂·mean(g·x̂)) / σ` with `g = dy·γ`. The reference is burn's
 //! `layer_norm` (`ops`). Variance is the biased one, as in PyTorch and burn.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::lanes;
+
+/// Calls `$f` compiled for AVX2 + FMA where this CPU has them (on x86-64), else for the
+/// baseline: the row loops' sums run in eight interleaved lanes, which vectorise 8 wide there.
+macro_rules! dispatch {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::gelu::wide() {
+                // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
+                unsafe { avx2::$f($($arg),*) }
+            } else {
+                $f($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f($($arg),*)
+        }
+    }};
+}
+
+/// One task's rows of the forward: `(y, x, mean, rstd)`.
+type ForwardRows<'a> = (
+    &'a mut [MaybeUninit<f32>],
+    &'a [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+);
+
+#[inline(always)]
+fn forward_rows(rows: ForwardRows, gamma: &[f32], beta: &[f32], d: usize, eps: f32) {
+    let (y, x, mean, rstd) = rows;
+    for (((y, x), mu), rs) in y
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d))
+        .zip(mean.iter_mut())
+        .zip(rstd.iter_mut())
+    {
+        let m1 = lanes::sum(x, x, |v, _| v) / d as f32;
+        let var = lanes::sum(x, x, |v, _| (v - m1) * (v - m1)) / d as f32;
+        let s = 1.0 / (var + eps).sqrt();
+        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+            y.write((x - m1) * s * g + b);
+        }
+        (*mu, *rs) = (m1, s);
+    }
+}
+
+/// One task's rows of the backward: `(dx, x, dy, mean, rstd)`.
+type BackwardRows<'a> = (
+    &'a mut [MaybeUninit<f32>],
+    &'a [f32],
+    &'a [f32],
+    &'a [f32],
+    &'a [f32],
+);
+
+#[inline(always)]
+fn backward_rows(rows: BackwardRows, gamma: &[f32], dg: &mut [f32], db: &mut [f32], d: usize) {
+    let (dx, x, dy, mean, rstd) = rows;
+    let rows = dx
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d).zip(dy.chunks_exact(d)));
+    for ((dx, (x, dy)), (&mu, &s)) in rows.zip(mean.iter().zip(rstd)) {
+        // Σ g and Σ g·x̂, with g = dy·γ and x̂ = (x − μ)·σ⁻¹.
+        let (sum_g, sum_gx) = lanes::sum_pair(
+            (x, dy, gamma),
+            |_, dy, gamma| dy * gamma,
+            |x, dy, gamma| dy * gamma * ((x - mu) * s),
+        );
+        let (mean_g, mean_gx) = (sum_g / d as f32, sum_gx / d as f32);
+        let sums = dg.iter_mut().zip(db.iter_mut());
+        for ((((dx, &x), &dy), &gamma), (dg, db)) in
+            dx.iter_mut().zip(x).zip(dy).zip(gamma).zip(sums)
+        {
+            let xhat = (x - mu) * s;
+            *dg += dy * xhat;
+            *db += dy;
+            dx.write((dy * gamma - mean_g - xhat * mean_gx) * s);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BackwardRows, ForwardRows};
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward_rows(
+        rows: ForwardRows,
+        gamma: &[f32],
+        beta: &[f32],
+        d: usize,
+        eps: f32,
+    ) {
+        super::forward_rows(rows, gamma, beta, d, eps)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn backward_rows(
+        rows: BackwardRows,
+        gamma: &[f32],
+        dg: &mut [f32],
+        db: &mut [f32],
+        d: usize,
+    ) {
+        super::backward_rows(rows, gamma, dg, db, d)
+    }
+}
 
 /// Rows per rayon task: enough work to amortise the split.
 fn rows_per_task(m: usize, d: usize) -> usize {
@@ -42,20 +159,8 @@ pub fn forward(
         .zip(x.par_chunks(r * d))
         .zip(mean.par_chunks_mut(r).zip(rstd.par_chunks_mut(r)))
         .for_each(|((y, x), (mean, rstd))| {
-            for (((y, x), mu), rs) in y
-                .chunks_exact_mut(d)
-                .zip(x.chunks_exact(d))
-                .zip(mean.iter_mut())
-                .zip(rstd.iter_mut())
-            {
-                let m1 = x.iter().sum::<f32>() / d as f32;
-                let var = x.iter().map(|v| (v - m1) * (v - m1)).sum::<f32>() / d as f32;
-                let s = 1.0 / (var + eps).sqrt();
-                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                    y.write((x - m1) * s * g + b);
-                }
-                (*mu, *rs) = (m1, s);
-            }
+            let rows = (y, x, mean, rstd);
+            dispatch!(forward_rows(rows, gamma, beta, d, eps))
         });
     // SAFETY: the chunks cover all m·d elements and each row's d elements were written.
     unsafe { y.set_len(m * d) };
@@ -93,25 +198,8 @@ pub fn backward(
         .zip(mean.par_chunks(r).zip(rstd.par_chunks(r)))
         .map(|((dx, (x, dy)), (mean, rstd))| {
             let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-            let rows = dx
-                .chunks_exact_mut(d)
-                .zip(x.chunks_exact(d).zip(dy.chunks_exact(d)));
-            for ((dx, (x, dy)), (&mu, &s)) in rows.zip(mean.iter().zip(rstd)) {
-                let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-                for i in 0..d {
-                    let xhat = (x[i] - mu) * s;
-                    let g = dy[i] * gamma[i];
-                    sum_g += g;
-                    sum_gx += g * xhat;
-                    dg[i] += dy[i] * xhat;
-                    db[i] += dy[i];
-                }
-                let (mean_g, mean_gx) = (sum_g / d as f32, sum_gx / d as f32);
-                for i in 0..d {
-                    let xhat = (x[i] - mu) * s;
-                    dx[i].write((dy[i] * gamma[i] - mean_g - xhat * mean_gx) * s);
-                }
-            }
+            let rows = (dx, x, dy, mean, rstd);
+            dispatch!(backward_rows(rows, gamma, &mut dg, &mut db, d));
             (dg, db)
         })
         .reduce(

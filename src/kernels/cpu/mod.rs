@@ -10,17 +10,23 @@ pub mod attention;
 mod autodiff;
 /// Exact GELU on every core, forward and backward.
 pub mod gelu;
+/// Sums in eight interleaved lanes, for the per-row reductions.
+mod lanes;
 /// Layer norm, one pass per row, forward and backward.
 pub mod layer_norm;
 /// `x·W + b` as single 2-D products, forward and backward.
 pub mod linear;
+/// Patches straight from the image: the kept patches' gather and the norm-pix loss.
+pub mod patches;
+/// `Σ x²` of a tensor on every core: the global gradient norm.
+pub mod squares;
 
 use std::mem::MaybeUninit;
 
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Dispatch, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 /// The operations sapling implements in Rust for burn's Flex CPU backend.
 ///
@@ -96,7 +102,11 @@ pub trait CpuKernels: burn::backend::Backend {
         eps: f32,
         weight_decay: f32,
         time: i32,
+        grad_scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `Σ x²` over every element of `x` → `[1]`, on every core without a squared copy.
+    fn sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Gradients of [`Self::layer_norm_rows`] w.r.t. `(x, gamma, beta)`.
     fn layer_norm_rows_backward(
@@ -106,6 +116,31 @@ pub trait CpuKernels: burn::backend::Backend {
         rstd: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The patches of `imgs` `[B, C, H, W]` at flat rows `rows` (`b·L + l`) → `[rows, p·p·C]`.
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Per-patch squared error of `pred` `[B, L, P]` against the (norm-pix) patches of `imgs`
+    /// `[B, C, H, W]` → `[B, L]`.
+    fn patch_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of [`Self::patch_loss`] w.r.t. `pred`, given the gradient per patch `[B, L]`.
+    fn patch_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self>;
 }
 
 /// Exact GELU computed by sapling's CPU kernel; differentiable. Flex tensors only.
@@ -146,6 +181,33 @@ pub fn attention(qkv: Tensor<3>, heads: usize, scale: f32) -> Tensor<3> {
     Tensor::from_dispatch(out)
 }
 
+/// The patches of `imgs` at flat rows `b·L + l` by sapling's CPU kernel (MAE's patch order);
+/// the images are data, not differentiated. Flex tensors only.
+///
+/// # Shapes
+/// `imgs`: `[B, C, H, W]`, `rows`: `[R]` → `[R, p·p·C]`
+pub fn patch_gather(imgs: Tensor<4>, rows: Tensor<1, Int>, patch: usize) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::patch_gather(
+        imgs.into_dispatch(),
+        rows.into_dispatch(),
+        patch,
+    ))
+}
+
+/// Each patch's mean squared error against the (norm-pix) patches of `imgs` by sapling's CPU
+/// kernel; differentiable w.r.t. `pred`. Flex tensors only.
+///
+/// # Shapes
+/// `pred`: `[B, L, p·p·C]`, `imgs`: `[B, C, H, W]` → `[B, L]`
+pub fn patch_loss(pred: Tensor<3>, imgs: Tensor<4>, patch: usize, norm_pix: bool) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::patch_loss(
+        pred.into_dispatch(),
+        imgs.into_dispatch(),
+        patch,
+        norm_pix,
+    ))
+}
+
 /// One AdamW update by sapling's CPU kernel → `(param, m, v)`. Flex tensors only, no autodiff.
 pub fn adamw<const D: usize>(
     param: Tensor<D>,
@@ -165,8 +227,21 @@ pub fn adamw<const D: usize>(
         h.eps,
         h.weight_decay,
         h.time,
+        h.grad_scale,
     );
     [p, m, v].map(Tensor::from_dispatch)
+}
+
+/// `Σ x²` over every element of each f32 tensor by sapling's CPU kernel, added in order → `[1]`:
+/// the squared global norm of a step's gradients. Flex tensors only, no autodiff.
+pub fn squared_sum(tensors: Vec<Tensor<1>>) -> Tensor<1> {
+    let parts = tensors
+        .into_iter()
+        .map(|t| {
+            Tensor::<1>::from_dispatch(<Dispatch as CpuKernels>::sum_of_squares(t.into_dispatch()))
+        })
+        .collect();
+    Tensor::cat(parts, 0).sum()
 }
 
 /// `t` as a uniquely owned, contiguous f32 tensor covering its whole buffer, so its storage
@@ -233,6 +308,23 @@ unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
     // SAFETY: `write` initialised the first `len` elements (the caller's promise).
     unsafe { v.set_len(len) };
     v
+}
+
+/// The patch geometry of images `[B, C, H, W]` cut into `patch`-pixel patches, and B.
+fn patch_geometry(imgs: &FlexTensor, patch: usize) -> (patches::Geometry, usize) {
+    assert_eq!(imgs.dtype(), DType::F32, "CPU kernels: images must be f32");
+    let s = imgs.layout().shape().as_slice();
+    assert!(
+        s.len() == 4 && patch > 0 && s[2].is_multiple_of(patch) && s[3].is_multiple_of(patch),
+        "CPU patch kernels: images {s:?} are not [B, C, H, W] of whole {patch}-pixel patches"
+    );
+    let geometry = patches::Geometry {
+        channels: s[1],
+        patch,
+        height: s[2],
+        width: s[3],
+    };
+    (geometry, s[0])
 }
 
 fn flex(data: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
@@ -374,6 +466,7 @@ impl CpuKernels for Flex {
         eps: f32,
         weight_decay: f32,
         time: i32,
+        grad_scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (mut param, mut m, mut v) = (owned(param), owned(m), owned(v));
         let h = adamw::Hyper {
@@ -383,6 +476,7 @@ impl CpuKernels for Flex {
             eps,
             weight_decay,
             time,
+            grad_scale,
         };
         adamw::update(
             param.storage_mut::<f32>(),
@@ -413,5 +507,80 @@ impl CpuKernels for Flex {
         );
         let dims = x.layout().shape().as_slice().to_vec();
         (flex(dx, dims), flex(dgamma, vec![d]), flex(dbeta, vec![d]))
+    }
+
+    fn patch_gather(
+        imgs: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        patch: usize,
+    ) -> FloatTensor<Self> {
+        let (g, b) = patch_geometry(&imgs, patch);
+        let rows: Vec<usize> = rows.into_data().iter::<i64>().map(|r| r as usize).collect();
+        let count = b * g.patches();
+        assert!(
+            rows.iter().all(|&r| r < count),
+            "CPU patch gather: a row is past the batch's {count} patches"
+        );
+        let imgs = contiguous(&imgs);
+        // SAFETY: the gather writes every element of every requested row.
+        let out = unsafe {
+            written(rows.len() * g.patch_len(), |out| {
+                patches::gather(&imgs, g, &rows, out)
+            })
+        };
+        flex(out, vec![rows.len(), g.patch_len()])
+    }
+
+    fn patch_loss(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        let (g, b) = patch_geometry(&imgs, patch);
+        let (rows, len) = matrix(&pred, "pred");
+        assert!(
+            len == g.patch_len() && rows == b * g.patches(),
+            "CPU patch loss: pred {:?} is not [{b}, {}, {}]",
+            pred.layout().shape().as_slice(),
+            g.patches(),
+            g.patch_len()
+        );
+        let (pred, imgs_data) = (contiguous(&pred), contiguous(&imgs));
+        // SAFETY: the loss writes one value per patch row.
+        let out = unsafe {
+            written(rows, |out| {
+                patches::loss(&pred, &imgs_data, g, norm_pix, out)
+            })
+        };
+        flex(out, vec![b, g.patches()])
+    }
+
+    fn patch_loss_backward(
+        pred: FloatTensor<Self>,
+        imgs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        patch: usize,
+        norm_pix: bool,
+    ) -> FloatTensor<Self> {
+        let (g, _) = patch_geometry(&imgs, patch);
+        let dims = pred.layout().shape().as_slice().to_vec();
+        let (pred, imgs, grad) = (contiguous(&pred), contiguous(&imgs), contiguous(&grad));
+        // SAFETY: the backward writes every element of every patch row.
+        let out = unsafe {
+            written(pred.len(), |out| {
+                patches::loss_backward(&pred, &imgs, &grad, g, norm_pix, out)
+            })
+        };
+        flex(out, dims)
+    }
+
+    fn sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        assert_eq!(
+            x.dtype(),
+            DType::F32,
+            "CPU kernels: sums of squares take f32"
+        );
+        flex(vec![squares::sum(&contiguous(&x))], vec![1])
     }
 }
