@@ -187,7 +187,8 @@ pub enum BenchCommand {
     Import(BenchImportArgs),
     /// One training step: images/s, forward / backward / optimizer time, FLOPs, peak memory.
     Step(BenchStepArgs),
-    /// Each WGSL kernel against its reference at a preset's shapes: time, ratio, memory kept.
+    /// Each of sapling's kernels on the device (WGSL on wgpu, Rust on the CPU) against its
+    /// reference at a preset's shapes: time, ratio, memory kept.
     Kernels(BenchKernelsArgs),
     /// Steps/s against the micro-batch and against the image size (tokens), with plots.
     Scaling(BenchScalingArgs),

@@ -56,7 +56,7 @@ pub fn gather_matches_patchify_then_select(device: &Device, kernels: Kernels, sh
     for &(b, c, h, w, patch) in shapes {
         let l = (h / patch) * (w / patch);
         let imgs: Tensor<4> = random([b, c, h, w], device);
-        // An uneven selection, rows repeated and out of order, as masks give per sample.
+        // An uneven selection, out of order, as masks give per sample.
         let rows: Vec<i64> = (0..b * l)
             .filter(|r| r % 3 != 1)
             .rev()

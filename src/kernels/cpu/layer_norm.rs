@@ -181,6 +181,7 @@ pub fn backward(
         x.len() == m * d && dy.len() == m * d,
         "layer norm backward: x/dy length"
     );
+    assert_eq!(gamma.len(), d, "layer norm backward: γ length");
     assert!(
         mean.len() == m && rstd.len() == m,
         "layer norm backward: mean/rstd length"

@@ -143,6 +143,7 @@ pub fn loss_backward(
 ) {
     let len = g.patch_len();
     assert_eq!(pred.len(), grad.len() * len, "patch loss backward: lengths");
+    assert_eq!(out.len(), pred.len(), "patch loss backward: output length");
     let t = per_task(grad.len(), len);
     out.par_chunks_mut(t * len)
         .zip(pred.par_chunks(t * len))
