@@ -97,8 +97,8 @@ unsafe fn gemm(
 /// Row-wise softmax of a row-major `[n, n]` block, in place. Each pass over a row vectorises:
 /// the max and the sum run in eight interleaved lanes ([`lanes`]), and e^x is GELU's
 /// branch-free polynomial (`libm`'s `expf`, one call per score, was most of a vit-b decoder
-/// head's softmax). On x86-64 the passes are
-/// compiled a second time for AVX2 + FMA, picked at run time, as GELU's are.
+/// head's softmax). On x86-64 the passes are compiled a second time for AVX2 + FMA, picked at
+/// run time, as GELU's are.
 fn softmax_rows(p: &mut [f32], n: usize) {
     #[cfg(target_arch = "x86_64")]
     if wide() {

@@ -28,7 +28,7 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 /// `a · b + c`, fused (one rounding) where `FUSED`: only instantiated so where the CPU has FMA,
 /// since without it `mul_add` is a slow library call.
 #[inline(always)]
-pub(super) fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 

@@ -22,6 +22,12 @@ pub fn fold(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     f(acc.into_iter().fold(init, &f), tail)
 }
 
+/// `Σ f(x[i])`, in lanes.
+#[inline(always)]
+pub fn total(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    sum(x, x, |v, _| f(v))
+}
+
 /// `Σ f(a[i], b[i])` over the common length, in lanes.
 #[inline(always)]
 pub fn sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {

@@ -51,8 +51,8 @@ fn forward_rows(rows: ForwardRows, gamma: &[f32], beta: &[f32], d: usize, eps: f
         .zip(mean.iter_mut())
         .zip(rstd.iter_mut())
     {
-        let m1 = lanes::sum(x, x, |v, _| v) / d as f32;
-        let var = lanes::sum(x, x, |v, _| (v - m1) * (v - m1)) / d as f32;
+        let m1 = lanes::total(x, |v| v) / d as f32;
+        let var = lanes::total(x, |v| (v - m1) * (v - m1)) / d as f32;
         let s = 1.0 / (var + eps).sqrt();
         for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
             y.write((x - m1) * s * g + b);

@@ -76,8 +76,8 @@ impl Geometry {
             return;
         }
         let n = out.len() as f32;
-        let mean = lanes::sum(out, out, |v, _| v) / n;
-        let var = lanes::sum(out, out, |v, _| (v - mean) * (v - mean)) / (n - 1.0);
+        let mean = lanes::total(out, |v| v) / n;
+        let var = lanes::total(out, |v| (v - mean) * (v - mean)) / (n - 1.0);
         let rstd = 1.0 / (var + EPS).sqrt();
         out.iter_mut().for_each(|v| *v = (*v - mean) * rstd);
     }

@@ -16,7 +16,7 @@ const BLOCK: usize = 1 << 14;
 
 /// `Σ x²` over `x`.
 pub fn sum(x: &[f32]) -> f32 {
-    let block = |x: &[f32]| lanes::sum(x, x, |v, _| v * v);
+    let block = |x: &[f32]| lanes::total(x, |v| v * v);
     if x.len() <= BLOCK {
         return block(x);
     }
