@@ -16,10 +16,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::gelu::wide;
-use super::gelu::{FUSED_BASELINE, exp_nonpositive_with};
+use super::gelu::exp_nonpositive_with;
 use super::lanes;
+use super::simd::wide_or_plain;
 
 /// A raw pointer that rayon tasks may share: every task writes a disjoint set of elements
 /// (its own head's columns), which the slices' borrow rules cannot express.
@@ -94,26 +93,12 @@ unsafe fn gemm(
     }
 }
 
-/// Row-wise softmax of a row-major `[n, n]` block, in place. Each pass over a row vectorises:
-/// the max and the sum run in eight interleaved lanes ([`lanes`]), and e^x is GELU's
-/// branch-free polynomial (`libm`'s `expf`, one call per score, was most of a vit-b decoder
-/// head's softmax). On x86-64 the passes are compiled a second time for AVX2 + FMA, picked at
-/// run time, as GELU's are.
-fn softmax_rows(p: &mut [f32], n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if wide() {
-        // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
-        return unsafe { softmax_rows_avx2(p, n) };
-    }
-    softmax_rows_with::<FUSED_BASELINE>(p, n)
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA ([`wide`] checks).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_rows_avx2(p: &mut [f32], n: usize) {
-    softmax_rows_with::<true>(p, n)
+wide_or_plain! {
+    /// Row-wise softmax of a row-major `[n, n]` block, in place. Each pass over a row
+    /// vectorises: the max and the sum run in eight interleaved lanes ([`lanes`]), and e^x is
+    /// GELU's branch-free polynomial (`libm`'s `expf`, one call per score, was most of a vit-b
+    /// decoder head's softmax).
+    fn softmax_rows(p: &mut [f32], n: usize) = softmax_rows_with;
 }
 
 #[inline(always)]
@@ -283,4 +268,32 @@ pub fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], d: Dims, scale: f32) -
     // dv, with products that do not accumulate.
     unsafe { dqkv.set_len(qkv.len()) };
     dqkv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::simd::{FUSED_BASELINE, wide};
+    use super::*;
+
+    /// The chosen copy (AVX2 + FMA where this CPU has it) fuses the exp's steps, so it rounds
+    /// differently from the plain copy, but not more coarsely; both rows sum to one. 67 columns
+    /// leave a ragged tail of lanes, and the scores span e⁻⁸⁷ to 1.
+    #[test]
+    fn chosen_copy_agrees_with_the_plain_copy() {
+        let n = 67;
+        let scores: Vec<f32> = (0..n * n).map(|i| (i as f32 * 0.61).sin() * 45.0).collect();
+        let (mut plain, mut chosen) = (scores.clone(), scores);
+        softmax_rows_with::<FUSED_BASELINE>(&mut plain, n);
+        softmax_rows(&mut chosen, n);
+        for (a, b) in plain.iter().zip(&chosen) {
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs().max(1e-30),
+                "{a} vs {b} (wide: {})",
+                wide()
+            );
+        }
+        for row in chosen.chunks_exact(n) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
 }

@@ -6,14 +6,14 @@
 //! function and `exp` a Cephes polynomial, both branch-free so the loops vectorise, and the
 //! elements are split across rayon's threads. The reference is burn's own GELU (`ops`).
 //!
-//! The loops are compiled twice on x86-64: for the baseline (SSE2, 4 lanes, no FMA) and for
-//! AVX2 + FMA (8 lanes, each polynomial step one fused multiply-add), picked at run time, so
-//! one binary runs everywhere and takes the wide path where the CPU has it. On aarch64 NEON
-//! and FMA are baseline, so the one build vectorises with fused steps.
+//! The loops are compiled twice on x86-64 ([`wide_or_plain!`]): in the AVX2 + FMA copy each
+//! polynomial step is one fused multiply-add.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+
+use super::simd::{FUSED_BASELINE, wide_or_plain};
 
 /// A chunk of a kernel's output, written before it is read.
 type Out<'a> = &'a mut [MaybeUninit<f32>];
@@ -31,9 +31,6 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
-
-/// Whether the plain build has FMA: always on aarch64, never on baseline x86-64.
-pub(super) const FUSED_BASELINE: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
 /// erf as Eigen's / XLA's `generic_fast_erf_float`: an odd/even rational function on [-4, 4]
 /// (beyond it erf is ±1 in f32), a few ulp from the true value.
@@ -97,79 +94,25 @@ fn gelu_grad_one<const F: bool>(x: f32, g: f32) -> f32 {
     g * madd::<F>(x, pdf, cdf)
 }
 
-/// The element loops, written once and inlined into each instruction set's copy below, so the
-/// whole polynomial is compiled (and vectorised) for that copy's target features.
+/// The element loops, written once and inlined into each instruction set's copy, so the whole
+/// polynomial is compiled (and vectorised) for that copy's target features.
 #[inline(always)]
-fn forward_loop<const F: bool>(x: &[f32], out: &mut [MaybeUninit<f32>]) {
+fn forward_chunk_with<const F: bool>(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     for (o, &x) in out.iter_mut().zip(x) {
         o.write(gelu_one::<F>(x));
     }
 }
 
 #[inline(always)]
-fn backward_loop<const F: bool>(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
+fn backward_chunk_with<const F: bool>(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
     for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
         o.write(gelu_grad_one::<F>(x, g));
     }
 }
 
-fn forward_plain(x: &[f32], out: &mut [MaybeUninit<f32>]) {
-    forward_loop::<FUSED_BASELINE>(x, out)
-}
-
-fn backward_plain(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
-    backward_loop::<FUSED_BASELINE>(x, g, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::mem::MaybeUninit;
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward(x: &[f32], out: &mut [MaybeUninit<f32>]) {
-        super::forward_loop::<true>(x, out)
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA ([`super::wide`] checks).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn backward(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
-        super::backward_loop::<true>(x, g, out)
-    }
-}
-
-/// Whether this CPU takes the AVX2 + FMA loops (the check is cached by std). Elsewhere only the
-/// tests ask.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(super) fn wide() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-fn forward_chunk(x: &[f32], out: &mut [MaybeUninit<f32>]) {
-    #[cfg(target_arch = "x86_64")]
-    if wide() {
-        // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
-        return unsafe { avx2::forward(x, out) };
-    }
-    forward_plain(x, out)
-}
-
-fn backward_chunk(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
-    #[cfg(target_arch = "x86_64")]
-    if wide() {
-        // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
-        return unsafe { avx2::backward(x, g, out) };
-    }
-    backward_plain(x, g, out)
+wide_or_plain! { fn forward_chunk(x: &[f32], out: &mut [MaybeUninit<f32>]) = forward_chunk_with; }
+wide_or_plain! {
+    fn backward_chunk(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) = backward_chunk_with;
 }
 
 fn chunk_len(n: usize) -> usize {
@@ -258,7 +201,7 @@ mod tests {
                 .collect::<Vec<f32>>()
         };
         let (plain, chosen) = (
-            run(&|o| forward_plain(&x, o)),
+            run(&|o| forward_chunk_with::<FUSED_BASELINE>(&x, o)),
             run(&|o| forward_chunk(&x, o)),
         );
         let close = |a: &[f32], b: &[f32]| {
@@ -266,15 +209,19 @@ mod tests {
                 .zip(b)
                 .all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + a.abs()))
         };
-        assert!(close(&plain, &chosen), "forward differs (wide: {})", wide());
+        assert!(
+            close(&plain, &chosen),
+            "forward differs (wide: {})",
+            super::super::simd::wide()
+        );
         let (plain, chosen) = (
-            run(&|o| backward_plain(&x, &g, o)),
+            run(&|o| backward_chunk_with::<FUSED_BASELINE>(&x, &g, o)),
             run(&|o| backward_chunk(&x, &g, o)),
         );
         assert!(
             close(&plain, &chosen),
             "backward differs (wide: {})",
-            wide()
+            super::super::simd::wide()
         );
     }
 

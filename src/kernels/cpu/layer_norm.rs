@@ -13,26 +13,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::lanes;
-
-/// Calls `$f` compiled for AVX2 + FMA where this CPU has them (on x86-64), else for the
-/// baseline: the row loops' sums run in eight interleaved lanes, which vectorise 8 wide there.
-macro_rules! dispatch {
-    ($f:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::gelu::wide() {
-                // SAFETY: `wide` checked that the CPU has AVX2 and FMA.
-                unsafe { avx2::$f($($arg),*) }
-            } else {
-                $f($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $f($($arg),*)
-        }
-    }};
-}
+use super::simd::wide_or_plain;
 
 /// One task's rows of the forward: `(y, x, mean, rstd)`.
 type ForwardRows<'a> = (
@@ -42,8 +23,16 @@ type ForwardRows<'a> = (
     &'a mut [f32],
 );
 
+/// `FUSED` is unused: nothing here fuses, so both copies give the same bits (the sums' order
+/// is fixed by [`lanes`], not by the vector width).
 #[inline(always)]
-fn forward_rows(rows: ForwardRows, gamma: &[f32], beta: &[f32], d: usize, eps: f32) {
+fn forward_rows_with<const FUSED: bool>(
+    rows: ForwardRows,
+    gamma: &[f32],
+    beta: &[f32],
+    d: usize,
+    eps: f32,
+) {
     let (y, x, mean, rstd) = rows;
     for (((y, x), mu), rs) in y
         .chunks_exact_mut(d)
@@ -71,7 +60,13 @@ type BackwardRows<'a> = (
 );
 
 #[inline(always)]
-fn backward_rows(rows: BackwardRows, gamma: &[f32], dg: &mut [f32], db: &mut [f32], d: usize) {
+fn backward_rows_with<const FUSED: bool>(
+    rows: BackwardRows,
+    gamma: &[f32],
+    dg: &mut [f32],
+    db: &mut [f32],
+    d: usize,
+) {
     let (dx, x, dy, mean, rstd) = rows;
     let rows = dx
         .chunks_exact_mut(d)
@@ -96,35 +91,13 @@ fn backward_rows(rows: BackwardRows, gamma: &[f32], dg: &mut [f32], db: &mut [f3
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{BackwardRows, ForwardRows};
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward_rows(
-        rows: ForwardRows,
-        gamma: &[f32],
-        beta: &[f32],
-        d: usize,
-        eps: f32,
-    ) {
-        super::forward_rows(rows, gamma, beta, d, eps)
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn backward_rows(
-        rows: BackwardRows,
-        gamma: &[f32],
-        dg: &mut [f32],
-        db: &mut [f32],
-        d: usize,
-    ) {
-        super::backward_rows(rows, gamma, dg, db, d)
-    }
+wide_or_plain! {
+    fn forward_rows(rows: ForwardRows, gamma: &[f32], beta: &[f32], d: usize, eps: f32)
+        = forward_rows_with;
+}
+wide_or_plain! {
+    fn backward_rows(rows: BackwardRows, gamma: &[f32], dg: &mut [f32], db: &mut [f32], d: usize)
+        = backward_rows_with;
 }
 
 /// Rows per rayon task: enough work to amortise the split.
@@ -160,7 +133,7 @@ pub fn forward(
         .zip(mean.par_chunks_mut(r).zip(rstd.par_chunks_mut(r)))
         .for_each(|((y, x), (mean, rstd))| {
             let rows = (y, x, mean, rstd);
-            dispatch!(forward_rows(rows, gamma, beta, d, eps))
+            forward_rows(rows, gamma, beta, d, eps)
         });
     // SAFETY: the chunks cover all m·d elements and each row's d elements were written.
     unsafe { y.set_len(m * d) };
@@ -200,7 +173,7 @@ pub fn backward(
         .map(|((dx, (x, dy)), (mean, rstd))| {
             let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
             let rows = (dx, x, dy, mean, rstd);
-            dispatch!(backward_rows(rows, gamma, &mut dg, &mut db, d));
+            backward_rows(rows, gamma, &mut dg, &mut db, d);
             (dg, db)
         })
         .reduce(
@@ -214,4 +187,52 @@ pub fn backward(
     // SAFETY: the chunks cover all m·d elements and each row's d elements were written.
     unsafe { dx.set_len(m * d) };
     (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::simd::{FUSED_BASELINE, wide};
+    use super::*;
+
+    /// The chosen copy (AVX2 where this CPU has it) gives the plain copy's bits: the sums' order
+    /// is the lanes', whatever the vector width. 203 columns leave a ragged tail of lanes.
+    #[test]
+    fn chosen_copy_gives_the_plain_copys_bits() {
+        let (m, d) = (9, 203);
+        let wave = |k: usize, a: f32| (0..k).map(|i| (i as f32 * a).sin() * 3.0 + 0.5).collect();
+        let (x, dy): (Vec<f32>, Vec<f32>) = (wave(m * d, 0.37), wave(m * d, 1.13));
+        let (gamma, beta): (Vec<f32>, Vec<f32>) = (wave(d, 0.7), wave(d, 0.2));
+        let bits = |v: Vec<MaybeUninit<f32>>| -> Vec<u32> {
+            v.iter()
+                .map(|v| unsafe { v.assume_init() }.to_bits())
+                .collect()
+        };
+        let forward = |chosen: bool| {
+            let mut y = vec![MaybeUninit::new(0.0); m * d];
+            let (mut mean, mut rstd) = (vec![0.0; m], vec![0.0; m]);
+            let rows = (&mut y[..], &x[..], &mut mean[..], &mut rstd[..]);
+            if chosen {
+                forward_rows(rows, &gamma, &beta, d, 1e-6)
+            } else {
+                forward_rows_with::<FUSED_BASELINE>(rows, &gamma, &beta, d, 1e-6)
+            }
+            (bits(y), mean, rstd)
+        };
+        let (plain, chosen) = (forward(false), forward(true));
+        assert!(plain == chosen, "forward differs (wide: {})", wide());
+        let (_, mean, rstd) = plain;
+        let backward = |chosen: bool| {
+            let mut dx = vec![MaybeUninit::new(0.0); m * d];
+            let (mut dg, mut db) = (vec![0.0; d], vec![0.0; d]);
+            let rows = (&mut dx[..], &x[..], &dy[..], &mean[..], &rstd[..]);
+            if chosen {
+                backward_rows(rows, &gamma, &mut dg, &mut db, d)
+            } else {
+                backward_rows_with::<FUSED_BASELINE>(rows, &gamma, &mut dg, &mut db, d)
+            }
+            (bits(dx), dg, db)
+        };
+        let (plain, chosen) = (backward(false), backward(true));
+        assert!(plain == chosen, "backward differs (wide: {})", wide());
+    }
 }

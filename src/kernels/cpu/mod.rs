@@ -18,6 +18,8 @@ pub mod layer_norm;
 pub mod linear;
 /// Patches straight from the image: the kept patches' gather and the norm-pix loss.
 pub mod patches;
+/// The run-time choice between baseline and AVX2 + FMA copies of a loop.
+mod simd;
 /// `Σ x²` of a tensor on every core: the global gradient norm.
 pub mod squares;
 
