@@ -205,11 +205,12 @@ fn adamw_matches_burn_over_steps() {
         let grad = grad.mul_scalar(grad_scale);
         (p_ref, state) = reference.step(h.lr as f64, p_ref, grad, state);
     }
+    // Bit for bit: burn's arithmetic in burn's order, and the folded clip factor is the one
+    // f32 product that burn's `mul_scalar` makes.
     let state = state.expect("AdamW state").momentum;
-    assert_close("adamw param", &p, &p_ref, 1e-6);
-    assert_close("adamw m", &m, &state.moment_1, 1e-6);
-    assert_close("adamw v", &v, &state.moment_2, 1e-6);
-    assert_close("adamw step", &(p - start.clone()), &(p_ref - start), 1e-4);
+    assert_close("adamw param", &p, &p_ref, 0.0);
+    assert_close("adamw m", &m, &state.moment_1, 0.0);
+    assert_close("adamw v", &v, &state.moment_2, 0.0);
 }
 
 #[test]

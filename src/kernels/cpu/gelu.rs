@@ -155,6 +155,7 @@ pub fn backward(x: &[f32], grad: &[f32], out: &mut [MaybeUninit<f32>]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::wide;
     use super::*;
 
     /// erf(x) = 1 - erfc(x) by its continued fraction would be another approximation; compare
@@ -209,11 +210,7 @@ mod tests {
                 .zip(b)
                 .all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + a.abs()))
         };
-        assert!(
-            close(&plain, &chosen),
-            "forward differs (wide: {})",
-            super::super::simd::wide()
-        );
+        assert!(close(&plain, &chosen), "forward differs (wide: {})", wide());
         let (plain, chosen) = (
             run(&|o| backward_chunk_with::<FUSED_BASELINE>(&x, &g, o)),
             run(&|o| backward_chunk(&x, &g, o)),
@@ -221,7 +218,7 @@ mod tests {
         assert!(
             close(&plain, &chosen),
             "backward differs (wide: {})",
-            super::super::simd::wide()
+            wide()
         );
     }
 
