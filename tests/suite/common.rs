@@ -141,20 +141,33 @@ pub fn data<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     t.to_data().try_into_vec::<f32>().expect("f32 tensor")
 }
 
-/// Largest difference relative to the reference's largest magnitude, at most `tol`.
+/// Largest difference relative to the reference's largest magnitude, at most `tol`. A NaN on
+/// either side counts as an infinite difference (`f32::max` would drop it).
 pub fn assert_close<const D: usize>(what: &str, got: &Tensor<D>, want: &Tensor<D>, tol: f32) {
     assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
     let (g, w) = (data(got), data(want));
     let scale = w.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
-    let diff = g
-        .iter()
-        .zip(&w)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let diff = g.iter().zip(&w).fold(0f32, |m, (a, b)| {
+        let d = (a - b).abs();
+        m.max(if d.is_nan() { f32::INFINITY } else { d })
+    });
     eprintln!("{what}: max |diff| {diff:.3e} (scale {scale:.3e})");
     assert!(
         diff <= tol * scale && diff.is_finite(),
         "{what}: max |diff| {diff:e} over {tol:e} × {scale:e}"
     );
+}
+
+/// The same f32 bits in every element (so NaN = NaN and 0 ≠ -0).
+pub fn assert_same_bits<const D: usize>(what: &str, got: &Tensor<D>, want: &Tensor<D>) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
+    let bits = |t| data(t).into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    let differ = bits(got)
+        .iter()
+        .zip(&bits(want))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differ, 0, "{what}: {differ} elements differ in their bits");
 }
 
 /// `step -> loss` from a run's `metrics.jsonl`; a line still being written by a running (or

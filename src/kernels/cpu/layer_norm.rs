@@ -23,10 +23,11 @@ type ForwardRows<'a> = (
     &'a mut [f32],
 );
 
-/// `FUSED` is unused: nothing here fuses, so both copies give the same bits (the sums' order
-/// is fixed by [`lanes`], not by the vector width).
+/// The row loops, compiled for the baseline and for AVX2 (`wide_or_plain!` below) because the
+/// row sums in eight [`lanes`] vectorise 8 wide there. `F` is unused: nothing here fuses, so
+/// both copies give the same bits (the sums' order is the lanes', not the vector width's).
 #[inline(always)]
-fn forward_rows_with<const FUSED: bool>(
+fn forward_rows_with<const F: bool>(
     rows: ForwardRows,
     gamma: &[f32],
     beta: &[f32],
@@ -59,8 +60,9 @@ type BackwardRows<'a> = (
     &'a [f32],
 );
 
+/// As [`forward_rows_with`]: `F` is unused, and both copies give the same bits.
 #[inline(always)]
-fn backward_rows_with<const FUSED: bool>(
+fn backward_rows_with<const F: bool>(
     rows: BackwardRows,
     gamma: &[f32],
     dg: &mut [f32],

@@ -1,9 +1,10 @@
 //! One binary for every x86-64 CPU, with the wide loops where the CPU has them: a kernel's
-//! inner loop is written once, generic over `FUSED`, and [`wide_or_plain!`] compiles it twice,
-//! for the baseline (SSE2, 4 lanes, no FMA) and for AVX2 + FMA (8 lanes, fused multiply-adds),
-//! choosing at run time. On aarch64 NEON and FMA are baseline, so there is one copy, with fused
-//! steps. Loops whose sums run in [`super::lanes`] and that do not fuse give the same bits in
-//! both copies; loops that fuse round differently (each copy is still deterministic).
+//! inner loop is written once, generic over `const F: bool` (whether its multiply-adds may be
+//! fused), and [`wide_or_plain!`] compiles it twice, for the baseline (SSE2, 4 lanes, no FMA)
+//! and for AVX2 + FMA (8 lanes, fused multiply-adds), choosing at run time. Elsewhere there is
+//! one copy: fused on aarch64 (NEON and FMA are baseline), unfused on wasm32 and 32-bit x86.
+//! Loops whose sums run in [`super::lanes`] and that do not fuse give the same bits in both
+//! copies; loops that fuse round differently (each copy is still deterministic).
 
 /// Whether the plain build has FMA: always on aarch64, never on baseline x86-64.
 pub(super) const FUSED_BASELINE: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
@@ -23,8 +24,10 @@ pub(super) fn wide() -> bool {
 }
 
 /// `fn name(args) = body;` declares `name`, which runs `body::<true>` compiled for AVX2 + FMA
-/// where [`wide`] says so, else `body::<FUSED_BASELINE>` compiled for the baseline. `body` must
-/// be `#[inline(always)]`, so that all of it is compiled for each copy's features.
+/// where [`wide`] says so, else `body::<FUSED_BASELINE>` compiled for the baseline. `body` and
+/// everything it calls (`lanes`, GELU's `madd` and `exp`) must be `#[inline(always)]`, so that
+/// all of it is compiled for each copy's features. The declared function returns `()` and takes
+/// no generics or named lifetimes (elided ones are fine).
 macro_rules! wide_or_plain {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident;) => {
         $(#[$meta])*
