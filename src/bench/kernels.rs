@@ -84,15 +84,6 @@ fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
 
-/// The operations of `kernels` (`kernel`) or the reference arm.
-fn arm(kernels: Kernels, kernel: bool) -> Ops {
-    if kernel {
-        Ops::new(kernels)
-    } else {
-        Ops::REFERENCE
-    }
-}
-
 fn case(
     kernel: &str,
     work: String,
@@ -133,7 +124,7 @@ pub fn bench_kernels(
     let (l, k, pd) = (m.num_patches(), m.num_visible(), m.patch_dim());
     let ad = device.clone().autodiff();
     ad.seed(config.train.seed);
-    let ops = |kernel: bool| arm(kernels, kernel);
+    let ops = |kernel: bool| Ops::arm(kernels, kernel);
     let mut cases = Vec::new();
 
     let imgs: Tensor<4> = random([b, m.in_chans, s, s], device);
@@ -253,7 +244,7 @@ fn cpu_only_cases(config: &Config, ad: &Device, b: usize, reps: usize) -> Result
         m.decoder_dim,
         m.decoder_dim * m.mlp_ratio,
     );
-    let ops = |kernel: bool| arm(Kernels::Cpu, kernel);
+    let ops = |kernel: bool| Ops::arm(Kernels::Cpu, kernel);
     let x = random::<3>([b, n, d], ad).into_data();
     let h = random::<3>([b, n, hidden], ad).into_data();
     let leaf = |data: &TensorData| Tensor::<3>::from_data(data.clone(), ad).require_grad();

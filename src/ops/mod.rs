@@ -190,6 +190,12 @@ impl Ops {
         }
     }
 
+    /// One arm of a comparison: the operations of `kernels` where `kernel`, else the reference
+    /// (benchmarks and parity tests time or check one against the other).
+    pub const fn arm(kernels: Kernels, kernel: bool) -> Ops {
+        Ops::new(if kernel { kernels } else { Kernels::Reference })
+    }
+
     /// These operations with the tiled WGSL attention forward on or off.
     pub const fn with_tiled_attention(self, tiled_attention: bool) -> Ops {
         Ops {

@@ -3,9 +3,9 @@
 //! by the WGSL (`kernels`) and CPU (`cpu_kernels`) suites alike, each on its own device.
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use sapling::ops::Kernels;
+use sapling::ops::{Kernels, Ops};
 
-use crate::common::{arm, assert_close};
+use crate::common::{assert_close, assert_same_bits};
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
@@ -35,8 +35,12 @@ pub fn loss_matches_reference(device: &Device, kernels: Kernels, shapes: &[Shape
             let pred_data = random::<3>([b, l, p], &device).into_data();
             let run = |kernel: bool| {
                 let pred = Tensor::<3>::from_data(pred_data.clone(), &device).require_grad();
-                let per_patch =
-                    arm(kernels, kernel).per_patch_loss(pred.clone(), imgs.clone(), patch, norm);
+                let per_patch = Ops::arm(kernels, kernel).per_patch_loss(
+                    pred.clone(),
+                    imgs.clone(),
+                    patch,
+                    norm,
+                );
                 let loss = (per_patch.clone() * mask.clone()).sum() / mask.clone().sum();
                 let grads = loss.backward();
                 (per_patch.inner(), pred.grad(&grads).expect("pred gradient"))
@@ -63,13 +67,12 @@ pub fn gather_matches_patchify_then_select(device: &Device, kernels: Kernels, sh
             .map(|r| r as i64)
             .collect();
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), device);
-        let got = arm(kernels, true).patch_gather(imgs.clone(), rows.clone(), patch);
-        let want = arm(kernels, false).patch_gather(imgs, rows, patch);
-        assert_close(
+        let got = Ops::arm(kernels, true).patch_gather(imgs.clone(), rows.clone(), patch);
+        let want = Ops::arm(kernels, false).patch_gather(imgs, rows, patch);
+        assert_same_bits(
             &format!("{kernels} gather B{b} C{c} {h}×{w}px p{patch}"),
             &got,
             &want,
-            0.0,
         );
     }
 }
@@ -97,7 +100,7 @@ pub fn squared_sum_matches_host(device: &Device, kernels: Kernels) {
     ] {
         let want = host(ts);
         for kernel in [false, true] {
-            let got = value(arm(kernels, kernel).squared_sum(ts.to_vec()));
+            let got = value(Ops::arm(kernels, kernel).squared_sum(ts.to_vec()));
             assert!(
                 (got - want).abs() <= 1e-5 * want,
                 "{kernels}: squared sum of {what} (kernel {kernel}): {got} vs {want} on the host"

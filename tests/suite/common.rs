@@ -127,15 +127,6 @@ pub fn lockstep(
     }
 }
 
-/// The ops with `kernels` (`kernel`) or the reference ops: the two arms a parity test compares.
-pub fn arm(kernels: sapling::ops::Kernels, kernel: bool) -> sapling::ops::Ops {
-    if kernel {
-        sapling::ops::Ops::new(kernels)
-    } else {
-        sapling::ops::Ops::REFERENCE
-    }
-}
-
 /// The f32 elements of a tensor.
 pub fn data<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     t.to_data().try_into_vec::<f32>().expect("f32 tensor")

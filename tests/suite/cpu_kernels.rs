@@ -14,7 +14,7 @@ use sapling::optim::adamw::burn_adamw;
 use sapling::train::Trainer;
 
 use crate::both_arms;
-use crate::common::{arm, assert_close, assert_same_bits, copy_model, lockstep, micro_config};
+use crate::common::{assert_close, assert_same_bits, copy_model, lockstep, micro_config};
 
 fn random<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, std), device)
@@ -22,7 +22,7 @@ fn random<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tenso
 
 /// The CPU kernel's arm (`true`) or the reference arm of the ops layer.
 fn ops(kernel: bool) -> Ops {
-    arm(Kernels::Cpu, kernel)
+    Ops::arm(Kernels::Cpu, kernel)
 }
 
 #[test]

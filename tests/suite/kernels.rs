@@ -9,7 +9,7 @@ use sapling::ops::{Kernels, Ops};
 use sapling::train::Trainer;
 
 use crate::both_arms;
-use crate::common::{arm, assert_close, copy_model, lockstep, micro_config, wgpu_or_skip};
+use crate::common::{assert_close, copy_model, lockstep, micro_config, wgpu_or_skip};
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
@@ -17,7 +17,7 @@ fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
 
 /// The WGSL kernel's arm (`true`) or the reference arm of the ops layer.
 fn ops(kernel: bool) -> Ops {
-    arm(Kernels::Wgsl, kernel)
+    Ops::arm(Kernels::Wgsl, kernel)
 }
 
 #[test]

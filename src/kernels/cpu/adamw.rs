@@ -46,7 +46,7 @@ pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: 
             *p = *p * decay - delta * h.lr;
         }
     };
-    let chunk = n.div_ceil(4 * rayon::current_num_threads()).max(1 << 14);
+    let chunk = super::rows_per_task(n, 1);
     param
         .par_chunks_mut(chunk)
         .zip(grad.par_chunks(chunk))

@@ -14,12 +14,10 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::simd::{FUSED_BASELINE, wide_or_plain};
+use super::{PARALLEL_MIN, rows_per_task};
 
 /// A chunk of a kernel's output, written before it is read.
 type Out<'a> = &'a mut [MaybeUninit<f32>];
-
-/// Below this many elements a single thread is faster than waking the pool.
-const PARALLEL_MIN: usize = 1 << 14;
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
@@ -115,11 +113,6 @@ wide_or_plain! {
     fn backward_chunk(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) = backward_chunk_with;
 }
 
-fn chunk_len(n: usize) -> usize {
-    n.div_ceil(4 * rayon::current_num_threads())
-        .max(PARALLEL_MIN)
-}
-
 /// `out[i] = gelu(x[i])`, every element of `out` written.
 pub fn forward(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     assert_eq!(x.len(), out.len(), "gelu: input and output lengths differ");
@@ -127,7 +120,7 @@ pub fn forward(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     if x.len() < PARALLEL_MIN {
         return run((out, x));
     }
-    let c = chunk_len(x.len());
+    let c = rows_per_task(x.len(), 1);
     out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(run);
 }
 
@@ -147,7 +140,7 @@ pub fn backward(x: &[f32], grad: &[f32], out: &mut [MaybeUninit<f32>]) {
     if x.len() < PARALLEL_MIN {
         return run((out, (x, grad)));
     }
-    let c = chunk_len(x.len());
+    let c = rows_per_task(x.len(), 1);
     out.par_chunks_mut(c)
         .zip(x.par_chunks(c).zip(grad.par_chunks(c)))
         .for_each(run);

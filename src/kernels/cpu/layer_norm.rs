@@ -12,8 +12,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::lanes;
 use super::simd::wide_or_plain;
+use super::{lanes, rows_per_task};
 
 /// One task's rows of the forward: `(y, x, mean, rstd)`.
 type ForwardRows<'a> = (
@@ -100,12 +100,6 @@ wide_or_plain! {
 wide_or_plain! {
     fn backward_rows(rows: BackwardRows, gamma: &[f32], dg: &mut [f32], db: &mut [f32], d: usize)
         = backward_rows_with;
-}
-
-/// Rows per rayon task: enough work to amortise the split.
-fn rows_per_task(m: usize, d: usize) -> usize {
-    let by_threads = m.div_ceil(4 * rayon::current_num_threads());
-    by_threads.max((1 << 14) / d.max(1)).max(1)
 }
 
 /// `(y, mean, rstd)` of `x [m, d]` with scale `gamma` and shift `beta` `[d]`.

@@ -312,6 +312,18 @@ unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
     v
 }
 
+/// Below this many elements a kernel's loop runs on the calling thread: waking the pool costs
+/// more than it saves.
+const PARALLEL_MIN: usize = 1 << 14;
+
+/// Rows of `row_len` elements per rayon task (elements: `row_len` 1): a few tasks per thread,
+/// each at least [`PARALLEL_MIN`] elements, or one row where a row is longer.
+fn rows_per_task(rows: usize, row_len: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads())
+        .max(PARALLEL_MIN / row_len.max(1))
+        .max(1)
+}
+
 /// The patch geometry of images `[B, C, H, W]` cut into `patch`-pixel patches, and B.
 fn patch_geometry(imgs: &FlexTensor, patch: usize) -> (patches::Geometry, usize) {
     assert_eq!(imgs.dtype(), DType::F32, "CPU kernels: images must be f32");

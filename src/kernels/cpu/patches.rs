@@ -13,10 +13,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::lanes;
-
-/// Below this many patch elements a single thread is faster than waking the pool.
-const PARALLEL_MIN: usize = 1 << 14;
+use super::{lanes, rows_per_task};
 
 /// Variance floor of norm-pix, as MAE's `(var + 1.e-6) ** .5` (`ops::NORM_PIX_EPS`).
 const EPS: f32 = 1e-6;
@@ -89,17 +86,11 @@ impl Geometry {
     }
 }
 
-/// Patches per rayon task: at least [`PARALLEL_MIN`] elements, a few tasks per thread.
-fn per_task(rows: usize, len: usize) -> usize {
-    let by_threads = rows.div_ceil(4 * rayon::current_num_threads());
-    by_threads.max(PARALLEL_MIN / len.max(1)).max(1)
-}
-
 /// The patches at flat rows `b·L + l` of `imgs` → `[rows.len(), P]`, written into `out`.
 pub fn gather(imgs: &[f32], g: Geometry, rows: &[usize], out: &mut [MaybeUninit<f32>]) {
     let (len, per_image) = (g.patch_len(), g.patches());
     assert_eq!(out.len(), rows.len() * len, "patch gather: output length");
-    let t = per_task(rows.len(), len);
+    let t = rows_per_task(rows.len(), len);
     out.par_chunks_mut(t * len)
         .zip(rows.par_chunks(t))
         .for_each(|(out, rows)| {
@@ -116,7 +107,7 @@ pub fn gather(imgs: &[f32], g: Geometry, rows: &[usize], out: &mut [MaybeUninit<
 pub fn loss(pred: &[f32], imgs: &[f32], g: Geometry, norm_pix: bool, out: &mut [MaybeUninit<f32>]) {
     let len = g.patch_len();
     assert_eq!(pred.len(), out.len() * len, "patch loss: lengths");
-    let t = per_task(out.len(), len);
+    let t = rows_per_task(out.len(), len);
     out.par_chunks_mut(t)
         .zip(pred.par_chunks(t * len))
         .enumerate()
@@ -144,7 +135,7 @@ pub fn loss_backward(
     let len = g.patch_len();
     assert_eq!(pred.len(), grad.len() * len, "patch loss backward: lengths");
     assert_eq!(out.len(), pred.len(), "patch loss backward: output length");
-    let t = per_task(grad.len(), len);
+    let t = rows_per_task(grad.len(), len);
     out.par_chunks_mut(t * len)
         .zip(pred.par_chunks(t * len))
         .enumerate()
