@@ -442,6 +442,21 @@ impl TrainArgs {
         }
         let mut config = loaded.state.config.clone();
         self.apply_flags(&mut config);
+        // Into the checkpoint's own run folder (wherever it was moved or copied to), not the
+        // folder its stored config names, unless `--out` says otherwise.
+        if self.out.is_none() {
+            config.train.out = match resume {
+                None => fresh.train.out,
+                Some(path) => loaded
+                    .run_folder()
+                    .ok_or_else(|| SaplingError::Checkpoint {
+                        path: path.clone(),
+                        message: "is not inside a run folder (OUT/checkpoints/step-N), so where \
+                              the resumed run writes is not known; say it with --out"
+                            .into(),
+                    })?,
+            };
+        }
         config.validate()?;
         Ok((config, Some(loaded)))
     }

@@ -320,6 +320,7 @@ impl ModelConfig {
                 ));
             }
         }
+        self.validate_sizes()?;
         if self.num_visible() == self.num_patches() {
             return Err(SaplingError::config(
                 "model.mask_ratio",
@@ -329,6 +330,55 @@ impl ModelConfig {
                     self.num_patches()
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    /// Each field can be in range while their products describe tensors no machine holds
+    /// (4096 px at patch 1 is 16.7 M tokens, and a position table of them at width 16384 a
+    /// terabyte, built before any memory check): the derived sizes are bounded too.
+    fn validate_sizes(&self) -> Result<()> {
+        let tokens = self.num_patches() as u64;
+        if tokens > bounds::TOKENS {
+            return Err(SaplingError::config(
+                "model.patch_size",
+                format!(
+                    "{} px at patch {} is {tokens} patches per image, more than {}; use a \
+                     larger patch_size or a smaller img_size",
+                    self.img_size,
+                    self.patch_size,
+                    bounds::TOKENS
+                ),
+            ));
+        }
+        let (d, dd, p) = (
+            self.dim as u64,
+            self.decoder_dim as u64,
+            self.patch_dim() as u64,
+        );
+        let hidden = |w: u64| w * w * self.mlp_ratio as u64;
+        let tensors = [
+            ("the position table", (tokens + 1) * d.max(dd)),
+            ("the patch embedding", p * d),
+            ("the prediction head", p * dd),
+            ("an encoder MLP weight", hidden(d)),
+            ("a decoder MLP weight", hidden(dd)),
+            ("an attention qkv weight", 3 * d.max(dd) * d.max(dd)),
+        ];
+        for (what, elements) in tensors {
+            if elements > bounds::TENSOR_ELEMENTS {
+                return Err(SaplingError::config(
+                    "model",
+                    format!(
+                        "{what} would hold {elements} values, more than the {} of any tensor \
+                         sapling builds; the widths, patch size and image size together are \
+                         too large",
+                        bounds::TENSOR_ELEMENTS
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -914,6 +964,10 @@ mod bounds {
     use super::{Interval, closed, open_high, open_low};
 
     pub const IMG_SIZE: RangeInclusive<u64> = 1..=4096;
+    /// Patches per image: 4096 px at patch 16 (Sapiens at 1024 px has 4096).
+    pub const TOKENS: u64 = 1 << 16;
+    /// Values in one weight or table: 8 GiB in f32, past WebGPU's largest buffers.
+    pub const TENSOR_ELEMENTS: u64 = 1 << 31;
     /// Encoder and decoder widths (the 2B Sapiens is 1920 wide).
     pub const WIDTH: RangeInclusive<u64> = 1..=16384;
     pub const DEPTH: RangeInclusive<u64> = 1..=512;

@@ -65,6 +65,14 @@ pub enum SaplingError {
     #[error("weights {path}: {message}")]
     Import { path: PathBuf, message: String },
 
+    /// A resumed run had already reached its last step: nothing to train, which is not a
+    /// failure (a job that resumes until done ends cleanly).
+    #[error(
+        "the run in {} is complete: it reached its last step, {step}; give --steps (or --epochs) \
+         beyond {step} to train on", out.display()
+    )]
+    Complete { step: u64, out: PathBuf },
+
     /// Saving or loading a model record failed.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },

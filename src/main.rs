@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     sapling::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,sapling=info".into()),
@@ -42,6 +43,13 @@ fn main() -> anyhow::Result<()> {
         .command
         .unwrap_or(Command::Train(TrainCommandArgs::default()));
     on_rayon_pool(move || run_command(command))
+}
+
+/// Colours in log lines only for a person at a terminal: not in a file or a pipe, and not when
+/// `NO_COLOR` is set (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Runs `work` on a thread of rayon's global pool rather than on the process's main thread.
@@ -102,6 +110,13 @@ fn train(args: TrainCommandArgs) -> anyhow::Result<()> {
     };
     let summary = match sapling::train::train(&config, options) {
         Ok(summary) => summary,
+        // Every rank finds it complete alike (they agreed on the checkpoint first).
+        Err(e @ sapling::SaplingError::Complete { .. }) => {
+            if world.rank() == 0 {
+                println!("{e}");
+            }
+            return Ok(());
+        }
         Err(e) => {
             let e = anyhow::Error::from(e).context(format!("training {}", config.preset.name()));
             if world.size() > 1 {

@@ -120,6 +120,7 @@ fn read(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         ))
     })?;
     check_sides(&dims[1..]).map_err(err)?;
+    check_length(path, 4 * (1 + rank as u64), &dims, len as u64).map_err(err)?;
     let data = read_body(body, len).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => err(format!(
             "truncated: the compressed data ends before the {len} bytes the header {dims:?} needs"
@@ -185,6 +186,75 @@ fn check_sides(sides: &[usize]) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The most data bytes one IDX file may hold (the Fashion-MNIST training images are 47 MB).
+const MAX_BODY: u64 = 1 << 30;
+/// Deflate cannot shrink data more than this (its longest match per shortest code).
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Checks what the header claims (`head` header bytes and `body` data bytes) against the file
+/// before any of the data is read: a plain file must be exactly that long; a gzip file must
+/// say that length in its trailer and be able to hold it at deflate's best ratio. So a small
+/// file with a header claiming 10^8 images is refused, not read until memory runs out.
+fn check_length(
+    path: &Path,
+    head: u64,
+    dims: &[usize],
+    body: u64,
+) -> std::result::Result<(), String> {
+    if body > MAX_BODY {
+        return Err(format!(
+            "its header {dims:?} claims {body} bytes of data, more than the {MAX_BODY} sapling \
+             reads from one IDX file"
+        ));
+    }
+    let trailer = || -> std::io::Result<(u64, bool, u32)> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut magic = [0u8; 2];
+        let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+        let mut isize = [0u8; 4];
+        if gzip && len >= 18 {
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::End(-4))?;
+            file.read_exact(&mut isize)?;
+        }
+        Ok((len, gzip, u32::from_le_bytes(isize)))
+    };
+    let (len, gzip, isize) = trailer().map_err(|e| format!("cannot read it: {e}"))?;
+    // The data bytes the file holds, as far as can be told without reading them.
+    let held = if gzip {
+        if head + body > len.saturating_mul(MAX_DEFLATE_RATIO) {
+            return Err(format!(
+                "truncated: {len} compressed bytes cannot hold the {body} data bytes its header \
+                 {dims:?} needs"
+            ));
+        }
+        // The trailer gives the inflated length modulo 2^32.
+        u64::from(isize.wrapping_sub(head as u32))
+    } else {
+        len.saturating_sub(head)
+    };
+    let exact = if gzip {
+        held == body % (1 << 32)
+    } else {
+        held == body
+    };
+    match () {
+        _ if exact => Ok(()),
+        _ if held > body => Err(format!(
+            "more data than the {body} bytes its header {dims:?} says: corrupt, or not an IDX file"
+        )),
+        _ => Err(format!(
+            "truncated: {held} data bytes, the header {dims:?} needs {body}{}",
+            if gzip {
+                " (by the gzip trailer; the file may be cut short or corrupt)"
+            } else {
+                ""
+            }
+        )),
+    }
 }
 
 /// Reads at most `len + 1` bytes: the extra byte tells a body longer than the header says from

@@ -63,6 +63,25 @@ impl Collective for Solo {
 /// The process group a run belongs to.
 pub type World = Rc<dyn Collective>;
 
+/// Callers inside [`catching_panics`] now. Process-wide, not per thread: a panic in a pool
+/// thread reaches the caller that joins it.
+static CATCHING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `work`, whose panics the caller catches and handles: MPI's panic hook then does not
+/// abort the job for them (see `abort_on_panic`).
+pub fn catching_panics<R>(work: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::Ordering;
+    CATCHING.fetch_add(1, Ordering::SeqCst);
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            CATCHING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _done = Done;
+    work()
+}
+
 /// MPI's world when sapling is built with `--features mpi` (a world of one without `mpirun`),
 /// otherwise [`Solo`].
 pub fn init() -> World {
@@ -93,11 +112,34 @@ mod mpi_world {
         pub fn init() -> Option<Self> {
             let universe = mpi::initialize()?;
             let world = universe.world();
+            if world.size() > 1 {
+                abort_on_panic(world.rank());
+            }
             Some(MpiWorld {
                 _universe: universe,
                 world,
             })
         }
+    }
+
+    /// A panic on one rank (a bug, not an error, which the binary reports and aborts on) would
+    /// leave the other ranks waiting in their next collective for ever: after the usual report
+    /// the whole job is aborted. A panic a caller expects and catches (a trial step that runs
+    /// the device out of memory, see [`super::catching_panics`]) is left to it.
+    fn abort_on_panic(rank: i32) {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            if super::CATCHING.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return;
+            }
+            eprintln!("sapling: panic on MPI rank {rank}; aborting every rank of the job");
+            // SAFETY: MPI was initialised (this hook is installed after it) and MPI_Abort may be
+            // called from any thread; it does not return.
+            unsafe {
+                mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101);
+            }
+        }));
     }
 
     impl Collective for MpiWorld {

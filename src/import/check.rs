@@ -177,6 +177,9 @@ pub(super) fn shapes(imported: &Imported, c: &ModelConfig, preset: &str) -> Resu
     Err(SaplingError::import(&imported.path, message))
 }
 
+/// The most values a position table may hold (Sapiens-2B's at 1024 px holds 7.9 M).
+const MAX_TABLE: usize = 1 << 26;
+
 /// Which sin-cos layout the file's position tables are in; an error when they are neither
 /// (a learned table cannot be kept fixed as sapling's are).
 pub(super) fn pos_layout(imported: &Imported) -> Result<Option<PosEmbed>> {
@@ -195,8 +198,27 @@ pub(super) fn pos_layout(imported: &Imported) -> Result<Option<PosEmbed>> {
             }
         };
         let grid = ((n.saturating_sub(1)) as f64).sqrt().round() as usize;
-        // A grid beyond any image sapling takes (4096 px at patch 1) is no position table.
-        let square = grid <= 4096 && grid * grid + 1 == n;
+        // Checked before a value is read: a table is as wide as the tokens it is added to,
+        // and no larger than a model sapling builds (its values would be read whole).
+        let width = match name {
+            "pos_embed" => imported
+                .shape("patch_embed.proj.weight")
+                .and_then(|s| s.first()),
+            _ => imported
+                .shape("decoder_embed.weight")
+                .and_then(|s| s.first()),
+        };
+        if width.is_some_and(|&w| w != dim) || n.saturating_mul(dim) > MAX_TABLE {
+            return Err(SaplingError::import(
+                &imported.path,
+                format!(
+                    "`{name}` is {n} x {dim}: not as wide as the tokens it is added to ({}), or \
+                     larger than any position table sapling builds ({MAX_TABLE} values)",
+                    width.map_or("none".into(), |w| w.to_string())
+                ),
+            ));
+        }
+        let square = grid * grid + 1 == n;
         if !square || dim == 0 || !dim.is_multiple_of(4) {
             return Err(SaplingError::import(
                 &imported.path,

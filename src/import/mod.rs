@@ -190,6 +190,17 @@ impl Imported {
         for &i in &entry.parts {
             out.extend(self.files[i].values(&self.path)?);
         }
+        let bad = out.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(SaplingError::import(
+                &self.path,
+                format!(
+                    "`{name}` holds {bad} non-finite values (NaN or infinity) of {}: the file is \
+                     damaged, or the run that wrote it diverged; start from another file",
+                    out.len()
+                ),
+            ));
+        }
         Ok(out)
     }
 

@@ -3,6 +3,7 @@
 //! would otherwise deadlock in mismatched collectives or silently train on inconsistent shards.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
 
 use super::run::RunOptions;
 use crate::config::Config;
@@ -71,6 +72,10 @@ fn facts(config: &Config, options: &RunOptions, data_len: usize) -> Vec<(String,
         "the number of images in the data".into(),
         data_len.to_string(),
     ));
+    // Ranks of one job must run the same program: another version or build could step, count
+    // or name things differently while agreeing on every setting.
+    facts.push(("sapling's version".into(), env!("CARGO_PKG_VERSION").into()));
+    facts.push(("sapling's build features".into(), build_features()));
     let (step, checkpoint) = options.resume.as_ref().map_or((0, "none".into()), |l| {
         (
             l.state.step,
@@ -83,6 +88,57 @@ fn facts(config: &Config, options: &RunOptions, data_len: usize) -> Vec<(String,
     facts.push(("the start step".into(), step.to_string()));
     facts.push(("the checkpoint resumed from".into(), checkpoint));
     facts
+}
+
+/// With the optimizer sharded, every rank writes its shard of each checkpoint into the folder
+/// rank 0 claimed, so every rank must see that folder (one file system, not node-local disks):
+/// rank 0 writes a token file there, and every rank looks for it, before the first step rather
+/// than at the first checkpoint.
+pub(super) fn check_shared_out(out: &Path, world: &dyn Collective) -> Result<()> {
+    let mine = if world.rank() == 0 {
+        let nanos = web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ u64::from(std::process::id()).rotate_left(32) | 1
+    } else {
+        0
+    };
+    let token = world.all_gather_u64(mine)[0];
+    let path = out.join(format!(".sapling-ranks-{token:016x}"));
+    let wrote = world.rank() != 0 || crate::atomic::write(&path, &token.to_le_bytes()).is_ok();
+    world.barrier();
+    let sees = wrote && std::fs::read(&path).is_ok_and(|b| b == token.to_le_bytes());
+    let seen = world.all_gather_u64(u64::from(sees));
+    world.barrier();
+    if world.rank() == 0 {
+        let _ = std::fs::remove_file(&path);
+    }
+    let blind: Vec<String> = (0..seen.len())
+        .filter(|&r| seen[r] == 0)
+        .map(|r| r.to_string())
+        .collect();
+    if blind.is_empty() {
+        return Ok(());
+    }
+    Err(SaplingError::Ranks(format!(
+        "rank(s) {} cannot see the output folder {} that rank 0 writes into; with the optimizer \
+         sharded every rank writes its part of each checkpoint there. Put --out on a file system \
+         every node shares (NFS, Lustre), or train with --shard-optimizer false",
+        blind.join(", "),
+        out.display()
+    )))
+}
+
+/// The cargo features this binary was built with (those that change what a rank computes or
+/// how it talks to the others).
+fn build_features() -> String {
+    let features = [
+        ("mpi", cfg!(feature = "mpi")),
+        ("mimalloc", cfg!(feature = "mimalloc")),
+        ("debug-assertions", cfg!(debug_assertions)),
+    ];
+    let on: Vec<&str> = features.iter().filter(|f| f.1).map(|f| f.0).collect();
+    on.join(",")
 }
 
 /// Every leaf of `value` under `path`, named by its dotted path (`train.seed`).
@@ -105,4 +161,21 @@ fn hash<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut h = DefaultHasher::new();
     value.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_agree_on_the_binary_too() {
+        let facts = facts(
+            &crate::config::Preset::Tiny.config(),
+            &RunOptions::default(),
+            10,
+        );
+        let names: Vec<&str> = facts.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"sapling's version"), "{names:?}");
+        assert!(names.contains(&"sapling's build features"), "{names:?}");
+    }
 }

@@ -80,7 +80,7 @@ impl MetricsLog {
 }
 
 /// The step of a metric line, if it is one.
-fn step_of(line: &str) -> Option<u64> {
+pub(super) fn step_of(line: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Step {
         step: u64,

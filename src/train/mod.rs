@@ -19,6 +19,9 @@ mod recompute;
 /// The loop (the command line's; the browser drives `Trainer` from `web/`).
 #[cfg(not(target_family = "wasm"))]
 pub mod run;
+/// Setting a run's own files aside (a branch, an `--overwrite`) instead of deleting them.
+#[cfg(not(target_family = "wasm"))]
+mod set_aside;
 /// Setting a run up.
 #[cfg(not(target_family = "wasm"))]
 mod setup;

@@ -67,7 +67,7 @@ impl Outputs {
     ) -> Result<Outputs> {
         let lead = world.rank() == 0;
         let out = config.train.out.clone();
-        let resumed = options.resume.as_ref().map(|l| &l.state);
+        let resumed = options.resume.as_deref();
         let folder = lead
             .then(|| RunFolder::claim(&out, resumed, options.overwrite))
             .transpose()?;
@@ -118,6 +118,10 @@ impl Outputs {
         stats: &StepStats,
         images_per_sec: f64,
     ) -> Result<bool> {
+        // A step is done: a run an `--overwrite` set aside can go now.
+        if let Some(folder) = self.folder.as_mut() {
+            folder.under_way();
+        }
         let t = &self.config.train;
         let (log_every, recon_every, checkpoint_every) =
             (t.log_every, t.recon_every, t.checkpoint_every);

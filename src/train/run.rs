@@ -10,7 +10,7 @@ use web_time::Instant;
 
 use super::agree::agree;
 use super::outputs::Outputs;
-use super::setup::{Run, check_data};
+use super::setup::{Run, check_data, check_not_past_end};
 use super::summary::Tally;
 use crate::checkpoint::Loaded;
 use crate::config::Config;
@@ -83,6 +83,7 @@ pub fn train(config: &Config, options: RunOptions) -> Result<RunSummary> {
     // Data problems are reported before any device work starts.
     let source = check_data(config, &options, world.as_ref())?;
     agree(config, &options, source.len(), world.as_ref())?;
+    check_not_past_end(&options, config, source.len())?;
     let mut outputs = Outputs::open(config, &options, &world, &source)?;
     let mut run = Run::start(config, &options, world, source)?;
     let mut tally = Tally::default();

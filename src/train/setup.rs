@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use burn::tensor::Device;
 
+use super::agree::check_shared_out;
 use super::init::initial_trainer;
 use super::run::RunOptions;
 use super::step::Trainer;
@@ -63,6 +64,36 @@ pub(super) fn check_data(
     ImageSource::new(config.data.dir.as_deref())
 }
 
+/// A checkpoint past the run's last step is refused by name, and one at it has nothing left to
+/// train ([`SaplingError::Complete`]), both before the folder is touched. Called after the
+/// ranks agreed on the checkpoint, so every rank ends alike.
+pub(super) fn check_not_past_end(
+    options: &RunOptions,
+    config: &Config,
+    images: usize,
+) -> Result<()> {
+    let Some(loaded) = &options.resume else {
+        return Ok(());
+    };
+    let (step, total) = (loaded.state.step, config.train.total_steps(images));
+    if step < total {
+        return Ok(());
+    }
+    if step == total {
+        return Err(SaplingError::Complete {
+            step,
+            out: config.train.out.clone(),
+        });
+    }
+    Err(SaplingError::Checkpoint {
+        path: loaded.path.clone(),
+        message: format!(
+            "says it is at step {step}, past the run's last step {total}; give --steps (or \
+             --epochs) beyond {step} to train on, or resume from another checkpoint"
+        ),
+    })
+}
+
 /// The run writes its config as TOML, whose strings are UTF-8: a path that is not cannot be
 /// recorded, so it is refused here by its field rather than failing once the run has started.
 fn paths_are_utf8(config: &Config) -> Result<()> {
@@ -112,6 +143,9 @@ impl Run {
         let total = config.train.total_steps(source.len());
         let schedule = Schedule::new(&config.optim, plan.effective_batch, total);
         let levers = plan.levers.expect("a run's plan has its levers");
+        if levers.shards > 1 {
+            check_shared_out(&config.train.out, world.as_ref())?;
+        }
         // A fresh start copies rank 0's weights to every rank; a restore then replaces them by
         // the checkpoint's on every rank (and a sharded optimizer needs its rank to restore).
         let mut trainer = match &options.resume {
@@ -122,9 +156,10 @@ impl Run {
         if let Some(loaded) = &options.resume {
             trainer.restore(loaded, config)?;
             tracing::info!(
-                "resuming from {} at step {}",
+                "resuming from {} at step {}, writing into {}",
                 loaded.path.display(),
-                loaded.state.step
+                loaded.state.step,
+                config.train.out.display()
             );
         }
         let (start_step, start_sample) = start_of(options);

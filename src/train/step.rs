@@ -200,9 +200,13 @@ impl Trainer {
     /// same model config (after [`Trainer::join`], so a sharded optimizer knows its rank).
     pub fn restore(&mut self, loaded: &Loaded, config: &Config) -> Result<()> {
         self.set_loss_scale(loaded.state.loss_scale);
-        let model = self.model.take().expect("model is present between steps");
-        let ops = self.levers.ops();
-        let model = loaded.load_model(model)?.with_ops(ops);
+        // The ops the trainer resolved when it was built (the attention form included), not
+        // rebuilt from the levers, so a resumed run computes as the uninterrupted one did.
+        let ops = self.model().ops();
+        // The weights are loaded into a model of the same config, so a checkpoint that does
+        // not load leaves this trainer's model as it was.
+        let fresh = MaskedAutoencoder::new(&self.model().config, &self.device);
+        let model = loaded.load_model(fresh)?.with_ops(ops);
         if let Update::Sharded(_) = self.update {
             if !loaded.is_sharded() {
                 self.model = Some(model);
@@ -334,7 +338,15 @@ impl Trainer {
         let started = Instant::now();
         let (pending, forward) = self.forward_backward(batches, timing).await?;
         crate::counts::read_back();
-        let values = read_scalars(pending.readout.clone().into_data_async().await)?;
+        // A failed readback (a lost device, a browser's mapping error) keeps the weights: the
+        // model goes back to the trainer with the step not applied.
+        let values = match read_scalars(pending.readout.clone().into_data_async().await) {
+            Ok(values) => values,
+            Err(e) => {
+                self.model = Some(pending.model);
+                return Err(e);
+            }
+        };
         // The readback waited for every gradient: forward and backward are done.
         let forward_backward = started.elapsed().as_secs_f64();
         let stats = self.apply(pending, &values, step, lr)?;

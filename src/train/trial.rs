@@ -124,9 +124,11 @@ pub fn run_trial(
 ) -> Trial {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     let meter = PeakMeter::start(device);
-    let measured = catch_unwind(AssertUnwindSafe(|| {
-        pollster::block_on(measure(config, device, micro, levers, timed))
-    }));
+    let measured = crate::dist::world::catching_panics(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            pollster::block_on(measure(config, device, micro, levers, timed))
+        }))
+    });
     let result = match measured {
         Ok(measured) => measured.map_err(|e| e.to_string()),
         Err(panic) => Err(panic

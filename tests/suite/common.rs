@@ -47,10 +47,18 @@ pub fn flex() -> Device {
     Device::flex()
 }
 
+/// What `SAPLING_REQUIRE_GPU` asks of the WebGPU adapter: nothing (unset: a test without one
+/// skips), that there is one (`1`), or that it has shader-f16 too (`f16`).
+fn required() -> Option<String> {
+    std::env::var(REQUIRE_GPU_ENV)
+        .ok()
+        .filter(|v| v == "1" || v == "f16")
+}
+
 /// Whether a WebGPU adapter exists (for tests that use it from a child process); prints why
 /// the calling test is skipped when not.
 pub fn adapter_or_skip(test: &str) -> bool {
-    let required = std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+    let required = required().is_some();
     if device::adapters().is_empty() {
         assert!(
             !required,
@@ -66,7 +74,7 @@ pub fn adapter_or_skip(test: &str) -> bool {
 
 /// The WebGPU device, or `None` after printing why the calling test is skipped.
 pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
-    let required = std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+    let required = required().is_some();
     if !adapter_or_skip(test) {
         return None;
     }
@@ -78,6 +86,38 @@ pub fn wgpu_or_skip(test: &str) -> Option<Selected> {
             None
         }
     }
+}
+
+/// Whether the WebGPU adapter has shader-f16 (for the f16 tests, whose names hold `f16` so
+/// one filter runs them all on such an adapter); prints why the calling test is skipped when
+/// not, and fails instead when `SAPLING_REQUIRE_GPU=f16`.
+pub fn f16_adapter_or_skip(test: &str) -> bool {
+    if !adapter_or_skip(test) {
+        return false;
+    }
+    if device::adapters().iter().any(|a| a.shader_f16) {
+        return true;
+    }
+    assert!(
+        required().as_deref() != Some("f16"),
+        "{test}: {REQUIRE_GPU_ENV}=f16 but no WebGPU adapter has shader-f16 (lavapipe has it)"
+    );
+    eprintln!("SKIPPED {test}: no WebGPU adapter has shader-f16");
+    false
+}
+
+/// The WebGPU device when its adapter has shader-f16 (see [`f16_adapter_or_skip`]).
+pub fn wgpu_f16_or_skip(test: &str) -> Option<Selected> {
+    let gpu = wgpu_or_skip(test)?;
+    if gpu.adapter.as_ref().is_some_and(|a| a.shader_f16) {
+        return Some(gpu);
+    }
+    assert!(
+        required().as_deref() != Some("f16"),
+        "{test}: {REQUIRE_GPU_ENV}=f16 but the WebGPU adapter has no shader-f16"
+    );
+    eprintln!("SKIPPED {test}: the WebGPU adapter has no shader-f16");
+    None
 }
 
 /// The same weights as `model`, on `device`.

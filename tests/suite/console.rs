@@ -55,6 +55,11 @@ fn train_prints_json_on_stdout_only_with_the_json_flag() {
             assert_eq!(lines.len(), 2, "one JSON line per logged step:\n{stdout}");
             assert!(lines.iter().all(|l| is_json(l) && l.contains("\"loss\"")));
             assert!(stderr.contains("done: 2 steps"), "{stderr}");
+            // A pipe is not a terminal: the log lines carry no colour codes.
+            assert!(
+                stderr.contains(" INFO ") && !stderr.contains('\u{1b}'),
+                "{stderr}"
+            );
         } else {
             assert!(
                 !lines.iter().any(|l| is_json(l)),

@@ -10,6 +10,7 @@ mod common;
 mod config;
 mod console;
 mod cpu_kernels;
+mod crafted;
 mod data;
 mod dist;
 mod examples;
@@ -17,6 +18,7 @@ mod faults;
 mod import;
 mod kernels;
 mod layers;
+mod lineage;
 mod model;
 #[cfg(feature = "mpi")]
 mod mpi;

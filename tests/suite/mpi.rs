@@ -321,12 +321,13 @@ fn ranks_started_differently_fail_at_start_naming_the_difference() {
         "{text}"
     );
 
-    // One rank resuming and the other starting fresh.
+    // One rank resuming and the other starting fresh (a run of half the steps to resume).
+    let half: Vec<String> = train_args(&run_config("mpi-first"), &out, "cpu")
+        .into_iter()
+        .map(|a| if a == STEPS { "2".into() } else { a })
+        .collect();
     check(
-        Command::new(SAPLING)
-            .args(train_args(&run_config("mpi-first"), &out, "cpu"))
-            .output()
-            .unwrap(),
+        Command::new(SAPLING).args(half).output().unwrap(),
         "a run to resume",
     );
     let (ok, text) = two_different("mpi-disagree-resume", &["--overwrite"], &["--resume"], &out);
@@ -352,5 +353,61 @@ fn a_checkpoint_write_failing_on_rank_0_ends_the_job() {
     assert!(
         !ok && text.contains("rank 0") && text.contains("checkpoints"),
         "{text}"
+    );
+}
+
+/// Started only under `mpirun` by the test below: rank 1 panics (a bug, not an error) while
+/// rank 0 waits for it in a collective.
+#[test]
+#[ignore = "run under mpirun by a_panic_on_one_rank_ends_the_job"]
+fn panics_on_rank_one() {
+    let world = sapling::dist::world::init();
+    if world.rank() == 1 {
+        panic!("a planted panic on rank 1");
+    }
+    world.barrier();
+}
+
+#[test]
+fn a_panic_on_one_rank_ends_the_job() {
+    let suite = std::env::current_exe().unwrap();
+    let mut cmd = mpirun();
+    cmd.args(["-n", "2"]).arg(&suite).args([
+        "--ignored",
+        "--exact",
+        "mpi::panics_on_rank_one",
+        "--nocapture",
+    ]);
+    let (ok, text) = ends_within(cmd, 120, &temp_dir("mpi-panic-log"));
+    assert!(
+        !ok && text.contains("a planted panic on rank 1") && text.contains("aborting every rank"),
+        "{text}"
+    );
+}
+
+/// Node-local disks, as two working folders: both ranks are given `--out run`, each sees its
+/// own. With the optimizer sharded every rank writes into rank 0's folder, so the run is
+/// refused before its first step, not at its first checkpoint.
+#[test]
+fn a_sharded_run_whose_ranks_see_different_folders_is_refused_at_the_start() {
+    let config = run_config("mpi-local-disks");
+    let nodes = [temp_dir("mpi-node-a"), temp_dir("mpi-node-b")];
+    let mut cmd = mpirun();
+    for (i, node) in nodes.iter().enumerate() {
+        if i == 1 {
+            cmd.arg(":");
+        }
+        cmd.args(["-n", "1", "--wdir", node.to_str().unwrap(), SAPLING])
+            .args(train_args(&config, Path::new("run"), "cpu"))
+            .args(["--shard-optimizer", "true"]);
+    }
+    let (ok, text) = ends_within(cmd, 180, &temp_dir("mpi-local-disks-log"));
+    assert!(
+        !ok && text.contains("rank(s) 1 cannot see the output folder"),
+        "{text}"
+    );
+    assert!(
+        !nodes[0].join("run/checkpoints").exists(),
+        "refused before any checkpoint"
     );
 }

@@ -14,7 +14,7 @@ use sapling::optim::LossScale;
 use sapling::planner::Levers;
 use sapling::train::Trainer;
 
-use crate::common::{assert_close, copy_model, flex, micro_config, temp_dir, wgpu_or_skip};
+use crate::common::{assert_close, copy_model, flex, micro_config, temp_dir, wgpu_f16_or_skip};
 
 /// Attention of `qkv` on `ops`, its output and gradient w.r.t. `qkv`, both in f32.
 fn attention(ops: Ops, qkv: &Tensor<3>, weights: &Tensor<3>, heads: usize) -> [Tensor<3>; 2] {
@@ -26,7 +26,7 @@ fn attention(ops: Ops, qkv: &Tensor<3>, weights: &Tensor<3>, heads: usize) -> [T
 
 #[test]
 fn f16_attention_matches_f32_on_both_arms() {
-    let Some(gpu) = wgpu_or_skip("f16_attention_matches_f32_on_both_arms") else {
+    let Some(gpu) = wgpu_f16_or_skip("f16_attention_matches_f32_on_both_arms") else {
         return;
     };
     let device = gpu.device.clone().autodiff();
@@ -39,7 +39,11 @@ fn f16_attention_matches_f32_on_both_arms() {
         let qkv = normal.cast(DType::F16).cast(DType::F32);
         let weights: Tensor<3> =
             Tensor::random([b, n, h * hd], Distribution::Normal(0., 1.), &device);
-        let [want, want_grad] = attention(Ops::REFERENCE, &qkv, &weights, h);
+        // The f32 reference on Flex: lavapipe, the adapter with f16 in CI, then compiles only
+        // the f16 kernels (its shader compiler is the slow part of a test there).
+        let on_flex = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &flex().autodiff());
+        let [want, want_grad] = attention(Ops::REFERENCE, &on_flex(&qkv), &on_flex(&weights), h)
+            .map(|t| Tensor::<3>::from_data(t.to_data(), &device).inner());
         for kernels in [Kernels::Reference, Kernels::Wgsl] {
             let ops = Ops::new(kernels).with_precision(Precision::F16);
             let [got, got_grad] = attention(ops, &qkv, &weights, h);
@@ -64,24 +68,31 @@ fn embedded_loader(size: usize) -> Loader {
     Loader::new(ImageSource::Embedded, &data, size, 4, 0, 0)
 }
 
-/// Trainers on the WebGPU device from the same weights, in f32 and in f16.
+/// Trainers from the same weights: in f32 on Flex (burn's ops), and in f16 on the WebGPU device
+/// with `kernels`. The f32 twin is on Flex so that lavapipe, the adapter with f16 in CI,
+/// compiles only the f16 kernels (its shader compiler is the slow part of a test there).
 fn twins(name: &str, kernels: KernelChoice, device: &Device) -> (Trainer, Trainer) {
     let mut cfg = micro_config(name);
-    cfg.train.device = DeviceChoice::Wgpu;
-    cfg.train.kernels = kernels;
     let dev = device.clone().autodiff();
     dev.seed(37);
     let model = MaskedAutoencoder::new(&cfg.model, &dev);
-    let copy = copy_model(&model, &dev);
-    let single = Trainer::from_model(&cfg, model, &dev).unwrap();
+    cfg.train.kernels = KernelChoice::Reference;
+    let single = Trainer::from_model(
+        &cfg,
+        copy_model(&model, &flex().autodiff()),
+        &flex().autodiff(),
+    )
+    .unwrap();
+    cfg.train.device = DeviceChoice::Wgpu;
+    cfg.train.kernels = kernels;
     cfg.train.precision = PrecisionChoice::F16;
-    let half = Trainer::from_model(&cfg, copy, &dev).unwrap();
+    let half = Trainer::from_model(&cfg, model, &dev).unwrap();
     (single, half)
 }
 
 #[test]
 fn f16_steps_track_f32_steps() {
-    let Some(gpu) = wgpu_or_skip("f16_steps_track_f32_steps") else {
+    let Some(gpu) = wgpu_f16_or_skip("f16_steps_track_f32_steps") else {
         return;
     };
     for kernels in [KernelChoice::Reference, KernelChoice::Wgsl] {
@@ -114,8 +125,9 @@ fn weights(model: &MaskedAutoencoder) -> Vec<u8> {
 }
 
 #[test]
-fn an_overflowed_step_is_skipped_and_the_scale_halved() {
-    let Some(gpu) = wgpu_or_skip("an_overflowed_step_is_skipped_and_the_scale_halved") else {
+fn an_f16_overflowed_step_is_skipped_and_the_scale_halved() {
+    let Some(gpu) = wgpu_f16_or_skip("an_f16_overflowed_step_is_skipped_and_the_scale_halved")
+    else {
         return;
     };
     let (_, mut half) = twins("f16-overflow", KernelChoice::Reference, &gpu.device);

@@ -27,6 +27,12 @@ const PREVIEW_IMAGES: usize = 4;
 /// size keep their detail, and a 50-megapixel photo takes 0.2 MB of the page instead of 150.
 const KEEP_SHORT_SIDE: u32 = 256;
 
+/// Dropped images the page holds at most (each kept at [`KEEP_SHORT_SIDE`] on its short side),
+/// and the pixel bytes they may take together: a visitor dropping a whole photo library
+/// gets a clear refusal instead of a tab that runs out of memory.
+const MAX_DROPPED: usize = 5_000;
+const MAX_DROPPED_BYTES: usize = 768 << 20;
+
 /// What the page may set when it starts a session (JSON; unknown fields are refused).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,6 +100,8 @@ pub struct Session {
     samples: u64,
     /// When the last step ended: images/s counts the page's own time between steps too.
     last_end: Option<Instant>,
+    /// Dropped images held, and their pixel bytes.
+    dropped: (usize, usize),
 }
 
 impl Session {
@@ -139,6 +147,7 @@ impl Session {
             step: 0,
             samples: 0,
             last_end: None,
+            dropped: (0, 0),
         })
     }
 
@@ -278,7 +287,22 @@ impl Session {
             image::DynamicImage::ImageRgba8(rgba).to_rgb8(),
             self.keep_side(),
         );
-        self.stream.push_image(format!("dropped:{name}"), image)
+        let (count, bytes) = (self.dropped.0 + 1, self.dropped.1 + image.as_raw().len());
+        if count > MAX_DROPPED || bytes > MAX_DROPPED_BYTES {
+            return Err(SaplingError::Data {
+                path: name.into(),
+                message: format!(
+                    "the page holds {} dropped images ({} MiB) already, and at most {MAX_DROPPED} \
+                     ({} MiB); train on a folder of this many with the command-line sapling",
+                    self.dropped.0,
+                    self.dropped.1 >> 20,
+                    MAX_DROPPED_BYTES >> 20
+                ),
+            });
+        }
+        let held = self.stream.push_image(format!("dropped:{name}"), image)?;
+        self.dropped = (count, bytes);
+        Ok(held)
     }
 
     pub fn image_count(&self) -> usize {

@@ -26,12 +26,17 @@ use crate::dist::Collective;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
 
+mod listing;
+mod manifest;
+
+pub use listing::{delete, list, recover, run_of, step_of};
+pub use manifest::shard_file;
+
+use listing::hidden;
+use manifest::{FileEntry, MANIFEST, MODEL, Manifest, OPTIM, STATE, is_shard, read_verified};
+
 /// Sub-folder of the output folder holding checkpoints.
 pub const DIR: &str = "checkpoints";
-const MODEL: &str = "model.bpk";
-const OPTIM: &str = "optim.bpk";
-const STATE: &str = "state.json";
-const MANIFEST: &str = "manifest.json";
 
 /// Where a run stands, besides weights and optimizer moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,18 +60,6 @@ pub struct TrainState {
     pub loss_scale: Option<crate::optim::LossScale>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    files: Vec<FileEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FileEntry {
-    name: String,
-    bytes: u64,
-    crc32: u32,
-}
-
 /// A verified checkpoint: its state in memory, its weights and moments read (and verified
 /// again) from disk only when loaded, so a run does not carry them for its whole length.
 #[derive(Debug)]
@@ -82,11 +75,6 @@ pub enum Moments<'a> {
     Whole(&'a ModuleOptimizer),
     /// This rank's shard, as the bytes of its file: every rank writes its own.
     Shard(Vec<u8>),
-}
-
-/// The file of rank `rank`'s shard of the moments in a checkpoint written by `ranks` ranks.
-pub fn shard_file(rank: usize, ranks: usize) -> String {
-    format!("optim-shard-{rank}-of-{ranks}.safetensors")
 }
 
 impl Loaded {
@@ -165,7 +153,19 @@ impl Loaded {
 
     /// The file `name` of this checkpoint, verified against the manifest.
     fn read(&self, name: &str) -> Result<Vec<u8>> {
-        read_verified(&self.path, entry(&self.manifest, &self.path, name)?)
+        read_verified(&self.path, self.manifest.entry(&self.path, name)?)
+    }
+
+    /// The run folder this checkpoint belongs to: the folder holding the `checkpoints` folder
+    /// it sits in (directly, or in a set-aside branch there). `None` for a checkpoint folder
+    /// that was taken out of its run folder.
+    pub fn run_folder(&self) -> Option<PathBuf> {
+        let dir = std::path::absolute(&self.path).ok()?;
+        dir.ancestors()
+            .skip(1)
+            .find(|a| a.file_name().is_some_and(|n| n == DIR))
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> SaplingError {
@@ -241,7 +241,7 @@ pub fn save(
             serde_json::to_vec_pretty(state).expect("state serialises"),
         ));
         finish(&root, &tmp, &final_dir, files, shards)?;
-        prune(&root, &state.run, keep);
+        listing::prune(&root, &state.run, keep, &final_dir);
         saved = Some(final_dir);
     }
     // No rank runs ahead of a checkpoint it might have to resume from.
@@ -294,44 +294,6 @@ fn finish(
     Ok(())
 }
 
-/// Deletes checkpoint folder `dir`: renamed out of [`list`]'s sight first, so a process killed
-/// while deleting never leaves a half-deleted folder that looks like a checkpoint.
-pub fn delete(dir: &Path) -> Result<()> {
-    let doomed = hidden(dir, "deleting");
-    std::fs::rename(dir, &doomed).map_err(|e| SaplingError::io(dir, e))?;
-    std::fs::remove_dir_all(&doomed).map_err(|e| SaplingError::io(&doomed, e))
-}
-
-/// `.step-N.<why>` beside the checkpoint `step-N`: out of [`list`]'s sight (but for `replaced`,
-/// which it reads as a stand-in) and tidied by [`recover`].
-fn hidden(step_dir: &Path, why: &str) -> PathBuf {
-    let name = step_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    atomic::parent(step_dir).join(format!(".{name}.{why}"))
-}
-
-/// Checkpoint folders under `out/checkpoints`, oldest first (by step).
-pub fn list(out: &Path) -> Vec<PathBuf> {
-    let root = out.join(DIR);
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return Vec::new();
-    };
-    // (step, is a set-aside copy, path): a set-aside copy stands in only for a missing step.
-    let mut found: Vec<(u64, bool, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            if let Some(step) = name.strip_prefix("step-") {
-                return Some((step.parse().ok()?, false, e.path()));
-            }
-            let step = name.strip_prefix(".step-")?.strip_suffix(".replaced")?;
-            Some((step.parse().ok()?, true, e.path()))
-        })
-        .collect();
-    found.sort();
-    found.dedup_by_key(|(step, _, _)| *step);
-    found.into_iter().map(|(_, _, p)| p).collect()
-}
-
 /// The newest checkpoint under `out` that verifies; broken newer ones are reported and skipped.
 pub fn latest(out: &Path) -> Result<Loaded> {
     let all = list(out);
@@ -354,10 +316,12 @@ pub fn latest(out: &Path) -> Result<Loaded> {
     })
 }
 
-/// Reads and verifies one checkpoint folder (or `.../model.bpk` inside one).
+/// Reads and verifies one checkpoint folder (or `.../model.bpk` inside one): the manifest
+/// names only sapling's files, the state is one a run can continue from, and every file has
+/// the length the manifest gives (within what the state's model can need) and its CRC-32.
 pub fn load(path: &Path) -> Result<Loaded> {
     let dir = if path.is_file() {
-        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        atomic::parent(path).to_path_buf()
     } else {
         path.to_path_buf()
     };
@@ -370,34 +334,23 @@ pub fn load(path: &Path) -> Result<Loaded> {
             "does not exist; pass a checkpoint folder (OUT/checkpoints/step-N)".into(),
         ));
     }
-    let manifest: Manifest = std::fs::read(dir.join(MANIFEST))
-        .map_err(|e| {
-            err(format!(
-                "no readable {MANIFEST} ({e}): the checkpoint is incomplete"
-            ))
-        })
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| err(format!("corrupt {MANIFEST}: {e}")))
-        })?;
-    let whole_moments = (!manifest.files.iter().any(is_shard)).then_some(OPTIM);
-    for name in [STATE, MODEL].into_iter().chain(whole_moments) {
-        entry(&manifest, &dir, name)?;
-    }
-    // Every file is read and checked now, and all but the state dropped, so a damaged
-    // checkpoint is found before a run relies on it.
-    let mut state = Vec::new();
-    for file in &manifest.files {
-        let bytes = read_verified(&dir, file)?;
-        if file.name == STATE {
-            state = bytes;
-        }
-    }
+    let manifest = Manifest::read(&dir)?;
+    let state = read_verified(&dir, manifest.entry(&dir, STATE)?)?;
     let state: TrainState =
         serde_json::from_slice(&state).map_err(|e| err(format!("{STATE}: {e}")))?;
     state
         .config
         .validate()
         .map_err(|e| err(format!("{STATE} holds a config sapling cannot use: {e}")))?;
+    state
+        .check_plan()
+        .map_err(|e| err(format!("{STATE}: {e}")))?;
+    manifest.check_sizes(&dir, &state.config)?;
+    // Every other file is checked now (streamed, not held), so a damaged checkpoint is found
+    // before a run relies on it.
+    for file in manifest.files.iter().filter(|f| f.name != STATE) {
+        manifest::verify(&dir, file)?;
+    }
     Ok(Loaded {
         path: dir,
         state,
@@ -405,93 +358,22 @@ pub fn load(path: &Path) -> Result<Loaded> {
     })
 }
 
-/// Whether `file` is one rank's shard of the optimizer moments.
-fn is_shard(file: &FileEntry) -> bool {
-    file.name.starts_with("optim-shard-")
-}
-
-/// The manifest's entry for `name`.
-fn entry<'m>(manifest: &'m Manifest, dir: &Path, name: &str) -> Result<&'m FileEntry> {
-    manifest
-        .files
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| SaplingError::Checkpoint {
-            path: dir.to_path_buf(),
-            message: format!("{MANIFEST} does not list {name}"),
-        })
-}
-
-/// The file `entry` of checkpoint folder `dir`, checked against its length and CRC-32.
-fn read_verified(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
-    let err = |message: String| SaplingError::Checkpoint {
-        path: dir.to_path_buf(),
-        message,
-    };
-    let name = &entry.name;
-    let bytes = std::fs::read(dir.join(name)).map_err(|e| err(format!("{name}: {e}")))?;
-    if bytes.len() as u64 != entry.bytes || crc32fast::hash(&bytes) != entry.crc32 {
-        return Err(err(format!(
-            "{name} does not match its checksum: the file is corrupt"
-        )));
-    }
-    Ok(bytes)
-}
-
-/// Tidies what a run killed while writing left behind in `root` (an output folder's
-/// `checkpoints`): half-assembled folders are deleted, and a set-aside copy whose replacement
-/// never arrived is put back. Called under the run's lock, so no other process is writing here.
-pub fn recover(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if !name.starts_with(".step-") {
-            continue;
+impl TrainState {
+    /// A saved batch plan must be one a run can take: at least one image per micro-batch,
+    /// accumulation step and rank, which together make its effective batch.
+    fn check_plan(&self) -> std::result::Result<(), String> {
+        let Some(plan) = &self.plan else {
+            return Ok(());
+        };
+        let (micro, accum, ranks) = (plan.micro_batch, plan.accum, plan.world_size);
+        let product = micro.checked_mul(accum).and_then(|n| n.checked_mul(ranks));
+        if micro == 0 || accum == 0 || ranks == 0 || product != Some(plan.effective_batch) {
+            return Err(format!(
+                "its batch plan (micro-batch {micro} x {accum} accumulation x {ranks} ranks, \
+                 effective batch {}) is not one a run can take; the file was altered",
+                plan.effective_batch
+            ));
         }
-        let original = name
-            .strip_suffix(".replaced")
-            .and_then(|n| n.strip_prefix('.'))
-            .map(|step| root.join(step));
-        match original {
-            Some(original) if !original.exists() => {
-                if let Err(e) = std::fs::rename(&path, &original) {
-                    tracing::warn!("could not restore {}: {e}", path.display());
-                }
-            }
-            _ => {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-        }
+        Ok(())
     }
-}
-
-/// Deletes this run's checkpoints but the newest `keep`. Another run's checkpoints are not its
-/// to delete; a failure is a warning, since the checkpoint just written is already safe.
-fn prune(root: &Path, run: &str, keep: usize) {
-    let out = root.parent().unwrap_or(Path::new("."));
-    let own: Vec<PathBuf> = list(out)
-        .into_iter()
-        .filter(|dir| run_of(dir).as_deref() == Some(run))
-        .collect();
-    for old in own.iter().take(own.len().saturating_sub(keep.max(1))) {
-        if let Err(e) = delete(old) {
-            tracing::warn!("could not delete an old checkpoint: {e}");
-        }
-    }
-}
-
-/// The run that wrote checkpoint `dir`, from its state (not verified: used only to choose).
-pub fn run_of(dir: &Path) -> Option<String> {
-    #[derive(Deserialize)]
-    struct RunOnly {
-        #[serde(default)]
-        run: String,
-    }
-    let bytes = std::fs::read(dir.join(STATE)).ok()?;
-    serde_json::from_slice::<RunOnly>(&bytes)
-        .ok()
-        .map(|r| r.run)
 }
