@@ -13,10 +13,10 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" > /dev/null && break; 
 # A small effective batch keeps each step short on a software rasteriser; the planner still
 # tries two sizes for real. Every block is recomputed in backward (activation checkpointing),
 # so the browser runs that path too; the plain one is the native wgpu path's. It runs the page's
-# default kernels (`auto`: sapling's WGSL kernels in place of burn's ops). Six steps: the
-# page's losses are seeded, and here the mean of the last three is below that of the first
-# three (1.7571 -> 1.7296; 20–30 s a step).
-query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=3&stop=6&checkpointing=blocks&initial-weights=1&autostart=1}"
+# default kernels (`auto`: sapling's WGSL kernels in place of burn's ops). Four steps: the
+# page's losses are seeded, and here the mean of the last two is below that of the first two
+# (1.7597 -> 1.7386; 11–15 s a step on 2026-12-07).
+query="${SAPLING_WEB_QUERY:-effective=4&sizes=2&trial-steps=1&every=2&stop=4&checkpointing=blocks&initial-weights=1&autostart=1}"
 node test/browser.mjs "http://127.0.0.1:$port/?$query" test/out
 # Same numbers everywhere: the page's first loss against native sapling's from the same weights.
 test/first-loss.sh "$PWD/test/out"

@@ -154,7 +154,7 @@ fn cpu() -> Selected {
 pub fn select_for(train: &crate::config::TrainConfig) -> Result<Selected> {
     let selected = select(train.device)?;
     crate::ops::Kernels::resolve(train.kernels, &selected.device)?;
-    let on_flex = selected.device == Device::flex();
+    let on_flex = crate::kernels::is_flex(&selected.device);
     check_precision(
         resolve_precision(train.precision, on_flex),
         &selected.device,
@@ -182,7 +182,7 @@ pub fn check_precision(precision: Precision, device: &Device) -> Result<()> {
         return Ok(());
     }
     let adapter = wgpu_adapter();
-    match f16_refusal(*device == Device::flex(), adapter.as_ref()) {
+    match f16_refusal(crate::kernels::is_flex(device), adapter.as_ref()) {
         None => Ok(()),
         Some(why) => Err(SaplingError::config("train.precision", why)),
     }

@@ -9,7 +9,7 @@ use super::check::{self, FileShape};
 use super::{Imported, Report};
 use crate::config::{ModelConfig, PosEmbed};
 use crate::error::{Result, SaplingError};
-use crate::kernels::cpu::linear::transpose;
+use crate::kernels::host::transpose;
 use crate::model::MaskedAutoencoder;
 use crate::model::block::Block;
 

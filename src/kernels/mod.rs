@@ -18,7 +18,26 @@
 //! | AdamW | — | [`cpu::adamw`] (one in-place pass per tensor, the clip factor folded in) |
 //! | gradient norm (`Σ x²`) | `squared_sums.wgsl` ([`wgsl::squared_sum`]) | [`cpu::squared_sum`] (fixed blocks on every core) |
 
-/// Rust kernels for burn's Flex CPU backend, forward and backward.
+/// Rust kernels for burn's Flex CPU backend, forward and backward (natively only: a page
+/// trains on WebGPU, so the browser build leaves Flex and gemm out).
+#[cfg(not(target_family = "wasm"))]
 pub mod cpu;
+/// Kernels on host slices that need no backend: AdamW's update, task sizes, a transpose.
+pub mod host;
 /// WGSL kernels for wgpu devices (Vulkan, Metal, DX12, the browser), forward and backward.
 pub mod wgsl;
+
+use burn::tensor::Device;
+
+/// Whether `device` is burn's Flex CPU backend (never in a browser build, which has no Flex).
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        let _ = device;
+        false
+    }
+}

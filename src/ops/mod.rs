@@ -21,7 +21,9 @@ use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::config::KernelChoice;
 use crate::error::{Result, SaplingError};
-use crate::kernels::{cpu, wgsl};
+#[cfg(not(target_family = "wasm"))]
+use crate::kernels::cpu;
+use crate::kernels::wgsl;
 
 /// Elements per slice of a full sum on wgpu (see [`Ops::squared_sum`]): well below the 2¹⁸
 /// past which burn's single reduction went wrong.
@@ -30,7 +32,7 @@ pub const FULL_SUM_SLICE: usize = 1 << 16;
 /// `t.sum()`, summed slice by slice on wgpu where the tensor is longer than a slice.
 fn sliced_sum(t: Tensor<1>) -> Tensor<1> {
     let n = t.dims()[0];
-    if n <= FULL_SUM_SLICE || t.device() == Device::flex() {
+    if n <= FULL_SUM_SLICE || crate::kernels::is_flex(&t.device()) {
         return t.sum();
     }
     (0..n)
@@ -60,7 +62,7 @@ impl Kernels {
     /// WGSL kernels need a wgpu device and the CPU kernels Flex; asking for either elsewhere is
     /// refused naming the config field.
     pub fn resolve(choice: KernelChoice, device: &Device) -> Result<Kernels> {
-        let on_flex = *device == Device::flex();
+        let on_flex = crate::kernels::is_flex(device);
         let kernels = match choice {
             KernelChoice::Auto if on_flex => Kernels::Cpu,
             KernelChoice::Reference => Kernels::Reference,
@@ -72,7 +74,7 @@ impl Kernels {
 
     /// `self`, if it runs on `device`; refused naming the config field otherwise.
     pub fn check(self, device: &Device) -> Result<Kernels> {
-        let on_flex = *device == Device::flex();
+        let on_flex = crate::kernels::is_flex(device);
         match self {
             Kernels::Wgsl if on_flex => Err(SaplingError::config(
                 "train.kernels",
@@ -235,6 +237,7 @@ impl Ops {
         bias: Option<Tensor<1>>,
     ) -> Tensor<D> {
         match (self.kernels, bias) {
+            #[cfg(not(target_family = "wasm"))]
             (Kernels::Cpu, Some(bias)) => cpu::linear(x, weight, bias),
             (_, bias) => {
                 let (x, weight) = (self.narrow(x), self.narrow(weight));
@@ -257,6 +260,7 @@ impl Ops {
     pub fn layer_norm<const D: usize>(self, norm: &LayerNorm, x: Tensor<D>, eps: f64) -> Tensor<D> {
         let (gamma, beta) = (norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()));
         match (self.kernels, beta) {
+            #[cfg(not(target_family = "wasm"))]
             (Kernels::Cpu, Some(beta)) => cpu::layer_norm(x, gamma, beta, eps),
             (_, beta) => burn::tensor::module::layer_norm(x, gamma, beta, eps),
         }
@@ -275,6 +279,7 @@ impl Ops {
         let all_f32 = tensors.iter().all(|t| t.dtype() == DType::F32);
         match self.kernels {
             Kernels::Wgsl if all_f32 && !tensors.is_empty() => wgsl::squared_sum(tensors),
+            #[cfg(not(target_family = "wasm"))]
             Kernels::Cpu if all_f32 && !tensors.is_empty() => cpu::squared_sum(tensors),
             _ => tensors
                 .into_iter()
@@ -322,6 +327,7 @@ impl Ops {
         let hd = qkv.dims()[2] / 3 / heads;
         let scale = (hd as f32).powf(-0.5);
         match self.kernels {
+            #[cfg(not(target_family = "wasm"))]
             Kernels::Cpu => cpu::attention(qkv, heads, scale),
             Kernels::Wgsl if wgsl::supports(hd) => {
                 let [q, k, v] = split_heads(qkv, heads);
@@ -338,6 +344,7 @@ impl Ops {
     /// Exact (erf) GELU, as `nn.GELU()`.
     pub fn gelu<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self.kernels {
+            #[cfg(not(target_family = "wasm"))]
             Kernels::Cpu => cpu::gelu(x),
             _ => burn::tensor::activation::gelu(x),
         }
@@ -351,6 +358,7 @@ impl Ops {
         match self.kernels {
             // Only the gathered rows are written, never the whole patch tensor.
             Kernels::Wgsl => wgsl::patch_gather(imgs, rows, patch),
+            #[cfg(not(target_family = "wasm"))]
             Kernels::Cpu if imgs.dtype() == DType::F32 => cpu::patch_gather(imgs, rows, patch),
             _ => {
                 let patches = patchify(imgs, patch);
@@ -375,6 +383,7 @@ impl Ops {
         match self.kernels {
             // Targets are read straight from the image; no [B, L, P] intermediates are kept.
             Kernels::Wgsl => wgsl::norm_pix_loss(pred, imgs, patch, norm_pix),
+            #[cfg(not(target_family = "wasm"))]
             Kernels::Cpu if pred.dtype() == DType::F32 && imgs.dtype() == DType::F32 => {
                 cpu::patch_loss(pred, imgs, patch, norm_pix)
             }

@@ -2,8 +2,8 @@
 
 use burn::module::{Module, ParamGroup};
 use burn::optim::{
-    AdamW, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
-    RecordState, StateSink, StateSource,
+    AdamW, AdamWState, LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink,
+    StateSource,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::decay::no_decay_ids;
 use crate::config::OptimConfig;
-use crate::kernels::cpu::{self, adamw::Hyper};
+use crate::kernels::host::adamw::Hyper;
 use crate::ops::Kernels;
 
 /// AdamW over `module`'s parameters; the no-decay group is fixed by [`super::decay::decays`].
@@ -92,7 +92,7 @@ pub fn burn_adamw(h: &Hyper) -> AdamW {
         .build()
 }
 
-/// burn's AdamW, computed by [`cpu::adamw`] when `fused` (one pass per tensor instead of a
+/// burn's AdamW, computed by `kernels::cpu::adamw` when `fused` (one pass per tensor instead of a
 /// dozen) and the tensor is on Flex.
 #[derive(Clone)]
 struct SaplingAdamW {
@@ -112,11 +112,29 @@ impl Optimizer for SaplingAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let state = state.map(|s| s.0);
-        if !self.fused || tensor.device() != Device::flex() {
+        if !self.fused || !crate::kernels::is_flex(&tensor.device()) {
             let grad = self.factor.apply(grad);
             let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
             return (tensor, state.map(HostLoaded));
         }
+        self.fused_step(lr, tensor, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        HostLoaded(<AdamW as Optimizer>::to_device(state.0, device))
+    }
+}
+
+impl SaplingAdamW {
+    /// The update as [`cpu::adamw`]'s one pass per tensor, for a tensor on Flex.
+    #[cfg(not(target_family = "wasm"))]
+    fn fused_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamWState<D>>,
+    ) -> (Tensor<D>, Option<HostLoaded<D>>) {
         let (time, m, v) = match state {
             Some(s) => (
                 s.momentum.time + 1,
@@ -133,13 +151,23 @@ impl Optimizer for SaplingAdamW {
             grad_scale: self.factor.get(),
             ..self.h
         };
-        let [param, m, v] = cpu::adamw(tensor, grad, m, v, h);
-        let state = AdamWState::new(AdaptiveMomentumState::new(time, m, v));
+        let [param, m, v] = crate::kernels::cpu::adamw(tensor, grad, m, v, h);
+        let state = AdamWState::new(burn::optim::AdaptiveMomentumState::new(time, m, v));
         (param, Some(HostLoaded(state)))
     }
 
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        HostLoaded(<AdamW as Optimizer>::to_device(state.0, device))
+    /// A browser has no Flex tensor to update (`is_flex` is false there).
+    #[cfg(target_family = "wasm")]
+    fn fused_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamWState<D>>,
+    ) -> (Tensor<D>, Option<HostLoaded<D>>) {
+        let grad = self.factor.apply(grad);
+        let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
+        (tensor, state.map(HostLoaded))
     }
 }
 
@@ -158,6 +186,11 @@ impl<const D: usize> RecordState for HostLoaded<D> {
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, _device: &Device) -> Option<Self> {
-        AdamWState::state_unflatten(prefix, src, &Device::flex()).map(HostLoaded)
+        // A page never resumes from a checkpoint; its one device is the one to load onto.
+        #[cfg(target_family = "wasm")]
+        let host = _device.clone();
+        #[cfg(not(target_family = "wasm"))]
+        let host = Device::flex();
+        AdamWState::state_unflatten(prefix, src, &host).map(HostLoaded)
     }
 }

@@ -19,7 +19,7 @@ use crate::dist::flat::{flat_params, with_flat_params};
 use crate::dist::{Collective, add_grads_into};
 use crate::error::{Result, SaplingError};
 use crate::export::{RawTensor, safetensors_bytes};
-use crate::kernels::cpu::adamw::{Hyper, update};
+use crate::kernels::host::adamw::{Hyper, update};
 use crate::model::MaskedAutoencoder;
 use crate::optim::adamw::hyper;
 use crate::optim::decay::{decays, named_params};

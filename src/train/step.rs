@@ -99,7 +99,7 @@ impl Trainer {
         Self::with_levers(
             config,
             device,
-            Levers::of(config, *device == Device::flex()),
+            Levers::of(config, crate::kernels::is_flex(device)),
         )
     }
 
@@ -113,7 +113,7 @@ impl Trainer {
 
     /// Trains an existing model (already on `device`), with the levers `config` asks for.
     pub fn from_model(config: &Config, model: MaskedAutoencoder, device: &Device) -> Result<Self> {
-        let levers = Levers::of(config, *device == Device::flex());
+        let levers = Levers::of(config, crate::kernels::is_flex(device));
         Self::from_model_with(config, model, device, levers)
     }
 

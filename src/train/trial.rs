@@ -87,7 +87,7 @@ pub fn lever_options(
         };
         return Err(SaplingError::config("train.shard_optimizer", why));
     }
-    let on_flex = *device == Device::flex();
+    let on_flex = crate::kernels::is_flex(device);
     let max_tensor = limits.max_storage_buffer_binding_size;
     Ok(planner::levers::options(config, on_flex, max_tensor, ranks))
 }
@@ -102,7 +102,7 @@ pub fn plan_for_run(
     previous: Option<&BatchPlan>,
     ranks: usize,
 ) -> Result<BatchPlan> {
-    let on_flex = *device == Device::flex();
+    let on_flex = crate::kernels::is_flex(device);
     let precision = crate::device::resolve_precision(config.train.precision, on_flex);
     match planner::reusable(config, limits, previous, precision) {
         Some(plan) => Ok(plan),

@@ -251,3 +251,32 @@ fn weights_that_do_not_fit_the_model_are_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+/// A checkpoint that does not load leaves the trainer as it was: it still has its model and
+/// steps (the browser keeps training after any failed call).
+#[test]
+fn a_failed_restore_keeps_the_trainers_model() {
+    let mut c = micro_config("restore-fails");
+    c.train.steps = Some(2);
+    train(&c, RunOptions::default()).unwrap();
+    let loaded = checkpoint::latest(&c.train.out).unwrap();
+    let mut other = c.clone();
+    other.model.dim = 48;
+    other.model.decoder_dim = 48;
+    let mut trainer = Trainer::new(&other, &flex()).unwrap();
+    let before = weights(trainer.model());
+    let err = trainer
+        .restore(&loaded, &other)
+        .expect_err("another model")
+        .to_string();
+    assert!(err.contains("does not fit"), "{err}");
+    assert!(
+        weights(trainer.model()) == before,
+        "the weights are the trainer's own"
+    );
+    let mut loader = Loader::new(ImageSource::Embedded, &other.data, 32, 4, 0, 0);
+    let stats = trainer
+        .step(0, 1e-3, vec![loader.next_batch().unwrap()])
+        .unwrap();
+    assert!(stats.loss.is_finite());
+}

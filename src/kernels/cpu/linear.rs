@@ -204,17 +204,7 @@ fn column_sums(a: &[f32], m: usize, n: usize) -> Vec<f32> {
     )
 }
 
-/// A row-major `rows × cols` matrix transposed on the host (PyTorch's `[out, in]` linear
-/// weights are burn's `[in, out]`).
-pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = a[r * cols + c];
-        }
-    }
-    t
-}
+pub use crate::kernels::host::transpose;
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,8 @@
 //! operations are Rust on plain slices (the `gemm` crate and rayon, both already under Flex),
 //! the tensor-level functions the ops layer and the optimizer call, and one file per kernel.
 
-/// One fused AdamW update per parameter tensor.
-pub mod adamw;
+/// One fused AdamW update per parameter tensor (on slices, shared with the sharded optimizer).
+pub use super::host::adamw;
 /// Multi-head attention from the packed qkv rows, forward and backward.
 pub mod attention;
 /// The autodiff side: hand-written backward passes.
@@ -312,17 +312,7 @@ unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
     v
 }
 
-/// Below this many elements a kernel's loop runs on the calling thread: waking the pool costs
-/// more than it saves.
-const PARALLEL_MIN: usize = 1 << 14;
-
-/// Rows of `row_len` elements per rayon task (elements: `row_len` 1): a few tasks per thread,
-/// each at least [`PARALLEL_MIN`] elements, or one row where a row is longer.
-fn rows_per_task(rows: usize, row_len: usize) -> usize {
-    rows.div_ceil(4 * rayon::current_num_threads())
-        .max(PARALLEL_MIN / row_len.max(1))
-        .max(1)
-}
+use super::host::{PARALLEL_MIN, rows_per_task};
 
 /// The patch geometry of images `[B, C, H, W]` cut into `patch`-pixel patches, and B.
 fn patch_geometry(imgs: &FlexTensor, patch: usize) -> (patches::Geometry, usize) {
