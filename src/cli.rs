@@ -311,17 +311,21 @@ pub struct BatchSweepArgs {
 /// Evaluations of a checkpoint.
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
-    /// Freeze the encoder and fit a linear classifier on its features of a labelled IDX data set
-    /// (Fashion-MNIST by default); also reports a random encoder of the same shape.
+    /// Freeze the encoder and fit a linear classifier on its features of a labelled data set
+    /// (an IDX folder, Fashion-MNIST by default, or train/ and val/ folders of class folders);
+    /// also reports a random encoder of the same shape.
     LinearProbe(LinearProbeArgs),
+    /// Freeze the encoder and classify the test images by their k nearest training images
+    /// (DINO's weighted k-NN on cosine similarity), the monitor self-supervised pretraining is
+    /// watched by; also reports a random encoder of the same shape.
+    Knn(KnnArgs),
 }
 
-/// Flags of `sapling eval linear-probe`.
+/// The labelled images an evaluation scores, and the feature it scores them by.
 #[derive(Debug, Args)]
-pub struct LinearProbeArgs {
-    #[command(flatten)]
-    pub weights: WeightsArgs,
-    /// IDX data set folder with train-* and t10k-* files.
+pub struct LabelledArgs {
+    /// Labelled data: an IDX data set folder (train-* and t10k-* files), or a folder with
+    /// train/ and val/ (or test/) holding one folder of images per class.
     #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
     pub data: PathBuf,
     /// Feature: cls token or mean of patch tokens.
@@ -333,6 +337,36 @@ pub struct LinearProbeArgs {
     /// Test images scored.
     #[arg(long, default_value_t = 10_000)]
     pub test_limit: usize,
+}
+
+/// Flags of `sapling eval knn`.
+#[derive(Debug, Args)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    #[command(flatten)]
+    pub labelled: LabelledArgs,
+    /// Neighbours that vote.
+    #[arg(long, default_value_t = crate::eval::knn::K)]
+    pub k: usize,
+    /// Temperature of the votes' weights `exp(cos / T)`.
+    #[arg(long, default_value_t = crate::eval::knn::TEMPERATURE)]
+    pub temperature: f64,
+    /// Where to compute features.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Print the report as JSON on stdout instead of a line for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `sapling eval linear-probe`.
+#[derive(Debug, Args)]
+pub struct LinearProbeArgs {
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    #[command(flatten)]
+    pub labelled: LabelledArgs,
     /// Adam iterations of the classifier (full batch).
     #[arg(long, default_value_t = 300)]
     pub iterations: usize,

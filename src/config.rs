@@ -633,6 +633,22 @@ pub struct TrainConfig {
     /// fresh run reads it; a resumed run continues from its checkpoint.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// Write TensorBoard event files into the output folder as the run goes (scalars, the
+    /// reconstruction pictures, the config), to watch runs with `tensorboard --logdir runs`.
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
+    /// Optimizer steps between k-NN evaluations of the encoder on `knn_data` (0: none), logged
+    /// in the metrics as `knn_top1`.
+    #[serde(default)]
+    pub knn_every: u64,
+    /// Labelled held-out data for the k-NN monitor: an IDX data set folder, or a folder with
+    /// train/ and val/ (or test/) holding one folder of images per class.
+    #[serde(default)]
+    pub knn_data: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Whether AdamW's state is split across MPI ranks.
@@ -745,6 +761,9 @@ impl Default for TrainConfig {
             shard_optimizer: Sharding::Auto,
             precision: PrecisionChoice::F32,
             init_from: None,
+            tensorboard: true,
+            knn_every: 0,
+            knn_data: None,
         }
     }
 }
@@ -790,6 +809,14 @@ impl TrainConfig {
             bounds::KEEP,
         )?;
         int_in("train.recon_every", self.recon_every, bounds::STEPS_OR_NONE)?;
+        int_in("train.knn_every", self.knn_every, bounds::STEPS_OR_NONE)?;
+        if self.knn_every > 0 && self.knn_data.is_none() {
+            return Err(SaplingError::config(
+                "train.knn_data",
+                "train.knn_every asks for k-NN evaluations: name the labelled data to evaluate \
+                 on (an IDX folder, or train/ and val/ folders of class folders)",
+            ));
+        }
         int_in(
             "train.allreduce_bucket_mib",
             self.allreduce_bucket_mib,

@@ -32,12 +32,12 @@ pub mod device;
 pub mod dist;
 /// Typed errors.
 pub mod error;
-/// Evaluation: linear probing.
+/// Evaluation of the frozen encoder: linear probe and k-NN.
 pub mod eval;
 /// The encoder as timm-layout safetensors.
 pub mod export;
-/// Released weights in: MAE, Sapiens, timm and Hugging Face files (native: files on disk).
-#[cfg(not(target_family = "wasm"))]
+/// Released weights in: MAE, Sapiens, timm and Hugging Face files (`.pth` natively; safetensors
+/// everywhere, from memory in a browser).
 pub mod import;
 /// Hand-written WGSL and CPU kernels.
 pub mod kernels;
@@ -55,6 +55,9 @@ pub mod planner;
 pub mod progress;
 /// Seed derivation.
 pub mod seed;
+/// TensorBoard event files (native: files on disk).
+#[cfg(not(target_family = "wasm"))]
+pub mod tensorboard;
 /// Timing work on a device.
 pub mod timing;
 /// The training step, its timer and trials, and the loop.

@@ -8,8 +8,8 @@ use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchImportArgs, BenchKernelsArgs, BenchLoaderArgs,
     BenchScalingArgs, BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs,
-    InfoArgs, LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs, TrainArgs,
-    TrainCommandArgs, WeightsArgs,
+    InfoArgs, KnnArgs, LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs,
+    TrainArgs, TrainCommandArgs, WeightsArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice};
 use sapling::device::Selected;
@@ -72,6 +72,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => train(args),
         Command::Reconstruct(args) => reconstruct(args),
         Command::Eval(EvalCommand::LinearProbe(args)) => eval_linear_probe(args),
+        Command::Eval(EvalCommand::Knn(args)) => eval_knn(args),
         Command::Export(args) => export(args),
         Command::Plot(args) => plot_runs(args),
         Command::Plan(args) => plan(args),
@@ -225,9 +226,9 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
     let device = sapling::device::select(args.device)?;
     let (config, model) = model_of(&args.weights, &device.device)?;
     let probe = ProbeConfig {
-        pool: args.pool,
-        train_limit: args.train_limit,
-        test_limit: args.test_limit,
+        pool: args.labelled.pool,
+        train_limit: args.labelled.train_limit,
+        test_limit: args.labelled.test_limit,
         iterations: args.iterations,
         lr: 1e-2,
         seed: 0,
@@ -236,7 +237,7 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
     let report = linear_probe(
         &config,
         &model,
-        &args.data,
+        &args.labelled.data,
         &probe,
         &device.device,
         &progress,
@@ -246,12 +247,48 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "linear probe ({:?} token, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
-        report.pool,
+        "linear probe ({}, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
+        report.pool.describe(),
         report.train_images,
         report.test_images,
         100.0 * report.pretrained_top1,
         100.0 * report.random_top1
+    );
+    Ok(())
+}
+
+/// `sapling eval knn`: the encoder's k-NN top-1 and a random encoder's beside it.
+fn eval_knn(args: KnnArgs) -> anyhow::Result<()> {
+    use sapling::eval::knn::{KnnConfig, KnnData, knn};
+    let device = sapling::device::select(args.device)?;
+    let (config, model) = model_of(&args.weights, &device.device)?;
+    let settings = KnnConfig {
+        k: args.k,
+        temperature: args.temperature,
+        pool: args.labelled.pool,
+        train_limit: args.labelled.train_limit,
+        test_limit: args.labelled.test_limit,
+    };
+    let data = KnnData::open(&args.labelled.data)?;
+    let progress = Progress::stderr();
+    let pretrained = knn(&config, &model, &data, &settings, &progress)?;
+    device.device.seed(0);
+    let random_model = MaskedAutoencoder::new(&config.model, &device.device);
+    let random = knn(&config, &random_model, &data, &settings, &progress)?;
+    if args.json {
+        let both = serde_json::json!({ "pretrained": pretrained, "random_top1": random.top1 });
+        println!("{}", serde_json::to_string_pretty(&both)?);
+        return Ok(());
+    }
+    println!(
+        "k-NN (k {}, T {}, {}, {} train / {} test images): pretrained top-1 {:.2}%, random encoder {:.2}%",
+        pretrained.k,
+        pretrained.temperature,
+        pretrained.pool.describe(),
+        pretrained.train_images,
+        pretrained.test_images,
+        100.0 * pretrained.top1,
+        100.0 * random.top1
     );
     Ok(())
 }

@@ -18,6 +18,9 @@ const options = {
   checkpointing: params.get('checkpointing') || 'auto', // off, blocks or auto
   autostart: params.get('autostart') === '1',
   budget: num('budget', 0), // MiB of GPU memory a step may use (0: the planner assumes one)
+  precision: params.get('precision') || 'auto', // auto (f16 where the adapter has shader-f16), f16, f32
+  // A safetensors file to start from (timm, Hugging Face, mmpretrain, `sapling export`), by URL.
+  weights: params.get('weights'),
   // Keep the whole MAE's weights as they are before the first step, for the browser test's
   // comparison with native sapling (`window.sapling.initialWeights`, safetensors bytes).
   initialWeights: params.get('initial-weights') === '1',
@@ -189,6 +192,14 @@ async function pixelsOf(file, keep) {
 // they are.
 async function addFiles(files) {
   for (const file of files) {
+    if (file.name.endsWith('.safetensors')) {
+      try {
+        await startFrom(file.name, new Uint8Array(await file.arrayBuffer()));
+      } catch (e) {
+        status(`${file.name}: ${e.message}`, true);
+      }
+      continue;
+    }
     if (!file.type.startsWith('image/')) continue;
     try {
       const keep = await serial(() => trainer.keepSide());
@@ -201,6 +212,34 @@ async function addFiles(files) {
       status(`${file.name}: ${e.message}`, true);
     }
   }
+}
+
+// Starts over from the weights in safetensors `bytes`: MAE at work from the first step instead
+// of noise (what `web/serve.sh` offers is `sapling export --with-decoder` of the README's first
+// run; a dropped file may be any layout `--init-from` reads).
+async function startFrom(name, bytes) {
+  const report = await serial(() => trainer.loadWeights(name, bytes));
+  state.weights = report;
+  state.steps = [];
+  status(`Started over from ${name}: ${report}`);
+  await refreshReconstruction();
+}
+
+async function fetchWeights(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${response.statusText}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+// The trained weights `web/serve.sh` exports beside the page, when there are some.
+const OFFERED = 'weights/tiny-mae.safetensors';
+
+async function offerWeights() {
+  const head = await fetch(OFFERED, { method: 'HEAD' }).catch(() => null);
+  if (!head || !head.ok) return;
+  $('pretrained').hidden = false;
+  $('pretrained').onclick = () =>
+    fetchWeights(OFFERED).then((bytes) => startFrom('tiny-mae.safetensors', bytes)).catch(fail);
 }
 
 async function download() {
@@ -289,7 +328,11 @@ async function main() {
   }
   status('Loading the trainer…');
   await init();
-  const opts = { kernels: options.kernels, activation_checkpointing: options.checkpointing };
+  const opts = {
+    kernels: options.kernels,
+    activation_checkpointing: options.checkpointing,
+    precision: options.precision,
+  };
   if (options.effective) opts.effective_batch = options.effective;
   if (options.budget) opts.memory_budget_mib = options.budget;
   trainer = await create(JSON.stringify(opts));
@@ -302,11 +345,15 @@ async function main() {
   state.plan = plan;
   $('plan').textContent =
     `micro-batch ${plan.micro_batch} × ${plan.accum} accumulation = ${plan.effective_batch} images/step, ` +
-    `peak lr ${plan.lr.toExponential(2)}\n` +
+    `peak lr ${plan.lr.toExponential(2)}, ${plan.levers.precision}\n` +
     plan.trials.map((t) => `  tried ${t.micro_batch}: ` +
       (t.error ? `failed (${t.error})` : `${t.images_per_sec.toFixed(2)} images/s`)).join('\n');
+  if (options.weights) {
+    await startFrom(options.weights.split('/').pop(), await fetchWeights(options.weights));
+  }
   if (options.initialWeights) state.initialWeights = await serial(() => trainer.weights(true));
   await refreshReconstruction();
+  await offerWeights();
   wireControls();
   state.ready = true;
   status('Ready: press Start.');

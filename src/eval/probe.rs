@@ -15,22 +15,13 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::config::{Config, DataConfig};
-use crate::data::augment::center_resize;
-use crate::data::idx::{IdxSplit, read_split};
+pub use super::features::Pool;
+use super::features::features;
+use super::labelled::train_and_test;
+use crate::config::Config;
 use crate::error::Result;
 use crate::model::MaskedAutoencoder;
 use crate::progress::{Phase, Progress};
-
-/// Which token summarises an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pool {
-    /// The cls token after the final norm.
-    Cls,
-    /// The mean of the patch tokens after the final norm.
-    Mean,
-}
 
 /// Settings of a probe.
 #[derive(Debug, Clone)]
@@ -69,11 +60,14 @@ pub fn linear_probe(
     device: &Device,
     progress: &Progress,
 ) -> Result<ProbeReport> {
-    let train = read_split(data_dir, "train")?;
-    let test = read_split(data_dir, "t10k")?;
-    let n_train = probe.train_limit.min(train.images.count);
-    let n_test = probe.test_limit.min(test.images.count);
-    let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let (train, test) = train_and_test(data_dir)?;
+    let n_train = probe.train_limit.min(train.len());
+    let n_test = probe.test_limit.min(test.len());
+    let classes = train.classes();
+    let labels = |split: &super::labelled::Split, n: usize| {
+        (0..n).map(|i| split.label(i)).collect::<Vec<_>>()
+    };
+    let (y_train, y_test) = (labels(&train, n_train), labels(&test, n_test));
 
     let score = |encoder: &MaskedAutoencoder, which: &str| {
         let phase = |split: &str, n: usize| {
@@ -84,35 +78,35 @@ pub fn linear_probe(
             encoder,
             &train,
             n_train,
-            probe,
+            probe.pool,
             &config.data,
             phase("train", n_train),
-        );
+        )?;
         let f_test = features(
             encoder,
             &test,
             n_test,
-            probe,
+            probe.pool,
             &config.data,
             phase("test", n_test),
-        );
+        )?;
         let what = format!(
             "linear probe, {which} encoder: {} Adam iterations of the classifier",
             probe.iterations
         );
-        fit_and_score(
+        Ok::<_, crate::error::SaplingError>(fit_and_score(
             progress.phase(what, probe.iterations as u64),
-            (&f_train, &train.labels[..n_train]),
-            (&f_test, &test.labels[..n_test]),
+            (&f_train, &y_train),
+            (&f_test, &y_test),
             config.model.dim,
             classes,
             probe,
             device,
-        )
+        ))
     };
-    let pretrained = score(model, "pretrained");
+    let pretrained = score(model, "pretrained")?;
     device.seed(probe.seed);
-    let random = score(&MaskedAutoencoder::new(&config.model, device), "random");
+    let random = score(&MaskedAutoencoder::new(&config.model, device), "random")?;
     Ok(ProbeReport {
         pool: probe.pool,
         train_images: n_train,
@@ -120,51 +114,6 @@ pub fn linear_probe(
         pretrained_top1: pretrained,
         random_top1: random,
     })
-}
-
-/// `[n, D]` host features of the first `n` images of `split`, pooled as `probe` says.
-fn features(
-    model: &MaskedAutoencoder,
-    split: &IdxSplit,
-    n: usize,
-    probe: &ProbeConfig,
-    data: &DataConfig,
-    phase: Phase,
-) -> Vec<f32> {
-    const CHUNK: usize = 256;
-    let c = &model.config;
-    let device = model.pos_embed.device();
-    let (s, l, d) = (c.img_size, c.num_patches(), c.dim);
-    let idx = |v: Vec<i64>| {
-        let len = v.len();
-        Tensor::<1, Int>::from_data(TensorData::new(v, [len]), &device)
-    };
-    let mut out = Vec::with_capacity(n * d);
-    for start in (0..n).step_by(CHUNK) {
-        let b = CHUNK.min(n - start);
-        let mut values = Vec::with_capacity(b * 3 * s * s);
-        for i in start..start + b {
-            center_resize(&split.images.rgb(i), s as u32, data, &mut values);
-        }
-        let imgs = Tensor::<4>::from_data(TensorData::new(values, [b, 3, s, s]), &device);
-        // Every patch kept, in order.
-        let rows = idx((0..(b * l) as i64).collect());
-        let pos = idx((0..b).flat_map(|_| 0..l as i64).collect());
-        let tokens = model.encode(imgs, rows, pos, l); // [B, 1+L, D]
-        let pooled = match probe.pool {
-            Pool::Cls => tokens.narrow(1, 0, 1).reshape([b, d]),
-            Pool::Mean => tokens.narrow(1, 1, l).mean_dim(1).reshape([b, d]),
-        };
-        out.extend(
-            pooled
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32"),
-        );
-        phase.advance(b as u64);
-    }
-    out
 }
 
 #[derive(Module, Debug)]
@@ -175,8 +124,8 @@ struct Head {
 /// Standardises with the training statistics, fits softmax regression, returns test top-1.
 fn fit_and_score(
     phase: Phase,
-    (x_train, y_train): (&[f32], &[u8]),
-    (x_test, y_test): (&[f32], &[u8]),
+    (x_train, y_train): (&[f32], &[usize]),
+    (x_test, y_test): (&[f32], &[usize]),
     dim: usize,
     classes: usize,
     probe: &ProbeConfig,

@@ -12,7 +12,10 @@
 mod check;
 mod files;
 mod load;
+#[cfg(not(target_family = "wasm"))]
+mod pth;
 mod report;
+mod safetensors_file;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,12 +23,9 @@ use std::path::{Path, PathBuf};
 pub use check::FileShape;
 pub use report::Report;
 
-use burn::tensor::Device;
-
 use crate::config::{Config, PosEmbed, Preset};
 use crate::error::{Result, SaplingError};
 use crate::layout::{Layout, Part, Placement};
-use crate::model::{MaskedAutoencoder, init};
 use files::FileTensor;
 
 /// A weights file, its tensors mapped to sapling's names.
@@ -47,9 +47,20 @@ struct Entry {
     part: Part,
 }
 
-/// Opens `path` and maps its tensors; reads no values yet (but safetensors files whole).
+/// Opens `path` and maps its tensors; reads no values yet.
+#[cfg(not(target_family = "wasm"))]
 pub fn read(path: &Path) -> Result<Imported> {
-    let files = files::open(path)?;
+    imported(path, files::open(path)?)
+}
+
+/// A safetensors file's bytes, already in memory (a file dropped on the browser page), named
+/// `name` in messages; mapped as [`read`] maps a file.
+pub fn read_safetensors_bytes(name: &str, bytes: Vec<u8>) -> Result<Imported> {
+    let path = Path::new(name);
+    imported(path, safetensors_file::from_bytes(path, bytes)?)
+}
+
+fn imported(path: &Path, files: Vec<files::FileTensor>) -> Result<Imported> {
     if files.is_empty() {
         return Err(SaplingError::import(
             path,
@@ -240,14 +251,16 @@ impl Imported {
     }
 }
 
-/// The model of the file at `path` on `device`, for evaluation: the shapes of `preset` (by
-/// default the preset the file's shapes are), the position tables in the file's layout, the
-/// file's weights (a decoder it lacks drawn as MAE's, from seed 0).
+/// The model of the file at `path` on `device`, for evaluation (native: a file on disk): the
+/// shapes of `preset` (by default the preset the file's shapes are), the position tables in the
+/// file's layout, the file's weights (a decoder it lacks drawn as MAE's, from seed 0).
+#[cfg(not(target_family = "wasm"))]
 pub fn model_for(
     path: &Path,
     preset: Option<Preset>,
-    device: &Device,
-) -> Result<(Config, MaskedAutoencoder, Report)> {
+    device: &burn::tensor::Device,
+) -> Result<(Config, crate::model::MaskedAutoencoder, Report)> {
+    use crate::model::{MaskedAutoencoder, init};
     let imported = read(path)?;
     let config = imported.config_for(preset)?;
     device.seed(0);

@@ -12,7 +12,7 @@ use crate::error::{Result, SaplingError};
 
 /// Config fields that may differ between ranks: where each machine keeps its data, how it
 /// loads it, and its device and memory (the batch plan is then agreed across ranks).
-const PER_MACHINE: [&str; 8] = [
+const PER_MACHINE: [&str; 9] = [
     "data.dir",
     "data.workers",
     "data.prefetch",
@@ -21,6 +21,8 @@ const PER_MACHINE: [&str; 8] = [
     "train.memory_budget_mib",
     "train.batch_size",
     "train.activation_checkpointing",
+    // Only rank 0 evaluates k-NN.
+    "train.knn_data",
 ];
 
 /// Fails on every rank, naming the first difference, unless all ranks agree.

@@ -31,6 +31,34 @@ pub struct MetricLine {
     pub loss_scale: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped_steps: Option<u64>,
+    /// Top-1 of the k-NN monitor at this step (`train.knn_every`), where it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_top1: Option<f64>,
+}
+
+impl MetricLine {
+    /// The line's numbers under TensorBoard tags.
+    pub fn scalars(&self) -> Vec<(&'static str, f64)> {
+        let mut out = vec![
+            ("train/loss", self.loss),
+            ("train/lr", self.lr),
+            ("train/grad_norm", self.grad_norm),
+            ("train/epoch", self.epoch),
+            ("speed/images_per_sec", self.images_per_sec),
+        ];
+        let optional = [
+            (
+                "memory/device_bytes_in_use",
+                self.device_bytes_in_use.map(|b| b as f64),
+            ),
+            ("memory/rss_bytes", self.rss_bytes.map(|b| b as f64)),
+            ("f16/loss_scale", self.loss_scale),
+            ("f16/skipped_steps", self.skipped_steps.map(|n| n as f64)),
+            ("eval/knn_top1", self.knn_top1),
+        ];
+        out.extend(optional.into_iter().filter_map(|(tag, v)| Some((tag, v?))));
+        out
+    }
 }
 
 /// Appends metric lines to a file.

@@ -11,6 +11,9 @@ mod folder;
 mod init;
 /// Metric lines (`metrics.jsonl`).
 pub mod metrics;
+/// TensorBoard event files and the k-NN monitor.
+#[cfg(not(target_family = "wasm"))]
+mod monitor;
 /// What a run writes after each step.
 #[cfg(not(target_family = "wasm"))]
 mod outputs;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::folder::RunFolder;
 use super::metrics::{MetricLine, MetricsLog};
+use super::monitor::Monitors;
 use super::run::{Console, RunOptions};
 use super::setup::{Run, start_of};
 use super::step::StepStats;
@@ -23,7 +24,7 @@ use crate::model::MaskPlan;
 use crate::seed::{self, mix};
 use crate::viz::plot::{plot_metrics, with_column_titles};
 use crate::viz::recon::COLUMN_TITLES;
-use crate::viz::{recon_grid, save_png};
+use crate::viz::{png_bytes, recon_grid};
 
 /// The output folder of a run and what goes into it.
 pub(super) struct Outputs {
@@ -34,6 +35,8 @@ pub(super) struct Outputs {
     pub out: PathBuf,
     console: Console,
     metrics: Option<MetricsLog>,
+    /// TensorBoard and the k-NN monitor (rank 0).
+    monitors: Option<Monitors>,
     bar: ProgressBar,
     pictures: Pictures,
     stop: Option<Arc<AtomicBool>>,
@@ -86,6 +89,9 @@ impl Outputs {
         let metrics = lead
             .then(|| MetricsLog::open_at(&out.join("metrics.jsonl"), start))
             .transpose()?;
+        let monitors = lead
+            .then(|| Monitors::open(config, &out, start))
+            .transpose()?;
         let total = config.train.total_steps(source.len());
         Ok(Outputs {
             config: config.clone(),
@@ -93,6 +99,7 @@ impl Outputs {
             world: world.clone(),
             console: options.console,
             metrics,
+            monitors,
             bar: progress_bar(total, start, options.console != Console::Off && lead),
             pictures: Pictures {
                 images,
@@ -131,8 +138,12 @@ impl Outputs {
             "loss {:.4}  lr {:.2e}  {images_per_sec:.1} img/s",
             stats.loss, lr
         ));
-        if done.is_multiple_of(log_every) || last {
-            self.log(run, done, lr, stats, images_per_sec)?;
+        let knn_due = self
+            .monitors
+            .as_ref()
+            .is_some_and(|m| m.knn_due(done, last));
+        if done.is_multiple_of(log_every) || last || knn_due {
+            self.log(run, done, lr, stats, images_per_sec, knn_due)?;
         }
         let picture_due = recon_every > 0 && (done.is_multiple_of(recon_every) || last);
         if self.lead && picture_due && self.pictures.plan.batch > 0 {
@@ -153,9 +164,14 @@ impl Outputs {
         lr: f64,
         stats: &StepStats,
         images_per_sec: f64,
+        knn_due: bool,
     ) -> Result<()> {
         let Some(metrics) = self.metrics.as_mut() else {
             return Ok(());
+        };
+        let knn_top1 = match (&self.monitors, knn_due) {
+            (Some(monitors), true) => monitors.knn_top1(&self.config, run.trainer.model())?,
+            _ => None,
         };
         let line = MetricLine {
             step: done,
@@ -168,8 +184,12 @@ impl Outputs {
             rss_bytes: crate::device::peak::resident_bytes(),
             loss_scale: stats.loss_scale.map(|s| s.scale),
             skipped_steps: stats.loss_scale.map(|s| s.skipped_steps),
+            knn_top1,
         };
         let json = metrics.write(&line)?;
+        if let Some(monitors) = self.monitors.as_mut() {
+            monitors.line(&line)?;
+        }
         let shown = match self.console {
             Console::Off => return Ok(()),
             Console::Json => json,
@@ -179,14 +199,23 @@ impl Outputs {
         Ok(())
     }
 
-    /// The reconstruction figure of step `done`, and the loss and lr plots redrawn.
-    fn draw(&self, run: &Run, done: u64) -> Result<()> {
+    /// The reconstruction figure of step `done` (a file, and an image for TensorBoard), and the
+    /// loss and lr plots redrawn.
+    fn draw(&mut self, run: &Run, done: u64) -> Result<()> {
         let p = &self.pictures;
         std::fs::create_dir_all(&p.dir).map_err(|e| SaplingError::io(&p.dir, e))?;
         let model = run.trainer.model();
         let grid = recon_grid(model, p.images.clone(), &p.plan, &self.config.data)?;
         let figure = with_column_titles(&grid, &COLUMN_TITLES);
-        save_png(&figure, &p.dir.join(format!("step-{done:08}.png")))?;
+        let path = p.dir.join(format!("step-{done:08}.png"));
+        let png = png_bytes(&figure).map_err(|message| SaplingError::Data {
+            path: path.clone(),
+            message,
+        })?;
+        atomic::write(&path, &png)?;
+        if let Some(monitors) = self.monitors.as_mut() {
+            monitors.picture(done, &png, figure.dimensions())?;
+        }
         plot_metrics(&self.out)
     }
 
@@ -246,6 +275,9 @@ fn for_people(line: &MetricLine, total: u64) -> String {
     }
     if let (Some(scale), Some(skipped)) = (line.loss_scale, line.skipped_steps) {
         text += &format!("  loss scale {scale}  skipped {skipped}");
+    }
+    if let Some(top1) = line.knn_top1 {
+        text += &format!("  k-NN top-1 {:.2} %", 100.0 * top1);
     }
     text
 }

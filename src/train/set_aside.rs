@@ -3,7 +3,8 @@
 //! `--overwrite` replaces (kept until the new run is under way, put back if it fails).
 //!
 //! Only sapling's own names move: `checkpoints/step-N`, `metrics.jsonl` lines, `loss.png`,
-//! `lr.png`, `config.toml` and `recon/step-N.png`. Anything else in the folder is never touched.
+//! `lr.png`, `config.toml`, `events.out.tfevents.*` and `recon/step-N.png`. Anything else in
+//! the folder is never touched.
 
 use std::path::{Path, PathBuf};
 
@@ -35,14 +36,26 @@ impl Moved {
         if !self.checkpoints.is_empty() {
             parts.push(format!("checkpoints {}", self.checkpoints.join(", ")));
         }
+        let count = |n: usize, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            n => format!("{n} {many}"),
+        };
         if self.lines > 0 {
-            parts.push(format!("{} metric lines", self.lines));
+            parts.push(count(self.lines, "metric line", "metric lines"));
         }
         if self.pictures > 0 {
-            parts.push(format!("{} reconstruction pictures", self.pictures));
+            parts.push(count(
+                self.pictures,
+                "reconstruction picture",
+                "reconstruction pictures",
+            ));
         }
         if self.files > 0 {
-            parts.push(format!("{} plots and config", self.files));
+            parts.push(count(
+                self.files,
+                "other file (plots, config, events)",
+                "other files (plots, config, events)",
+            ));
         }
         parts.join(", ")
     }
@@ -69,9 +82,9 @@ pub(super) fn move_run(
     moved.lines = move_lines(&out.join(METRICS), &dest.join(METRICS), after.unwrap_or(0))?;
     moved.pictures = move_pictures(&out.join(RECON), &dest.join(RECON), after.unwrap_or(0))?;
     if after.is_none() {
-        for name in WHOLE {
-            if out.join(name).is_file() {
-                rename(&out.join(name), &dest.join(name))?;
+        for name in WHOLE.iter().map(|n| n.to_string()).chain(event_files(out)) {
+            if out.join(&name).is_file() {
+                rename(&out.join(&name), &dest.join(&name))?;
                 moved.files += 1;
             }
         }
@@ -133,9 +146,10 @@ pub(super) fn move_back(from: &Path, out: &Path) -> Result<()> {
             rename(&entry.path(), &out.join(sub).join(entry.file_name()))?;
         }
     }
-    for name in WHOLE.into_iter().chain([METRICS]) {
-        if from.join(name).is_file() {
-            rename(&from.join(name), &out.join(name))?;
+    let names = WHOLE.iter().chain(&[METRICS]).map(|n| n.to_string());
+    for name in names.chain(event_files(from)) {
+        if from.join(&name).is_file() {
+            rename(&from.join(&name), &out.join(&name))?;
         }
     }
     atomic::sync_dir(out);
@@ -194,6 +208,18 @@ pub(super) fn picture_step(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The TensorBoard event files sapling wrote in `dir`.
+fn event_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(crate::tensorboard::FILE_PREFIX))
+        .collect()
+}
+
 /// Whether `out` holds a run's metrics or pictures (sapling's names only).
 pub(super) fn has_run_files(out: &Path) -> bool {
     let pictures = std::fs::read_dir(out.join(RECON)).is_ok_and(|entries| {
@@ -202,6 +228,7 @@ pub(super) fn has_run_files(out: &Path) -> bool {
             .any(|e| picture_step(&e.file_name().to_string_lossy()).is_some())
     });
     pictures
+        || !event_files(out).is_empty()
         || ["metrics.jsonl", "loss.png", "lr.png"]
             .iter()
             .any(|n| out.join(n).exists())

@@ -101,6 +101,7 @@ fn paths_are_utf8(config: &Config) -> Result<()> {
         ("data.dir", config.data.dir.as_deref()),
         ("train.out", Some(config.train.out.as_path())),
         ("train.init_from", config.train.init_from.as_deref()),
+        ("train.knn_data", config.train.knn_data.as_deref()),
     ];
     for (field, path) in paths {
         if let Some(path) = path

@@ -217,12 +217,13 @@ fn bad_values(leaf: &toml::Value) -> Vec<(&'static str, toml::Value)> {
 }
 
 /// The (field, bad value) pairs that are in fact legitimate settings.
-const ACCEPTED: [(&str, &str); 14] = [
+const ACCEPTED: [(&str, &str); 15] = [
     // Documented "off" or "none" values.
     ("optim.warmup_steps", "0"),
     ("optim.warmup_fraction", "0"),
     ("optim.clip_grad", "0"),
     ("train.recon_every", "0"),
+    ("train.knn_every", "0"),
     ("data.hflip", "0"),
     // MAE's own defaults: warmup from 0, cosine decay to 0.
     ("optim.warmup_start_factor", "0"),

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["model", "optim", "data", "device", "dist", "layout"],
     &["planner"],
     &["checkpoint", "export", "import"],
-    &["viz", "eval"],
+    &["viz", "eval", "tensorboard"],
     &["train"],
     &["bench", "cli"],
 ];

@@ -226,5 +226,5 @@ fn linear_probe_separates_an_easy_task_and_reports_both_encoders() {
     .err()
     .unwrap()
     .to_string();
-    assert!(err.contains("not an IDX"), "{err}");
+    assert!(err.contains("neither an IDX"), "{err}");
 }

@@ -128,6 +128,16 @@ impl Trainer {
         })
     }
 
+    /// Starts over from the weights of a safetensors file (`bytes`, named `name`); resolves to
+    /// a line saying what was loaded.
+    #[wasm_bindgen(js_name = loadWeights)]
+    pub fn load_weights(&self, name: String, bytes: Vec<u8>) -> Promise {
+        self.with_session(move |mut s| async move {
+            let result = s.load_weights(&name, bytes).map_err(js_error);
+            (s, result.map(|report| JsValue::from_str(&report)))
+        })
+    }
+
     /// Masks `ratio` of each image's patches from the next step on.
     #[wasm_bindgen(js_name = setMaskRatio)]
     pub fn set_mask_ratio(&self, ratio: f64) -> Result<(), JsValue> {

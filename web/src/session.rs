@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use image::RgbImage;
-use sapling::config::{BatchSize, Checkpointing, Config, KernelChoice, Preset};
+use sapling::config::{BatchSize, Checkpointing, Config, KernelChoice, PrecisionChoice, Preset};
 use sapling::data::augment::fixed_batch;
 use sapling::data::source::MAX_IMAGE_SIDE;
 use sapling::data::{ImageSource, Shard, Stream};
@@ -48,6 +48,8 @@ pub struct Options {
     /// Device memory a step may use, in MiB; without it the planner assumes a budget, as
     /// WebGPU does not tell a page how much memory the GPU has.
     pub memory_budget_mib: Option<u64>,
+    /// `auto` (f16 where the adapter has `shader-f16`, as native runs), `f16` or `f32`.
+    pub precision: PrecisionChoice,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             kernels: KernelChoice::Auto,
             activation_checkpointing: Checkpointing::Auto,
             memory_budget_mib: None,
+            precision: PrecisionChoice::Auto,
         }
     }
 }
@@ -115,6 +118,7 @@ impl Session {
         config.train.kernels = options.kernels;
         config.train.activation_checkpointing = options.activation_checkpointing;
         config.train.memory_budget_mib = options.memory_budget_mib;
+        config.train.precision = options.precision;
         config.validate()?;
         if config.train.kernels == KernelChoice::Cpu {
             return Err(SaplingError::config(
@@ -223,6 +227,24 @@ impl Session {
             seconds,
             images_per_sec: (micro * accum) as f64 / seconds,
         })
+    }
+
+    /// Starts over from the weights in a safetensors file the visitor gave (`name` for
+    /// messages): the layouts `--init-from` reads (timm, Hugging Face, mmpretrain, what
+    /// `sapling export` writes), checked against `tiny` before a value is read; a file without a
+    /// decoder keeps this model's. The optimizer and the schedule start afresh, on the same
+    /// images (the dropped ones included). Returns what was loaded, for the page.
+    pub fn load_weights(&mut self, name: &str, bytes: Vec<u8>) -> Result<String> {
+        let imported = sapling::import::read_safetensors_bytes(name, bytes)?;
+        let current = self.trainer.model().clone();
+        let (model, report) = imported.load(current, self.config.preset.name())?;
+        let device = self.selected.device.clone().autodiff();
+        self.trainer =
+            Trainer::from_model_with(&self.config, model, &device, self.trainer.levers())?;
+        self.step = 0;
+        self.samples = 0;
+        self.last_end = None;
+        Ok(report.to_string())
     }
 
     /// Forgets the time since the last step (after a pause), so images/s counts training only.
