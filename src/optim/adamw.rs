@@ -113,9 +113,7 @@ impl Optimizer for SaplingAdamW {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let state = state.map(|s| s.0);
         if !self.fused || !crate::kernels::is_flex(&tensor.device()) {
-            let grad = self.factor.apply(grad);
-            let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
-            return (tensor, state.map(HostLoaded));
+            return self.burn_step(lr, tensor, grad, state);
         }
         self.fused_step(lr, tensor, grad, state)
     }
@@ -126,6 +124,19 @@ impl Optimizer for SaplingAdamW {
 }
 
 impl SaplingAdamW {
+    /// burn's own update, the gradient multiplied by the factor first.
+    fn burn_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamWState<D>>,
+    ) -> (Tensor<D>, Option<HostLoaded<D>>) {
+        let grad = self.factor.apply(grad);
+        let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
+        (tensor, state.map(HostLoaded))
+    }
+
     /// The update as [`cpu::adamw`]'s one pass per tensor, for a tensor on Flex.
     #[cfg(not(target_family = "wasm"))]
     fn fused_step<const D: usize>(
@@ -165,9 +176,7 @@ impl SaplingAdamW {
         grad: Tensor<D>,
         state: Option<AdamWState<D>>,
     ) -> (Tensor<D>, Option<HostLoaded<D>>) {
-        let grad = self.factor.apply(grad);
-        let (tensor, state) = burn_adamw(&self.h).step(lr, tensor, grad, state);
-        (tensor, state.map(HostLoaded))
+        self.burn_step(lr, tensor, grad, state)
     }
 }
 

@@ -43,6 +43,15 @@ pub fn micro_config(name: &str) -> Config {
     c
 }
 
+/// A two-step micro run into its own temp folder, and the checkpoint it ended with.
+pub fn trained_micro(name: &str) -> (Config, sapling::checkpoint::Loaded) {
+    let mut c = micro_config(name);
+    c.train.steps = Some(2);
+    sapling::train::train(&c, sapling::train::RunOptions::default()).unwrap();
+    let loaded = sapling::checkpoint::latest(&c.train.out).unwrap();
+    (c, loaded)
+}
+
 pub fn flex() -> Device {
     Device::flex()
 }

@@ -5,13 +5,12 @@ use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::Device;
-use sapling::checkpoint;
 use sapling::eval::features::Pool;
 use sapling::eval::knn::{KnnConfig, KnnData, knn};
 use sapling::progress::Progress;
 use sapling::train::{RunOptions, train};
 
-use crate::common::{losses, micro_config, temp_dir, toy_idx};
+use crate::common::{losses, micro_config, temp_dir, toy_idx, trained_micro};
 
 fn settings(train_limit: usize, test_limit: usize) -> KnnConfig {
     KnnConfig {
@@ -46,10 +45,7 @@ fn colour_folders(dir: &Path) {
 
 #[test]
 fn knn_separates_easy_classes_from_idx_files_and_from_folders() {
-    let mut c = micro_config("knn-eval");
-    c.train.steps = Some(2);
-    train(&c, RunOptions::default()).unwrap();
-    let loaded = checkpoint::latest(&c.train.out).unwrap();
+    let (c, loaded) = trained_micro("knn-eval");
     let model = loaded.model(&Device::flex()).unwrap();
 
     let idx = temp_dir("knn-idx");

@@ -10,7 +10,7 @@ use sapling::config::{BatchSize, Preset};
 use sapling::data::{ImageSource, Loader};
 use sapling::train::{RunOptions, Trainer, train};
 
-use crate::common::{flex, losses, micro_config, temp_dir};
+use crate::common::{flex, losses, micro_config, temp_dir, trained_micro};
 
 #[test]
 fn a_killed_run_resumes_with_the_same_losses() {
@@ -235,10 +235,7 @@ fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
 
 #[test]
 fn weights_that_do_not_fit_the_model_are_an_error_not_a_panic() {
-    let mut c = micro_config("misfit");
-    c.train.steps = Some(2);
-    train(&c, RunOptions::default()).unwrap();
-    let loaded = checkpoint::latest(&c.train.out).unwrap();
+    let (c, loaded) = trained_micro("misfit");
     let mut other = c.model.clone();
     other.dim = 48;
     let model = sapling::model::MaskedAutoencoder::new(&other, &flex());
@@ -256,10 +253,7 @@ fn weights_that_do_not_fit_the_model_are_an_error_not_a_panic() {
 /// steps (the browser keeps training after any failed call).
 #[test]
 fn a_failed_restore_keeps_the_trainers_model() {
-    let mut c = micro_config("restore-fails");
-    c.train.steps = Some(2);
-    train(&c, RunOptions::default()).unwrap();
-    let loaded = checkpoint::latest(&c.train.out).unwrap();
+    let (c, loaded) = trained_micro("restore-fails");
     let mut other = c.clone();
     other.model.dim = 48;
     other.model.decoder_dim = 48;
