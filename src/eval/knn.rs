@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
 use super::features::{Pool, features};
-use super::labelled::{Split, train_and_test};
+use super::labelled::{Split, check_limits, train_and_test};
 use crate::config::Config;
 use crate::error::{Result, SaplingError};
 use crate::model::MaskedAutoencoder;
@@ -64,6 +64,27 @@ impl KnnData {
     }
 }
 
+impl KnnConfig {
+    /// Refuses settings with no vote to take: no neighbours, no images, or a temperature that
+    /// is not a positive number.
+    fn check(&self) -> Result<()> {
+        let bad = |field: &str, message: &str| Err(SaplingError::config(field, message));
+        if self.k == 0 {
+            return bad(
+                "k",
+                "at least one neighbour must vote (--k 1 or more; DINO uses 20)",
+            );
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(
+                "temperature",
+                "must be a positive number (--temperature; DINO uses 0.07)",
+            );
+        }
+        check_limits(self.train_limit, self.test_limit)
+    }
+}
+
 /// k-NN top-1 of `model`'s encoder (of `config`) on `data`, each feature pass shown on
 /// `progress`.
 pub fn knn(
@@ -73,6 +94,7 @@ pub fn knn(
     knn: &KnnConfig,
     progress: &Progress,
 ) -> Result<KnnReport> {
+    knn.check()?;
     let (n_train, n_test) = (
         knn.train_limit.min(data.train.len()),
         knn.test_limit.min(data.test.len()),

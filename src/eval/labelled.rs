@@ -67,6 +67,20 @@ impl Split {
     }
 }
 
+/// Refuses an evaluation of no images: `--train-limit` and `--test-limit` of 0.
+pub fn check_limits(train_limit: usize, test_limit: usize) -> Result<()> {
+    for (field, n) in [("train_limit", train_limit), ("test_limit", test_limit)] {
+        if n == 0 {
+            let flag = field.replace('_', "-");
+            return Err(SaplingError::config(
+                field,
+                format!("--{flag} must be 1 or more"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The training and test splits of the data set in `dir`: IDX (`train` and `t10k`), or an image
 /// folder with `train/` and `val/` (or `test/`) sub-folders of one folder per class.
 pub fn train_and_test(dir: &Path) -> Result<(Split, Split)> {

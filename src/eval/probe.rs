@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub use super::features::Pool;
 use super::features::features;
-use super::labelled::train_and_test;
+use super::labelled::{check_limits, train_and_test};
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::MaskedAutoencoder;
@@ -60,6 +60,7 @@ pub fn linear_probe(
     device: &Device,
     progress: &Progress,
 ) -> Result<ProbeReport> {
+    check_limits(probe.train_limit, probe.test_limit)?;
     let (train, test) = train_and_test(data_dir)?;
     let n_train = probe.train_limit.min(train.len());
     let n_test = probe.test_limit.min(test.len());

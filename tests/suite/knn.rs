@@ -111,3 +111,39 @@ fn a_run_logs_knn_accuracy_every_n_steps() {
     let err = missing.validate().unwrap_err().to_string();
     assert!(err.contains("train.knn_data"), "{err}");
 }
+
+/// Settings that leave nothing to score are refused naming the field, by both evaluations,
+/// before any feature is computed (`--k 0` used to panic in the vote).
+#[test]
+fn settings_with_nothing_to_score_are_refused_by_name() {
+    let (_, loaded) = trained_micro("knn-refused");
+    let idx = temp_dir("knn-refused-idx");
+    toy_idx(&idx, "train", 8);
+    toy_idx(&idx, "t10k", 8);
+    let cases = [
+        ("knn", "--k", "0", "`k`"),
+        ("knn", "--temperature", "0", "`temperature`"),
+        ("knn", "--temperature", "NaN", "`temperature`"),
+        ("knn", "--train-limit", "0", "`train_limit`"),
+        ("knn", "--test-limit", "0", "`test_limit`"),
+        ("linear-probe", "--train-limit", "0", "`train_limit`"),
+        ("linear-probe", "--test-limit", "0", "`test_limit`"),
+    ];
+    for (command, flag, value, field) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_sapling"))
+            .args(["eval", command, "--device", "cpu", "--checkpoint"])
+            .arg(&loaded.path)
+            .arg("--data")
+            .arg(&idx)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let case = format!("eval {command} {flag} {value}");
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert!(
+            stderr.contains(field) && !stderr.contains("panicked"),
+            "{case}: {stderr}"
+        );
+    }
+}
