@@ -50,6 +50,81 @@ pub enum Command {
     Export(ExportArgs),
     /// Draw the loss curves of several runs in one PNG, labelled by folder name.
     Plot(PlotArgs),
+    /// Prepare training data.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+/// Data preparation.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write an image folder (recursive) or IDX files as WebDataset tar shards, resized so the
+    /// short side is at most --max-side, with sizes.json giving each shard's sample count.
+    Pack(PackArgs),
+}
+
+/// Flags of `sapling data pack`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// An image folder (searched recursively) or a folder of IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Folder for the shards; it must be empty or new (or hold an earlier pack, with --overwrite).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Largest shard, e.g. 1GiB, 500MB, 64MiB.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub shard_size: u64,
+    /// Largest short side in pixels: larger images are shrunk (Sapiens trains at 1024).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=16384))]
+    pub max_side: u32,
+    /// JPEG quality of images that are re-encoded (JPEGs that need no resize are kept as they are).
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+    /// Encoding threads [default: all cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Replace the shards of an earlier pack in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `1GiB`, `500MB`, `64MiB`, `4096` (bytes) as a byte count of at least 1 MiB.
+fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: give a size such as 1GiB, 500MB or 64MiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => (1u64 << 20) as f64,
+        "g" | "gb" => 1e9,
+        "gib" => (1u64 << 30) as f64,
+        "t" | "tb" => 1e12,
+        "tib" => (1u64 << 40) as f64,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}`; use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    let bytes = number * scale;
+    if !(bytes >= (1u64 << 20) as f64 && bytes <= (1u64 << 50) as f64) {
+        return Err(format!(
+            "`{text}`: a shard size must be between 1 MiB and 1 PiB"
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 /// Flags of `sapling info`.

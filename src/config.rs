@@ -455,6 +455,9 @@ pub struct DataConfig {
     pub workers: usize,
     /// Batches decoded ahead of the device.
     pub prefetch: usize,
+    /// Samples each rank holds to shuffle shards' samples (WebDataset's shuffle buffer; timm
+    /// uses 8192): memory is this times the mean encoded image size.
+    pub shuffle_buffer: usize,
     /// RandomResizedCrop area range, as fractions of the image.
     pub crop_scale: [f64; 2],
     /// RandomResizedCrop aspect-ratio range.
@@ -473,6 +476,7 @@ impl Default for DataConfig {
             dir: None,
             workers: 2,
             prefetch: 4,
+            shuffle_buffer: 4096,
             crop_scale: [0.2, 1.0],
             crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
             hflip: 0.5,
@@ -486,6 +490,11 @@ impl DataConfig {
     fn validate(&self) -> Result<()> {
         int_in("data.workers", self.workers, bounds::WORKERS)?;
         int_in("data.prefetch", self.prefetch, bounds::PREFETCH)?;
+        int_in(
+            "data.shuffle_buffer",
+            self.shuffle_buffer,
+            bounds::SHUFFLE_BUFFER,
+        )?;
         for (field, [lo, hi], range) in [
             ("data.crop_scale", self.crop_scale, bounds::CROP_SCALE),
             ("data.crop_ratio", self.crop_ratio, bounds::CROP_RATIO),
@@ -1014,6 +1023,8 @@ mod bounds {
     pub const WORKERS: RangeInclusive<u64> = 1..=256;
     /// Each prefetched batch is a whole micro-batch of decoded pixels held in memory.
     pub const PREFETCH: RangeInclusive<u64> = 1..=64;
+    /// A million samples of ~110 KB would be ~110 GB of host memory: past that is a typo.
+    pub const SHUFFLE_BUFFER: RangeInclusive<u64> = 1..=1 << 20;
 
     /// Fractions that must leave something: mask ratio, warmup fraction, Adam's betas.
     pub const FRACTION: Interval = open_high(0.0, 1.0);

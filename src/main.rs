@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use sapling::cli::{
     BatchSweepArgs, BenchCommand, BenchImportArgs, BenchKernelsArgs, BenchLoaderArgs,
-    BenchScalingArgs, BenchStepArgs, Cli, Command, EvalCommand, ExportArgs, HypotheticalArgs,
-    InfoArgs, KnnArgs, LinearProbeArgs, PlanArgs, PlotArgs, ReconstructArgs, ReferenceCaseArgs,
-    TrainArgs, TrainCommandArgs, WeightsArgs,
+    BenchScalingArgs, BenchStepArgs, Cli, Command, DataCommand, EvalCommand, ExportArgs,
+    HypotheticalArgs, InfoArgs, KnnArgs, LinearProbeArgs, PackArgs, PlanArgs, PlotArgs,
+    ReconstructArgs, ReferenceCaseArgs, TrainArgs, TrainCommandArgs, WeightsArgs,
 };
 use sapling::config::{BatchSize, Config, DeviceChoice};
 use sapling::device::Selected;
@@ -75,6 +75,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Eval(EvalCommand::Knn(args)) => eval_knn(args),
         Command::Export(args) => export(args),
         Command::Plot(args) => plot_runs(args),
+        Command::Data(DataCommand::Pack(args)) => data_pack(args),
         Command::Plan(args) => plan(args),
         Command::Hypothetical(args) => plan_hypothetical(args),
         Command::Bench(command) => bench(command),
@@ -258,6 +259,47 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
 }
 
 /// `sapling eval knn`: the encoder's k-NN top-1 and a random encoder's beside it.
+fn data_pack(args: PackArgs) -> anyhow::Result<()> {
+    use sapling::data::shards::pack::{PackOptions, pack};
+    let source = sapling::data::ImageSource::folder(&args.data)?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let options = PackOptions {
+        out: args.out,
+        shard_size: args.shard_size,
+        max_side: args.max_side,
+        quality: args.quality,
+        workers,
+        overwrite: args.overwrite,
+    };
+    let summary = pack(&source, &options, Progress::stderr())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "packed {} images ({} JPEGs kept as they were, {} shrunk to a short side of {} px, {} encoded at quality {}) into {} shard(s), {}",
+        summary.images,
+        summary.kept,
+        summary.resized,
+        options.max_side,
+        summary.encoded,
+        options.quality,
+        summary.shards.len(),
+        fmt_bytes(summary.bytes)
+    );
+    if summary.skipped_count > 0 {
+        println!("skipped {} file(s):", summary.skipped_count);
+        for why in &summary.skipped {
+            println!("  {why}");
+        }
+    }
+    println!("train on them with --data {}", summary.data);
+    Ok(())
+}
+
 fn eval_knn(args: KnnArgs) -> anyhow::Result<()> {
     use sapling::eval::knn::{KnnConfig, KnnData, knn};
     let device = sapling::device::select(args.device)?;
@@ -272,8 +314,9 @@ fn eval_knn(args: KnnArgs) -> anyhow::Result<()> {
     let data = KnnData::open(&args.labelled.data)?;
     let progress = Progress::stderr();
     let pretrained = knn(&config, &model, &data, &settings, &progress)?;
-    device.device.seed(0);
-    let random_model = MaskedAutoencoder::new(&config.model, &device.device);
+    let random_model = sapling::model::init::seeded(&device.device, 0, || {
+        MaskedAutoencoder::new(&config.model, &device.device)
+    });
     let random = knn(&config, &random_model, &data, &settings, &progress)?;
     if args.json {
         let both = serde_json::json!({ "pretrained": pretrained, "random_top1": random.top1 });

@@ -10,6 +10,10 @@ pub const MASKS: u64 = 0x3a5c;
 pub const AUGMENTATION: u64 = 0x5eed_da7a;
 /// Stream of the one fixed mask of the reconstruction pictures: `mix(seed, RECON_PICTURES)`.
 pub const RECON_PICTURES: u64 = 0x0f16;
+/// Salt of each epoch's shard order: `mix(seed ^ SHARD_ORDER, epoch)`.
+pub const SHARD_ORDER: u64 = 0x5a4d_0bde;
+/// Salt of each rank's shuffle-buffer picks in an epoch: `mix(mix(seed ^ SHUFFLE_BUFFER, epoch), rank)`.
+pub const SHUFFLE_BUFFER: u64 = 0xb0ff_e125;
 
 /// SplitMix64 finaliser over `seed` and `stream`: distinct inputs give unrelated seeds.
 pub fn mix(seed: u64, stream: u64) -> u64 {

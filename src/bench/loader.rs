@@ -115,12 +115,19 @@ impl fmt::Display for LoaderBench {
             "demand     {:.1} images/s ({})",
             self.demand, self.demand_by
         )?;
-        writeln!(f, "{:>8} {:>10} {:>10}", "workers", "images/s", "x demand")?;
+        writeln!(
+            f,
+            "{:>8} {:>10} {:>11} {:>10}",
+            "workers", "images/s", "per worker", "x demand"
+        )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "{:>8} {:>10.1} {:>10.2}",
-                r.workers, r.images_per_sec, r.times_demand
+                "{:>8} {:>10.1} {:>11.1} {:>10.2}",
+                r.workers,
+                r.images_per_sec,
+                r.images_per_sec / r.workers as f64,
+                r.times_demand
             )?;
         }
         match self.workers_needed() {

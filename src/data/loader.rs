@@ -6,6 +6,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::shards::{
+    RankReader,
+    batches::{BatchMaker, RawBatch},
+};
 use super::source::ImageSource;
 use super::stream::{Batch, Shard, SkipLog, Stream};
 use crate::config::DataConfig;
@@ -62,6 +67,24 @@ impl Loader {
             );
         }
         let start = start_sample / round;
+        #[cfg(not(target_arch = "wasm32"))]
+        if let ImageSource::Shards(set) = &source {
+            let maker = |skips| BatchMaker {
+                reader: RankReader::new(
+                    set.clone(),
+                    seed,
+                    shard.rank,
+                    shard.size,
+                    config.shuffle_buffer,
+                ),
+                config: config.clone(),
+                img_size,
+                seed,
+                shard,
+                skips,
+            };
+            return Self::from_shards(maker, config, batch, start, round);
+        }
         let source = Arc::new(source);
         let skips = Arc::new(SkipLog::default());
         let n_workers = config.workers;
@@ -79,6 +102,51 @@ impl Loader {
                 work(job, first, n_workers as u64, tx)
             }));
         }
+        Loader {
+            receivers,
+            next: start,
+            round,
+            workers,
+            skips,
+        }
+    }
+
+    /// A rank's shards: one thread reads them in order (sequential reads, one shuffle buffer,
+    /// an order that does not depend on the number of workers) and deals whole raw
+    /// micro-batches out round-robin; `config.workers` threads decode and augment them.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn from_shards(
+        maker: impl Fn(Arc<SkipLog>) -> BatchMaker,
+        config: &DataConfig,
+        batch: usize,
+        start: u64,
+        round: u64,
+    ) -> Self {
+        let skips = Arc::new(SkipLog::default());
+        let n_workers = config.workers;
+        let mut receivers = Vec::with_capacity(n_workers);
+        let mut raw_senders = Vec::with_capacity(n_workers);
+        let mut workers = Vec::with_capacity(n_workers + 1);
+        for _ in 0..n_workers {
+            let (tx, rx) = sync_channel(config.prefetch.div_ceil(n_workers).max(1));
+            let (raw_tx, raw_rx) = sync_channel::<Result<RawBatch>>(1);
+            receivers.push(rx);
+            raw_senders.push(raw_tx);
+            let maker = maker(skips.clone());
+            workers.push(std::thread::spawn(move || {
+                for raw in raw_rx {
+                    let batch = raw.and_then(|raw| maker.make(&raw));
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            }));
+        }
+        let reader = maker(skips.clone()).reader;
+        workers.push(std::thread::spawn(move || {
+            deal(&reader, start, batch, &raw_senders)
+        }));
         Loader {
             receivers,
             next: start,
@@ -118,6 +186,31 @@ impl Drop for Loader {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+/// Reads this rank's samples from its micro-batch `start` on and sends micro-batch `m` to worker
+/// `m mod W`, until the workers hang up; a read error goes to the worker whose turn it is.
+#[cfg(not(target_arch = "wasm32"))]
+fn deal(reader: &RankReader, start: u64, batch: usize, senders: &[SyncSender<Result<RawBatch>>]) {
+    let n = senders.len() as u64;
+    let mut m = start;
+    let mut samples = Vec::with_capacity(batch);
+    let read = reader.run(start * batch as u64, |sample| {
+        samples.push(sample);
+        if samples.len() < batch {
+            return true;
+        }
+        let raw = RawBatch {
+            local: m,
+            samples: std::mem::replace(&mut samples, Vec::with_capacity(batch)),
+        };
+        let sent = senders[(m % n) as usize].send(Ok(raw)).is_ok();
+        m += 1;
+        sent
+    });
+    if let Err(e) = read {
+        let _ = senders[(m % n) as usize].send(Err(e));
     }
 }
 

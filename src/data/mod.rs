@@ -6,6 +6,9 @@ pub mod augment;
 pub mod idx;
 /// Deterministic background batching.
 pub mod loader;
+/// WebDataset tar shards (natively: a page has no files).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shards;
 /// Image folders and the embedded photos.
 pub mod source;
 /// Which image and augmentation each sample of the stream gets.

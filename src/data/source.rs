@@ -77,13 +77,21 @@ pub enum ImageSource {
     Idx { root: PathBuf, split: Arc<IdxSplit> },
     /// Images already decoded, with their names (the browser's: no file system there).
     Decoded(Arc<Vec<(String, RgbImage)>>),
+    /// WebDataset tar shards, read in order (never by index).
+    #[cfg(not(target_arch = "wasm32"))]
+    Shards(Arc<super::shards::ShardSet>),
 }
 
 impl ImageSource {
-    /// The embedded photos, or every image under `dir` (recursively).
-    pub fn new(dir: Option<&Path>) -> Result<Self> {
-        match dir {
+    /// The embedded photos, the shards `data` names (a pattern, a folder of `.tar` files, one
+    /// `.tar`), or every image under the folder `data` (recursively).
+    pub fn new(data: Option<&Path>) -> Result<Self> {
+        match data {
             None => Ok(ImageSource::Embedded),
+            #[cfg(not(target_arch = "wasm32"))]
+            Some(spec) if super::shards::names_shards(spec) => Ok(ImageSource::Shards(Arc::new(
+                super::shards::ShardSet::open(spec)?,
+            ))),
             Some(dir) => Self::folder(dir),
         }
     }
@@ -168,6 +176,8 @@ impl ImageSource {
             ImageSource::Folder { files, .. } => files.len(),
             ImageSource::Idx { split, .. } => split.images.count,
             ImageSource::Decoded(images) => images.len(),
+            #[cfg(not(target_arch = "wasm32"))]
+            ImageSource::Shards(set) => usize::try_from(set.total).unwrap_or(usize::MAX),
         }
     }
 
@@ -183,6 +193,8 @@ impl ImageSource {
             ImageSource::Folder { files, .. } => files[i].display().to_string(),
             ImageSource::Idx { split, .. } => format!("{}#{i}", split.images_path.display()),
             ImageSource::Decoded(images) => images[i].0.clone(),
+            #[cfg(not(target_arch = "wasm32"))]
+            ImageSource::Shards(set) => format!("{} sample {i}", set.spec.display()),
         }
     }
 
@@ -201,6 +213,38 @@ impl ImageSource {
                 root.display()
             ),
             ImageSource::Decoded(images) => format!("{} images in memory", images.len()),
+            #[cfg(not(target_arch = "wasm32"))]
+            ImageSource::Shards(set) => set.describe(),
+        }
+    }
+
+    /// The first `n` decodable images in file order (a shard set's from its first shards), for
+    /// the fixed batch of the reconstruction pictures.
+    pub fn first_images(&self, n: usize) -> Vec<RgbImage> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let ImageSource::Shards(set) = self {
+            return set.first_images(n);
+        }
+        (0..self.len())
+            .filter_map(|i| self.load(i).ok())
+            .take(n)
+            .collect()
+    }
+
+    /// Image `i`'s encoded bytes, for sources that hold files (so a JPEG can be decoded at the
+    /// scale its crop needs); `None` for sources that hold pixels.
+    pub fn encoded(
+        &self,
+        i: usize,
+    ) -> Option<std::result::Result<std::borrow::Cow<'static, [u8]>, String>> {
+        match self {
+            ImageSource::Embedded => Some(Ok(std::borrow::Cow::Borrowed(EMBEDDED[i].1))),
+            ImageSource::Folder { files, .. } => Some(
+                std::fs::read(&files[i])
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|e| e.to_string()),
+            ),
+            _ => None,
         }
     }
 
@@ -212,6 +256,8 @@ impl ImageSource {
             ImageSource::Folder { files, .. } => decode_file(&files[i]),
             ImageSource::Idx { split, .. } => Ok(split.images.rgb(i)),
             ImageSource::Decoded(images) => Ok(images[i].1.clone()),
+            #[cfg(not(target_arch = "wasm32"))]
+            ImageSource::Shards(_) => Err("shards are read in order, not by index".into()),
         }
     }
 }

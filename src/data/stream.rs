@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
-use super::augment::augment;
+use super::augment::{augment, augment_encoded};
 use super::source::ImageSource;
 use crate::config::DataConfig;
 use crate::error::{Result, SaplingError};
@@ -46,7 +46,7 @@ impl Batch {
 /// Files that failed to decode, shared by the workers so each is reported once.
 #[derive(Debug, Default)]
 pub struct SkipLog {
-    seen: Mutex<HashSet<usize>>,
+    seen: Mutex<HashSet<String>>,
     count: AtomicUsize,
 }
 
@@ -56,11 +56,13 @@ impl SkipLog {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn record(&self, source: &ImageSource, i: usize, message: &str) {
+    /// Notes that the image `name` could not be decoded, warning the first time.
+    pub fn record(&self, name: String, message: &str) {
         let mut seen = self.seen.lock().expect("skip log lock");
-        if seen.insert(i) {
+        if !seen.contains(&name) {
             self.count.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("skipping {}: cannot decode ({message})", source.name(i));
+            tracing::warn!("skipping {name}: cannot decode ({message})");
+            seen.insert(name);
         }
     }
 }
@@ -150,15 +152,7 @@ impl Stream {
                 self.epoch_perm = Some((epoch, perm));
             }
             let i = self.epoch_perm.as_ref().expect("set above").1[(sample % n) as usize];
-            let img = self.decode_from(i)?;
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ seed::AUGMENTATION, sample));
-            augment(
-                &img,
-                self.img_size as u32,
-                &self.config,
-                &mut rng,
-                &mut images,
-            );
+            self.augment_from(i, sample, &mut images)?;
         }
         Ok(Batch {
             images,
@@ -168,20 +162,57 @@ impl Stream {
         })
     }
 
-    /// Decodes image `i`, or the next decodable one after it: a broken file is skipped with one
-    /// warning, and the substitute is the same on every run.
-    fn decode_from(&self, i: usize) -> Result<image::RgbImage> {
+    /// Appends sample `sample` made of image `i`, or of the next decodable one after it: a
+    /// broken file is skipped with one warning, and the substitute is the same on every run.
+    fn augment_from(&self, i: usize, sample: u64, out: &mut Vec<f32>) -> Result<()> {
         let n = self.source.len();
         for k in 0..n {
             let j = (i + k) % n;
-            match self.source.load(j) {
-                Ok(img) => return Ok(img),
-                Err(message) => self.skips.record(&self.source, j, &message),
+            let (size, config) = (self.img_size, &self.config);
+            let made = match self.source.encoded(j) {
+                Some(Ok(bytes)) => {
+                    augment_sample(Input::Encoded(&bytes), sample, self.seed, size, config, out)
+                }
+                Some(Err(message)) => Err(message),
+                None => self.source.load(j).and_then(|img| {
+                    augment_sample(Input::Decoded(&img), sample, self.seed, size, config, out)
+                }),
+            };
+            match made {
+                Ok(()) => return Ok(()),
+                Err(message) => self.skips.record(self.source.name(j), &message),
             }
         }
         Err(SaplingError::Data {
             path: self.source.name(0).into(),
             message: format!("none of the {n} images could be decoded"),
         })
+    }
+}
+
+/// An image as a sample's augmentation takes it.
+pub enum Input<'a> {
+    /// Encoded bytes (a file's, a shard member's): JPEGs may be decoded at a reduced scale.
+    Encoded(&'a [u8]),
+    Decoded(&'a image::RgbImage),
+}
+
+/// Sample `sample`'s crop and flip of `input` (drawn from `(seed, sample)` alone), appended to
+/// `out`; nothing is appended when the image does not decode.
+pub fn augment_sample(
+    input: Input<'_>,
+    sample: u64,
+    seed: u64,
+    img_size: usize,
+    config: &DataConfig,
+    out: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed ^ seed::AUGMENTATION, sample));
+    match input {
+        Input::Encoded(bytes) => augment_encoded(bytes, img_size as u32, config, &mut rng, out),
+        Input::Decoded(img) => {
+            augment(img, img_size as u32, config, &mut rng, out);
+            Ok(())
+        }
     }
 }

@@ -106,8 +106,10 @@ pub fn linear_probe(
         ))
     };
     let pretrained = score(model, "pretrained")?;
-    device.seed(probe.seed);
-    let random = score(&MaskedAutoencoder::new(&config.model, device), "random")?;
+    let random = crate::model::init::seeded(device, probe.seed, || {
+        MaskedAutoencoder::new(&config.model, device)
+    });
+    let random = score(&random, "random")?;
     Ok(ProbeReport {
         pool: probe.pool,
         train_images: n_train,

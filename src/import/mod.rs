@@ -263,9 +263,7 @@ pub fn model_for(
     use crate::model::{MaskedAutoencoder, init};
     let imported = read(path)?;
     let config = imported.config_for(preset)?;
-    device.seed(0);
-    let model = MaskedAutoencoder::new(&config.model, device);
-    init::materialize(&model);
+    let model = init::seeded(device, 0, || MaskedAutoencoder::new(&config.model, device));
     let (model, report) = imported.load(model, config.preset.name())?;
     Ok((config, model, report))
 }

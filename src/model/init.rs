@@ -49,3 +49,18 @@ pub fn materialize<M: Module>(module: &M) {
     }
     module.visit(&mut Touch);
 }
+
+/// Burn's random generator is one per backend, shared by every thread: two models drawn at once
+/// (tests in parallel, an evaluation beside a run) would interleave their draws. Seeding and
+/// drawing happen under this lock.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `make()` run right after seeding `device`'s generator with `seed`, its parameters
+/// materialised, with no other seeded draw in between: the same values whatever else runs.
+pub fn seeded<M: Module>(device: &Device, seed: u64, make: impl FnOnce() -> M) -> M {
+    let _only = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let module = make();
+    materialize(&module);
+    module
+}

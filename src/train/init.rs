@@ -24,11 +24,11 @@ pub fn initial_trainer(
     tracing::info!("reading weights from {}", path.display());
     let imported = import::read(path)?;
     let device = device.clone().autodiff();
-    device.seed(config.train.seed);
-    let model = MaskedAutoencoder::new(&config.model, &device);
     // A part the file lacks (the decoder of an encoder-only file) keeps exactly what a fresh
     // run of this seed would have drawn.
-    init::materialize(&model);
+    let model = init::seeded(&device, config.train.seed, || {
+        MaskedAutoencoder::new(&config.model, &device)
+    });
     let (model, report) = imported.load(model, config.preset.name())?;
     tracing::info!("{report}");
     let trainer = Trainer::from_model_with(config, model, &device, levers)?;

@@ -61,7 +61,18 @@ pub(super) fn check_data(
         }
         (None, None) => {}
     }
-    ImageSource::new(config.data.dir.as_deref())
+    let source = ImageSource::new(config.data.dir.as_deref())?;
+    #[cfg(not(target_arch = "wasm32"))]
+    if let ImageSource::Shards(set) = &source {
+        set.check_ranks(ranks)?;
+        tracing::info!(
+            "shuffle buffer: {} samples per rank, about {} at this data's mean of {} per sample",
+            config.data.shuffle_buffer,
+            crate::planner::fmt_bytes(config.data.shuffle_buffer as u64 * set.mean_sample_bytes()),
+            crate::planner::fmt_bytes(set.mean_sample_bytes())
+        );
+    }
+    Ok(source)
 }
 
 /// A checkpoint past the run's last step is refused by name, and one at it has nothing left to

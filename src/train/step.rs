@@ -106,8 +106,9 @@ impl Trainer {
     /// [`Trainer::new`] with the given `levers` (a batch plan's).
     pub fn with_levers(config: &Config, device: &Device, levers: Levers) -> Result<Self> {
         let device = device.clone().autodiff();
-        device.seed(config.train.seed);
-        let model = MaskedAutoencoder::new(&config.model, &device);
+        let model = crate::model::init::seeded(&device, config.train.seed, || {
+            MaskedAutoencoder::new(&config.model, &device)
+        });
         Self::from_model_with(config, model, &device, levers)
     }
 

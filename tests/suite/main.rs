@@ -29,6 +29,7 @@ mod planner;
 mod precision;
 mod pytorch_numbers;
 mod resume;
+mod shards;
 mod tensorboard;
 mod training;
 mod wgpu_parity;
