@@ -6,6 +6,7 @@
 # crops and flips so no two files are alike):
 #   imagenet: 256 JPEGs of about 500 x 375 (some portrait, some 500 x 333), quality 90;
 #   12mp:     32 JPEGs of 4000 x 3000, a camera's 12 megapixels, quality 92;
+#   12mp-packed: those 32 as `sapling data pack --max-side 1024` writes them (shards only);
 # each read as a folder and as 4 WebDataset tar shards (plain `tar`, members 000000.jpg,
 # 000001.jpg, ..., one sample each). Sapling runs `bench loader --preset vit-b --device cpu
 # --batch-size 32 --loader-workers 1 --demand 1` (the loader alone, no training step); shards go
@@ -91,12 +92,22 @@ for set in $SETS; do
   rm -rf "$stage"
 done
 
+# A third set: the 12 MP photos as `sapling data pack --max-side 1024` writes them (what the
+# README advises for photos much larger than the training size), read as shards by both loaders.
+"$SAPLING" data pack --data "$work/12mp/images" --out "$work/12mp-packed/shards" --max-side 1024 \
+  --workers 1 >/dev/null 2>&1
+SETS="$SETS 12mp-packed"
+
 transforms=$("$PYTHON" -c 'import torchvision, torch; print(f"torchvision {torchvision.__version__}")' 2>/dev/null \
   || echo "reimplemented torchvision PIL path (no torchvision)")
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(date -u +%F); both on core $CPU"
 echo "baseline: $("$PYTHON" -c 'import sys, PIL, numpy; print(f"Python {sys.version.split()[0]}, Pillow {PIL.__version__}, numpy {numpy.__version__}")'), $transforms"
 for set in $SETS; do
-  echo "$set: $(ls "$work/$set/images" | wc -l) JPEGs, folder $(du -sh "$work/$set/images" | cut -f1), shards $(du -ch "$work/$set"/shards/*.tar | tail -1 | cut -f1) (grain $GRAIN)"
+  if [[ -d $work/$set/images ]]; then
+    echo "$set: $(ls "$work/$set/images" | wc -l) JPEGs, folder $(du -sh "$work/$set/images" | cut -f1), shards $(du -ch "$work/$set"/shards/*.tar | tail -1 | cut -f1) (grain $GRAIN)"
+  else
+    echo "$set: shards $(du -ch "$work/$set"/shards/*.tar | tail -1 | cut -f1), short side 1024 px (sapling data pack)"
+  fi
 done
 
 rate() { "$PYTHON" -c 'import json, sys; r = json.load(sys.stdin); print(r["rows"][0]["images_per_sec"] if "rows" in r else r["images_per_sec"])'; }
@@ -106,7 +117,17 @@ for round in $(seq "$ROUNDS"); do
     batches=$SMALL_BATCHES
     [[ $set == 12mp ]] && batches=$BIG_BATCHES
     for source in folder shards; do
-      if [[ $source == folder ]]; then data=$work/$set/images; else data="$work/$set/shards/set-{0..3}.tar"; fi
+      pil_data=()
+      if [[ $source == folder ]]; then
+        [[ -d $work/$set/images ]] || continue
+        data=$work/$set/images
+      elif [[ $set == 12mp-packed ]]; then
+        data=$work/$set/shards
+        pil_data=("$work/$set"/shards/*.tar)
+      else
+        data="$work/$set/shards/set-{0..3}.tar"
+      fi
+      ((${#pil_data[@]})) || pil_data=("$data")
       if [[ $source == folder || $shards_ok == 1 ]]; then
         if out=$("${PIN[@]}" "$SAPLING" bench loader --preset vit-b --device cpu --batch-size "$BATCH" \
             --effective-batch "$BATCH" --loader-workers 1 --batches "$batches" --demand 1 --json \
@@ -120,7 +141,7 @@ for round in $(seq "$ROUNDS"); do
         fi
       fi
       out=$("${PIN[@]}" "$PYTHON" benches/loader_pil.py --cpu "$CPU" --size 224 --batch-size "$BATCH" \
-        --warmup "$BATCH" --images $((batches * BATCH)) --json "$data")
+        --warmup "$BATCH" --images $((batches * BATCH)) --json "${pil_data[@]}")
       echo "$set $source pil $(rate <<<"$out")" >>"$work/rates"
     done
   done
@@ -141,12 +162,14 @@ def cell(k):
     m = statistics.median(v)
     return m, f"{m:.1f} ±{(max(v) - min(v)) / 2 / m * 100:.0f}%"
 print(f"\nimages/s on one core, median of {sys.argv[3]} (± half the spread); cores = ceil({target:.0f} / rate)")
-print(f"{'set':<9} {'source':<7} {'sapling':>14} {'PIL':>14} {'sapling/PIL':>12} {'cores sapling':>14} {'cores PIL':>10}")
+print(f"{'set':<11} {'source':<7} {'sapling':>14} {'PIL':>14} {'sapling/PIL':>12} {'cores sapling':>14} {'cores PIL':>10}")
 for s in dict.fromkeys(k[0] for k in rates):
     for src in ("folder", "shards"):
         (a, at), (b, bt) = cell((s, src, "sapling")), cell((s, src, "pil"))
+        if a is None and b is None:
+            continue
         ratio = f"{a / b:.2f}" if a and b else "-"
         ca = str(math.ceil(target / a)) if a else "-"
         cb = str(math.ceil(target / b)) if b else "-"
-        print(f"{s:<9} {src:<7} {at:>14} {bt:>14} {ratio:>12} {ca:>14} {cb:>10}")
+        print(f"{s:<11} {src:<7} {at:>14} {bt:>14} {ratio:>12} {ca:>14} {cb:>10}")
 EOF

@@ -165,6 +165,13 @@ impl Stream {
     /// Appends sample `sample` made of image `i`, or of the next decodable one after it: a
     /// broken file is skipped with one warning, and the substitute is the same on every run.
     fn augment_from(&self, i: usize, sample: u64, out: &mut Vec<f32>) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let ImageSource::Shards(set) = &*self.source {
+            return Err(SaplingError::Data {
+                path: set.spec.clone(),
+                message: "shards are read in order by the Loader, not by index".into(),
+            });
+        }
         let n = self.source.len();
         for k in 0..n {
             let j = (i + k) % n;

@@ -2,6 +2,9 @@
 //! the shards' sample counts: which shards each rank reads in an epoch, and the shuffle buffer's
 //! picks. Nothing here reads a file, so a resumed run can recompute where it was.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
@@ -17,13 +20,14 @@ pub fn rank_shards(counts: &[u64], seed: u64, epoch: u64, ranks: usize, rank: us
         seed ^ seed::SHARD_ORDER,
         epoch,
     )));
-    let mut load = vec![0u64; ranks];
+    // (samples so far, rank), least first: a resume walks every epoch before its own, so this
+    // stays O(shards · log ranks) an epoch.
+    let mut loads: BinaryHeap<Reverse<(u64, usize)>> =
+        (0..ranks).map(|r| Reverse((0, r))).collect();
     let mut mine = Vec::new();
     for s in order {
-        let r = (0..ranks)
-            .min_by_key(|&r| (load[r], r))
-            .expect("at least one rank");
-        load[r] += counts[s];
+        let Reverse((load, r)) = loads.pop().expect("at least one rank");
+        loads.push(Reverse((load + counts[s], r)));
         if r == rank {
             mine.push(s);
         }
