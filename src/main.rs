@@ -258,7 +258,7 @@ fn eval_linear_probe(args: LinearProbeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sapling eval knn`: the encoder's k-NN top-1 and a random encoder's beside it.
+/// `sapling data pack`: shards and sizes.json from an image folder or IDX files, and a summary.
 fn data_pack(args: PackArgs) -> anyhow::Result<()> {
     use sapling::data::shards::pack::{PackOptions, pack};
     let source = sapling::data::ImageSource::folder(&args.data)?;
@@ -300,6 +300,7 @@ fn data_pack(args: PackArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sapling eval knn`: the encoder's k-NN top-1 and a random encoder's beside it.
 fn eval_knn(args: KnnArgs) -> anyhow::Result<()> {
     use sapling::eval::knn::{KnnConfig, KnnData, knn};
     let device = sapling::device::select(args.device)?;

@@ -7,7 +7,7 @@ use image::RgbImage;
 use rand::Rng;
 
 use super::ImageSource;
-use super::source::{MAX_IMAGE_SIDE, decode_bytes};
+use super::source::{MAX_DECODE_BYTES, MAX_IMAGE_SIDE, decode_bytes};
 use crate::config::DataConfig;
 
 /// A crop rectangle in pixels.
@@ -98,9 +98,11 @@ pub fn augment_encoded(
     };
     let crop = random_crop(width, height, config.crop_scale, config.crop_ratio, rng);
     let flip = rng.random_bool(config.hflip);
-    let resized = match dct_scale(crop, size).and_then(|d| decode_scaled(bytes, d)) {
-        Some((pixels, (w, h))) => {
-            let region = Region::of(crop, w as f64 / width as f64, h as f64 / height as f64);
+    let scaled = dct_scale(crop, size).and_then(|d| Some((d, decode_scaled(bytes, d)?)));
+    let resized = match scaled {
+        // Scaled pixel i covers source pixels [i·d, (i+1)·d): the crop scales by exactly 1/d.
+        Some((d, (pixels, (w, h)))) => {
+            let region = Region::of(crop, 1.0 / d as f64, 1.0 / d as f64);
             resize(&pixels, (w, h), region, size)
         }
         None => {
@@ -126,7 +128,9 @@ fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
     decoder.read_info().ok()?;
     let info = decoder.info()?;
     let (w, h) = (u32::from(info.width), u32::from(info.height));
-    (w > 0 && h > 0 && w.max(h) <= MAX_IMAGE_SIDE).then_some((w, h))
+    // Past the decode limits the full decoder refuses it by name.
+    let pixels = u64::from(w) * u64::from(h) * 3;
+    (w > 0 && h > 0 && w.max(h) <= MAX_IMAGE_SIDE && pixels <= MAX_DECODE_BYTES).then_some((w, h))
 }
 
 /// The largest DCT scale divisor (2, 4 or 8) that keeps the crop at least `size` a side.
@@ -188,9 +192,15 @@ fn resize(pixels: &[u8], (w, h): (u32, u32), region: Region, size: u32) -> Vec<u
         .expect("an RGB buffer of its own size");
     let mut dst = fr::images::Image::from_slice_u8(size, size, &mut out, fr::PixelType::U8x3)
         .expect("a buffer of the output size");
+    // A crop scaled by an inexact ratio (w / W) may end an ulp past the image, which the
+    // resizer refuses: clamp to the edge.
+    let (rw, rh) = (
+        region.w.min(w as f64 - region.x),
+        region.h.min(h as f64 - region.y),
+    );
     let options = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom))
-        .crop(region.x, region.y, region.w, region.h);
+        .crop(region.x, region.y, rw, rh);
     RESIZER
         .with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
         .expect("same pixel types, a crop inside the image");
@@ -377,6 +387,28 @@ mod scaled_decode {
         );
         assert_eq!(jpeg_size(b"\x89PNG\r\n"), None);
         assert_eq!(jpeg_size(&photo(300, 200)), Some((300, 200)));
+    }
+
+    #[test]
+    fn crops_reaching_the_edge_of_a_scaled_image_stay_inside_it() {
+        // Sides that 1/d does not divide: the scaled image is ceil(W / d) wide; a crop that ends
+        // at the right edge, scaled by 1/d or by the inexact ratio of the sides, ends inside it.
+        for (side, d) in [(4001u32, 8u32), (2999, 4), (1001, 2), (4095, 8)] {
+            let w = side.div_ceil(d);
+            let pixels = vec![128u8; (w * w * 3) as usize];
+            for f in [1.0 / d as f64, w as f64 / side as f64] {
+                for x in [0, 7, side / 3, side - 449] {
+                    let crop = Crop {
+                        x,
+                        y: x,
+                        w: side - x,
+                        h: side - x,
+                    };
+                    let out = resize(&pixels, (w, w), Region::of(crop, f, f), 56);
+                    assert!(out.iter().all(|&v| v == 128), "{side}/{d} from {x}");
+                }
+            }
+        }
     }
 
     #[test]

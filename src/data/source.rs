@@ -231,19 +231,12 @@ impl ImageSource {
             .collect()
     }
 
-    /// Image `i`'s encoded bytes, for sources that hold files (so a JPEG can be decoded at the
-    /// scale its crop needs); `None` for sources that hold pixels.
-    pub fn encoded(
-        &self,
-        i: usize,
-    ) -> Option<std::result::Result<std::borrow::Cow<'static, [u8]>, String>> {
+    /// Image `i`'s encoded bytes, for a folder's files (so a JPEG can be decoded at the scale its
+    /// crop needs); `None` for sources decoded whole. The embedded photos are among those: the
+    /// page decodes them whole (it holds pixels), and a run on them must give the page's numbers.
+    pub fn encoded(&self, i: usize) -> Option<std::result::Result<Vec<u8>, String>> {
         match self {
-            ImageSource::Embedded => Some(Ok(std::borrow::Cow::Borrowed(EMBEDDED[i].1))),
-            ImageSource::Folder { files, .. } => Some(
-                std::fs::read(&files[i])
-                    .map(std::borrow::Cow::Owned)
-                    .map_err(|e| e.to_string()),
-            ),
+            ImageSource::Folder { files, .. } => Some(read_bounded(&files[i])),
             _ => None,
         }
     }
@@ -293,6 +286,19 @@ pub fn decode_limits() -> image::Limits {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     limits
+}
+
+/// A file's bytes, refused unread when it is longer than [`MAX_DECODE_BYTES`] (no image sapling
+/// decodes is, and a folder may hold anything under an image's name).
+pub fn read_bounded(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > MAX_DECODE_BYTES {
+        return Err(format!(
+            "{len} bytes, larger than sapling decodes ({} MiB)",
+            MAX_DECODE_BYTES >> 20
+        ));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
 }
 
 /// Decodes an image file (its format read from its bytes) within [`decode_limits`].

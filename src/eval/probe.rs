@@ -147,10 +147,9 @@ fn fit_and_score(
         ),
         &ad,
     );
-    device.seed(probe.seed);
-    let mut head = Head {
+    let mut head = crate::model::init::seeded(device, probe.seed, || Head {
         linear: burn::nn::LinearConfig::new(dim, classes).init(&ad),
-    };
+    });
     let mut optim = AdamConfig::new().init();
     for _ in 0..probe.iterations {
         let logp = log_softmax(head.linear.forward(x.clone()), 1);

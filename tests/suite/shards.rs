@@ -127,14 +127,15 @@ fn every_sample_is_read_once_per_epoch_over_the_ranks() {
 #[test]
 fn a_reader_started_anywhere_gives_what_the_whole_stream_gave_there() {
     let set = Arc::new(ShardSet::open(&toy_shards("replay", &[6, 4, 9, 2])).unwrap());
-    for ranks in [1, 2] {
-        let reader = RankReader::new(set.clone(), 5, ranks - 1, ranks, 5);
+    // A buffer smaller than an epoch, and one larger (the whole epoch drains from it).
+    for (ranks, capacity) in [(1, 5), (2, 5), (1, 100), (2, 100)] {
+        let reader = RankReader::new(set.clone(), 5, ranks - 1, ranks, capacity);
         let whole = keys(&reader, 0, 60);
         for start in [1, 4, 5, 11, 19, 20, 21, 33, 47] {
             assert_eq!(
                 keys(&reader, start as u64, 60 - start),
                 whole[start..],
-                "{ranks} ranks, from sample {start}"
+                "{ranks} ranks, buffer {capacity}, from sample {start}"
             );
         }
     }
@@ -366,6 +367,31 @@ fn bad_shards_are_named_with_what_is_wrong() {
         .to_string();
     assert!(err.contains("huge.tar") && err.contains("claims"), "{err}");
 
+    // A folder named like a shard holds none; a sizes.json count no file could hold; a pack
+    // cut short.
+    let odd = temp_dir("bad-odd");
+    std::fs::create_dir_all(odd.join("looks.tar")).unwrap();
+    let err = refusal(&odd.join("looks.tar"));
+    assert!(err.contains("without .tar files"), "{err}");
+    std::fs::write(
+        dir.join("sizes.json"),
+        r#"{"part-00.tar": 1000000, "part-01.tar": 2}"#,
+    )
+    .unwrap();
+    let err = refusal(&dir);
+    assert!(
+        err.contains("part-00.tar") && err.contains("more than a file"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("sizes.json")).unwrap();
+    std::fs::write(dir.join(".pack-incomplete"), "").unwrap();
+    let err = refusal(&dir);
+    assert!(
+        err.contains("did not finish") && err.contains("--overwrite"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join(".pack-incomplete")).unwrap();
+
     // An empty shard is left out with a warning; a set of nothing but empty shards is refused.
     let empty = temp_dir("bad-empty");
     write_tar(&empty.join("empty.tar"), &[]);
@@ -423,4 +449,30 @@ fn odd_members_are_skipped_and_names_never_become_paths() {
         "the broken JPEG, replaced within its micro-batch"
     );
     assert!(!dir.join("../../escape.jpg").exists() && !Path::new("escape.jpg").exists());
+}
+
+#[test]
+fn idx_files_pack_with_their_labels() {
+    let dir = temp_dir("pack-idx");
+    crate::common::toy_idx(&dir, "train", 10);
+    let source = ImageSource::folder(&dir).unwrap();
+    let summary = pack(
+        &source,
+        &pack_options(&dir.join("out"), 2),
+        Progress::hidden(),
+    )
+    .unwrap();
+    assert_eq!((summary.images, summary.encoded), (10, 10));
+    let shard = dir.join("out").join(&summary.shards[0].0);
+    let mut archive = tar::Archive::new(std::fs::File::open(&shard).unwrap());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names[..3],
+        ["000000000.jpg", "000000000.json", "000000000.cls"]
+    );
+    assert_eq!(ShardSet::open(&dir.join("out")).unwrap().total, 10);
 }

@@ -4,7 +4,7 @@
 //! `../../x.jpg` reaches no file. Unread member data is skipped by seeking.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::super::source::{EXTENSIONS, MAX_DECODE_BYTES};
@@ -46,7 +46,10 @@ pub fn read(
         .metadata()
         .map_err(|e| shard_error(path, format!("cannot read its size: {e}")))?
         .len();
-    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
+    let mut archive = tar::Archive::new(Buffered {
+        inner: BufReader::with_capacity(1 << 20, file),
+        pos: 0,
+    });
     let entries = archive
         .entries_with_seek()
         .map_err(|e| shard_error(path, format!("is not a tar file: {e}")))?;
@@ -102,6 +105,37 @@ impl Scan {
     }
 }
 
+/// A buffered shard whose relative seeks stay inside the buffer when they can: `tar` seeks
+/// before every header (by 0 after a member it read whole), and `BufReader::seek` always drops
+/// its buffer, which made every member a fresh 1 MiB read.
+pub struct Buffered {
+    inner: BufReader<File>,
+    pos: u64,
+}
+
+impl Read for Buffered {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Buffered {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(delta) => {
+                self.inner.seek_relative(delta)?;
+                self.pos = self.pos.checked_add_signed(delta).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+                })?;
+            }
+            other => self.pos = self.inner.seek(other)?,
+        }
+        Ok(self.pos)
+    }
+}
+
 /// `dir/000123.seg.png` → (`dir/000123`, `seg.png`); `None` for a name with no key or no dot.
 fn split_name(name: &str) -> Option<(&str, &str)> {
     let file_start = name.rfind('/').map_or(0, |s| s + 1);
@@ -114,7 +148,7 @@ fn split_name(name: &str) -> Option<(&str, &str)> {
 fn read_member(
     path: &Path,
     name: &str,
-    entry: &mut tar::Entry<'_, BufReader<File>>,
+    entry: &mut tar::Entry<'_, Buffered>,
     length: u64,
 ) -> Result<Vec<u8>> {
     let size = entry.size();

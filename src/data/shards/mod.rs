@@ -27,6 +27,10 @@ pub use spec::names_shards;
 /// name → samples), so an epoch's length is known without reading the shards.
 pub const SIZES_FILE: &str = "sizes.json";
 
+/// The file `sapling data pack` keeps in its output folder until the last shard and
+/// `sizes.json` are written: a folder holding it is a pack cut short.
+pub const INCOMPLETE_FILE: &str = ".pack-incomplete";
+
 /// One shard file and its sample count.
 #[derive(Debug, Clone)]
 pub struct ShardFile {
@@ -54,15 +58,30 @@ impl ShardSet {
     /// list, by reading their headers. Empty shards are left out with a warning.
     pub fn open(spec: &Path) -> Result<ShardSet> {
         let paths = spec::resolve(spec)?;
-        let sizes = read_sizes(&paths[0])?;
+        // Each folder's sizes.json, read once (a pattern may span folders).
+        let mut sizes: BTreeMap<PathBuf, BTreeMap<String, u64>> = BTreeMap::new();
         let mut files = Vec::with_capacity(paths.len());
         let mut scanned = 0;
         for path in paths {
+            let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            if let std::collections::btree_map::Entry::Vacant(slot) = sizes.entry(folder.clone()) {
+                slot.insert(read_sizes(&folder)?);
+            }
             let bytes = std::fs::metadata(&path)
                 .map_err(|e| members::shard_error(&path, format!("cannot read: {e}")))?
                 .len();
-            let listed = file_name(&path).and_then(|n| sizes.get(n).copied());
+            let listed = file_name(&path).and_then(|n| sizes[&folder].get(n).copied());
             let samples = match listed {
+                // Every sample needs a 512-byte tar header at least.
+                Some(n) if n > bytes / 512 => {
+                    return Err(members::shard_error(
+                        &path,
+                        format!(
+                            "{SIZES_FILE} says {n} samples, more than a file of {bytes} bytes can \
+                             hold; fix or delete {SIZES_FILE}"
+                        ),
+                    ));
+                }
                 Some(n) => n,
                 None => {
                     scanned += 1;
@@ -184,9 +203,19 @@ pub fn count(path: &Path) -> Result<u64> {
     Ok(scan.samples)
 }
 
-/// The counts `sizes.json` beside `shard` gives, or none when there is no such file.
-fn read_sizes(shard: &Path) -> Result<BTreeMap<String, u64>> {
-    let path = shard.parent().unwrap_or(Path::new(".")).join(SIZES_FILE);
+/// The counts `folder`'s `sizes.json` gives, or none when there is no such file; a folder
+/// holding a pack that did not finish is refused.
+fn read_sizes(folder: &Path) -> Result<BTreeMap<String, u64>> {
+    if folder.join(INCOMPLETE_FILE).exists() {
+        return Err(SaplingError::Data {
+            path: folder.to_path_buf(),
+            message: format!(
+                "holds a pack that did not finish ({INCOMPLETE_FILE}); run sapling data pack \
+                 again with --overwrite"
+            ),
+        });
+    }
+    let path = folder.join(SIZES_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(BTreeMap::new());
     };

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use image::{ImageEncoder, RgbImage, codecs::jpeg::JpegEncoder, imageops};
 use rayon::prelude::*;
 
-use super::{SIZES_FILE, write_sizes};
-use crate::data::source::{ImageSource, decode_bytes};
+use super::{INCOMPLETE_FILE, SIZES_FILE, write_sizes};
+use crate::data::source::{ImageSource, decode_bytes, read_bounded};
 use crate::error::{Result, SaplingError};
 use crate::progress::Progress;
 
@@ -63,6 +63,10 @@ pub fn pack(
     progress: Progress,
 ) -> Result<PackSummary> {
     prepare_out(&options.out, options.overwrite)?;
+    // Until sizes.json is written, the folder says the pack is unfinished (a kill or an error
+    // between shards leaves whole-looking shards of a partial set).
+    let marker = options.out.join(INCOMPLETE_FILE);
+    std::fs::write(&marker, b"").map_err(|e| io_error(&marker, e))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.workers)
         .build()
@@ -111,6 +115,8 @@ pub fn pack(
         });
     }
     write_sizes(&options.out, &writer.done)?;
+    std::fs::remove_file(&marker).map_err(|e| io_error(&marker, e))?;
+    crate::atomic::sync_dir(&options.out);
     summary.bytes = writer.bytes;
     summary.data = options.out.display().to_string();
     summary.shards = writer.done;
@@ -131,9 +137,7 @@ fn encode(
     options: &PackOptions,
 ) -> std::result::Result<(Vec<u8>, Stored), String> {
     let original = match source {
-        ImageSource::Folder { files, .. } => {
-            Some(std::fs::read(&files[i]).map_err(|e| e.to_string())?)
-        }
+        ImageSource::Folder { files, .. } => Some(read_bounded(&files[i])?),
         _ => None,
     };
     let img = match &original {
@@ -337,13 +341,16 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-/// `shard-NNNNNN.tar`, `sizes.json`, or a pack's temporary file.
+/// `shard-NNNNNN.tar`, `sizes.json`, or a pack's temporary or marker file.
 fn is_packs_own(name: &str) -> bool {
     let shard = name
         .strip_prefix("shard-")
         .and_then(|s| s.strip_suffix(".tar"))
         .is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()));
-    shard || name == SIZES_FILE || (name.starts_with(".shard-") && name.ends_with(".partial"))
+    shard
+        || name == SIZES_FILE
+        || name == INCOMPLETE_FILE
+        || (name.starts_with(".shard-") && name.ends_with(".partial"))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> SaplingError {

@@ -4,12 +4,12 @@
 //! resumed run reads again only the shards that still hold samples in the buffer.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ShardSet;
 use super::members;
-use super::order::{self, ShuffleBuffer};
+use super::order;
 use crate::error::{Result, SaplingError};
 
 /// One sample as the loader receives it.
@@ -57,6 +57,8 @@ impl RankReader {
 
     /// Hands this rank's samples, from its `start`-th on, to `emit` until `emit` returns false.
     pub fn run(&self, start: u64, mut emit: impl FnMut(Sample) -> bool) -> Result<()> {
+        // A rank without a shard would look for its samples forever.
+        self.set.check_ranks(self.ranks)?;
         let (mut epoch, mut skip) = self.locate(start);
         while self.run_epoch(epoch, skip, &mut emit)? {
             epoch += 1;
@@ -101,8 +103,15 @@ impl RankReader {
         let (restored, next) =
             order::replay(self.epoch_len(&shards), self.capacity, skip, &mut rng);
         let mut buffer = restored.map(|_, ()| None::<Sample>);
-        let missing: HashSet<u64> = buffer.slots_mut().iter().map(|(o, _)| *o).collect();
-        let first_needed = missing.iter().copied().min().unwrap_or(next);
+        // Where each buffered ordinal sits, for filling the slots as their samples are re-read.
+        let slots: HashMap<u64, usize> = buffer
+            .slots_mut()
+            .iter()
+            .enumerate()
+            .map(|(i, (o, _))| (*o, i))
+            .collect();
+        let first_needed = slots.keys().copied().min().unwrap_or(next);
+        let missing: HashSet<u64> = slots.keys().copied().collect();
         let missing = RefCell::new(missing);
         let mut base = 0u64;
         for &s in &shards {
@@ -130,8 +139,9 @@ impl RankReader {
                         bytes: member.bytes,
                     };
                     if o < next {
-                        missing.borrow_mut().remove(&o);
-                        fill(&mut buffer, o, sample);
+                        if missing.borrow_mut().remove(&o) {
+                            buffer.slots_mut()[slots[&o]].1 = Some(sample);
+                        }
                         return Ok(true);
                     }
                     if let Some((_, out)) = buffer.push(o, Some(sample), &mut rng) {
@@ -154,13 +164,6 @@ impl RankReader {
             }
         }
         Ok(true)
-    }
-}
-
-/// Puts a re-read sample into its slot of a restored buffer.
-fn fill(buffer: &mut ShuffleBuffer<Option<Sample>>, ordinal: u64, sample: Sample) {
-    if let Some(slot) = buffer.slots_mut().iter_mut().find(|(o, _)| *o == ordinal) {
-        slot.1 = Some(sample);
     }
 }
 

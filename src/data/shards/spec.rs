@@ -54,7 +54,15 @@ pub fn resolve(data: &Path) -> Result<Vec<PathBuf>> {
         }
         files
     } else if data.is_dir() {
-        tars_in(data).map_err(|e| data_error(data, format!("cannot list: {e}")))?
+        let tars = tars_in(data).map_err(|e| data_error(data, format!("cannot list: {e}")))?;
+        if tars.is_empty() {
+            return Err(data_error(
+                data,
+                "is a folder without .tar files at its top level; pass a folder of shards,                  a .tar file, or a pattern"
+                    .into(),
+            ));
+        }
+        tars
     } else if data.is_file() {
         vec![data.to_path_buf()]
     } else {
