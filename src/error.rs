@@ -87,6 +87,14 @@ impl SaplingError {
         }
     }
 
+    /// Training data that cannot be used, named with why.
+    pub fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Data {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
     /// A weights file that cannot be imported, named with why.
     pub fn import(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self::Import {

@@ -8,6 +8,39 @@ use sapling::config::{BatchSize, Config, ModelConfig, Preset};
 use sapling::data::idx;
 use sapling::device::{self, REQUIRE_GPU_ENV, Selected};
 
+/// `sapling train --config TOML --out OUT EXTRA...`, its output discarded.
+pub fn train_command(toml: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sapling"));
+    cmd.args(["train", "--config"])
+        .arg(toml)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// Starts `cmd` (a training run writing into `out`) and kills it with SIGKILL once its
+/// `metrics.jsonl` reaches `step`; fails if it finishes first or makes no progress in 2 minutes.
+pub fn kill_at_step(cmd: &mut std::process::Command, out: &Path, step: u64) {
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while losses(out).keys().last().is_none_or(|&s| s < step) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+}
+
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sapling-test-{name}-{}", std::process::id()));

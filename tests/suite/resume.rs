@@ -10,7 +10,9 @@ use sapling::config::{BatchSize, Preset};
 use sapling::data::{ImageSource, Loader};
 use sapling::train::{RunOptions, Trainer, train};
 
-use crate::common::{flex, losses, micro_config, temp_dir, trained_micro};
+use crate::common::{
+    flex, kill_at_step, losses, micro_config, temp_dir, train_command, trained_micro,
+};
 
 #[test]
 fn a_killed_run_resumes_with_the_same_losses() {
@@ -24,17 +26,7 @@ fn a_killed_run_resumes_with_the_same_losses() {
     c.train.checkpoint_every = 40;
     let toml = dir.join("run.toml");
     std::fs::write(&toml, c.to_toml()).unwrap();
-    let sapling = env!("CARGO_BIN_EXE_sapling");
-    let run = |out: &Path, extra: &[&str]| {
-        let mut cmd = Command::new(sapling);
-        cmd.args(["train", "--config"])
-            .arg(&toml)
-            .arg("--out")
-            .arg(out)
-            .args(extra);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        cmd
-    };
+    let run = |out: &Path, extra: &[&str]| train_command(&toml, out, extra);
 
     let reference = dir.join("reference");
     assert!(run(&reference, &[]).status().unwrap().success());
@@ -43,21 +35,7 @@ fn a_killed_run_resumes_with_the_same_losses() {
 
     // Kill -9 once a checkpoint exists and the run has gone past it.
     let killed = dir.join("killed");
-    let mut child = run(&killed, &[]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run finished before it could be killed"
-        );
-        if losses(&killed).keys().last().is_some_and(|&s| s >= 100) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the run made no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    kill_at_step(&mut run(&killed, &[]), &killed, 100);
     let before = losses(&killed).keys().last().copied().unwrap();
     assert!(before < TOTAL, "killed at step {before}");
 

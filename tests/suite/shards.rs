@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use sapling::config::{BatchSize, DataConfig};
 use sapling::data::shards::pack::{PackOptions, pack};
@@ -14,7 +12,7 @@ use sapling::data::shards::{RankReader, ShardSet};
 use sapling::data::{ImageSource, Loader, Shard};
 use sapling::progress::Progress;
 
-use crate::common::{losses, micro_config, temp_dir};
+use crate::common::{kill_at_step, losses, micro_config, temp_dir, train_command};
 
 /// A small JPEG whose colour encodes `n`, so a sample can be told apart after decoding.
 fn jpeg(n: usize) -> Vec<u8> {
@@ -198,34 +196,14 @@ fn a_run_killed_on_shards_resumes_with_the_same_losses() {
     c.data.dir = Some(data.join("part-{00..02}.tar"));
     let toml = dir.join("run.toml");
     std::fs::write(&toml, c.to_toml()).unwrap();
-    let run = |out: &Path, extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sapling"));
-        cmd.args(["train", "--config"])
-            .arg(&toml)
-            .arg("--out")
-            .arg(out)
-            .args(extra);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        cmd
-    };
+    let run = |out: &Path, extra: &[&str]| train_command(&toml, out, extra);
     let reference = dir.join("reference");
     assert!(run(&reference, &[]).status().unwrap().success());
     let want = losses(&reference);
     assert_eq!(want.len() as u64, TOTAL);
 
     let killed = dir.join("killed");
-    let mut child = run(&killed, &[]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while losses(&killed).keys().last().is_none_or(|&s| s < 100) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the kill"
-        );
-        assert!(Instant::now() < deadline, "the run made no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_step(&mut run(&killed, &[]), &killed, 100);
     assert!(run(&killed, &["--resume"]).status().unwrap().success());
     let got = losses(&killed);
     assert_eq!(got, want, "losses after the resume");

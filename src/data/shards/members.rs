@@ -41,10 +41,11 @@ pub fn read(
     mut want: impl FnMut(u64) -> bool,
     mut visit: impl FnMut(u64, Option<Member>) -> Result<bool>,
 ) -> Result<Scan> {
-    let file = File::open(path).map_err(|e| shard_error(path, format!("cannot open: {e}")))?;
+    let file =
+        File::open(path).map_err(|e| SaplingError::data(path, format!("cannot open: {e}")))?;
     let length = file
         .metadata()
-        .map_err(|e| shard_error(path, format!("cannot read its size: {e}")))?
+        .map_err(|e| SaplingError::data(path, format!("cannot read its size: {e}")))?
         .len();
     let mut archive = tar::Archive::new(Buffered {
         inner: BufReader::with_capacity(1 << 20, file),
@@ -52,7 +53,7 @@ pub fn read(
     });
     let entries = archive
         .entries_with_seek()
-        .map_err(|e| shard_error(path, format!("is not a tar file: {e}")))?;
+        .map_err(|e| SaplingError::data(path, format!("is not a tar file: {e}")))?;
     let mut scan = Scan::default();
     // The current sample's key and whether it had its image yet.
     let mut current: Option<(String, bool)> = None;
@@ -154,7 +155,7 @@ fn read_member(
     let size = entry.size();
     let left = length.saturating_sub(entry.raw_file_position());
     if size > left {
-        return Err(shard_error(
+        return Err(SaplingError::data(
             path,
             format!(
                 "member {name} claims {size} bytes but only {left} follow it: the shard is \
@@ -163,7 +164,7 @@ fn read_member(
         ));
     }
     if size > MAX_DECODE_BYTES {
-        return Err(shard_error(
+        return Err(SaplingError::data(
             path,
             format!(
                 "member {name} is {size} bytes, more than the largest image sapling reads ({} \
@@ -180,19 +181,12 @@ fn read_member(
 }
 
 fn truncated(path: &Path, e: &std::io::Error) -> SaplingError {
-    shard_error(
+    SaplingError::data(
         path,
         format!(
             "cannot be read to its end ({e}): the shard is truncated or corrupt; copy it again or re-pack it"
         ),
     )
-}
-
-pub(super) fn shard_error(path: &Path, message: String) -> SaplingError {
-    SaplingError::Data {
-        path: path.to_path_buf(),
-        message,
-    }
 }
 
 #[cfg(test)]

@@ -68,13 +68,13 @@ impl ShardSet {
                 slot.insert(read_sizes(&folder)?);
             }
             let bytes = std::fs::metadata(&path)
-                .map_err(|e| members::shard_error(&path, format!("cannot read: {e}")))?
+                .map_err(|e| SaplingError::data(&path, format!("cannot read: {e}")))?
                 .len();
             let listed = file_name(&path).and_then(|n| sizes[&folder].get(n).copied());
             let samples = match listed {
                 // Every sample needs a 512-byte tar header at least.
                 Some(n) if n > bytes / 512 => {
-                    return Err(members::shard_error(
+                    return Err(SaplingError::data(
                         &path,
                         format!(
                             "{SIZES_FILE} says {n} samples, more than a file of {bytes} bytes can \

@@ -24,13 +24,13 @@ pub fn resolve(data: &Path) -> Result<Vec<PathBuf>> {
     let text = data.to_string_lossy();
     let files = if text.contains('{') {
         let files: Vec<PathBuf> = expand(&text)
-            .map_err(|message| data_error(data, message))?
+            .map_err(|message| SaplingError::data(data, message))?
             .into_iter()
             .map(PathBuf::from)
             .collect();
         let missing: Vec<&PathBuf> = files.iter().filter(|f| !f.is_file()).collect();
         if missing.len() == files.len() {
-            return Err(data_error(
+            return Err(SaplingError::data(
                 data,
                 format!(
                     "the pattern names {} files and none of them exists (the first: {}); check \
@@ -41,7 +41,7 @@ pub fn resolve(data: &Path) -> Result<Vec<PathBuf>> {
             ));
         }
         if let Some(first) = missing.first() {
-            return Err(data_error(
+            return Err(SaplingError::data(
                 data,
                 format!(
                     "{} of the {} files the pattern names do not exist, {} the first; fix the \
@@ -54,23 +54,22 @@ pub fn resolve(data: &Path) -> Result<Vec<PathBuf>> {
         }
         files
     } else if data.is_dir() {
-        let tars = tars_in(data).map_err(|e| data_error(data, format!("cannot list: {e}")))?;
+        let tars =
+            tars_in(data).map_err(|e| SaplingError::data(data, format!("cannot list: {e}")))?;
         if tars.is_empty() {
-            return Err(data_error(
+            return Err(SaplingError::data(
                 data,
-                "is a folder without .tar files at its top level; pass a folder of shards,                  a .tar file, or a pattern"
-                    .into(),
+                "is a folder without .tar files at its top level; pass a folder of shards,                  a .tar file, or a pattern",
             ));
         }
         tars
     } else if data.is_file() {
         vec![data.to_path_buf()]
     } else {
-        return Err(data_error(
+        return Err(SaplingError::data(
             data,
             "does not exist; pass a .tar shard, a folder of them, or a pattern such as \
-             'shards/train-{000000..000099}.tar'"
-                .into(),
+             'shards/train-{000000..000099}.tar'",
         ));
     };
     Ok(files)
@@ -151,13 +150,6 @@ fn tars_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn has_tar_extension(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("tar"))
-}
-
-fn data_error(path: &Path, message: String) -> SaplingError {
-    SaplingError::Data {
-        path: path.to_path_buf(),
-        message,
-    }
 }
 
 #[cfg(test)]
