@@ -92,13 +92,14 @@ pub fn augment_encoded(
     rng: &mut impl Rng,
     out: &mut Vec<f32>,
 ) -> Result<(), String> {
-    let Some((width, height)) = jpeg_size(bytes) else {
+    let Some((decoder, (width, height))) = jpeg_header(bytes) else {
         augment(&decode_bytes(bytes)?, size, config, rng, out);
         return Ok(());
     };
     let crop = random_crop(width, height, config.crop_scale, config.crop_ratio, rng);
     let flip = rng.random_bool(config.hflip);
-    let scaled = dct_scale(crop, size).and_then(|d| Some((d, decode_scaled(bytes, d)?)));
+    let scaled =
+        dct_scale(crop, size).and_then(|d| Some((d, decode_scaled(decoder, (width, height), d)?)));
     let resized = match scaled {
         // Scaled pixel i covers source pixels [i·d, (i+1)·d): the crop scales by exactly 1/d.
         Some((d, (pixels, (w, h)))) => {
@@ -119,8 +120,12 @@ pub fn augment_encoded(
     Ok(())
 }
 
-/// A JPEG's width and height from its header, when it is one sapling can decode scaled.
-fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
+/// A JPEG decoder reading from bytes in memory.
+type JpegDecoder<'a> = jpeg_decoder::Decoder<&'a [u8]>;
+
+/// A JPEG's decoder with its header read, and the image's width and height, when it is one
+/// sapling can decode scaled.
+fn jpeg_header(bytes: &[u8]) -> Option<(JpegDecoder<'_>, (u32, u32))> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
@@ -130,7 +135,8 @@ fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     // Past the decode limits the full decoder refuses it by name.
     let pixels = u64::from(w) * u64::from(h) * 3;
-    (w > 0 && h > 0 && w.max(h) <= MAX_IMAGE_SIDE && pixels <= MAX_DECODE_BYTES).then_some((w, h))
+    let fits = w > 0 && h > 0 && w.max(h) <= MAX_IMAGE_SIDE && pixels <= MAX_DECODE_BYTES;
+    fits.then_some((decoder, (w, h)))
 }
 
 /// The largest DCT scale divisor (2, 4 or 8) that keeps the crop at least `size` a side.
@@ -143,12 +149,13 @@ fn dct_scale(crop: Crop, size: u32) -> Option<u32> {
 /// RGB pixels of a JPEG decoded at `1/d` scale and their size; `None` for layouts sapling
 /// leaves to the full decoder (CMYK, 16-bit grey) or a decode error (the full decoder then
 /// reports it).
-fn decode_scaled(bytes: &[u8], d: u32) -> Option<(Vec<u8>, (u32, u32))> {
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.read_info().ok()?;
-    let info = decoder.info()?;
-    let want = |side: u16| (u32::from(side).div_ceil(d)) as u16;
-    let (w, h) = decoder.scale(want(info.width), want(info.height)).ok()?;
+fn decode_scaled(
+    mut decoder: JpegDecoder<'_>,
+    (width, height): (u32, u32),
+    d: u32,
+) -> Option<(Vec<u8>, (u32, u32))> {
+    let want = |side: u32| side.div_ceil(d) as u16;
+    let (w, h) = decoder.scale(want(width), want(height)).ok()?;
     let pixels = decoder.decode().ok()?;
     let rgb = match decoder.info()?.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
@@ -385,8 +392,9 @@ mod scaled_decode {
             ),
             Some(8)
         );
-        assert_eq!(jpeg_size(b"\x89PNG\r\n"), None);
-        assert_eq!(jpeg_size(&photo(300, 200)), Some((300, 200)));
+        assert!(jpeg_header(b"\x89PNG\r\n").is_none());
+        let jpeg = photo(300, 200);
+        assert_eq!(jpeg_header(&jpeg).map(|(_, size)| size), Some((300, 200)));
     }
 
     #[test]

@@ -275,6 +275,43 @@ fn pack_is_deterministic_and_its_shards_train() {
         "mine"
     );
 
+    // An overwrite that fails puts the earlier pack back as it was.
+    let before: Vec<Vec<u8>> = a
+        .shards
+        .iter()
+        .map(|(n, _)| std::fs::read(dir.join("a").join(n)).unwrap())
+        .collect();
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("x.jpg"), "not a jpeg").unwrap();
+    let mut over = pack_options(&dir.join("a"), 1);
+    over.overwrite = true;
+    let err = pack(
+        &ImageSource::folder(&broken).unwrap(),
+        &over,
+        Progress::hidden(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("none of the images"), "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = a.shards.iter().map(|(n, _)| n.clone()).collect();
+    want.push("sizes.json".into());
+    assert_eq!(
+        names, want,
+        "only the earlier pack's files, nothing set aside"
+    );
+    for ((n, _), bytes) in a.shards.iter().zip(&before) {
+        assert!(
+            std::fs::read(dir.join("a").join(n)).unwrap() == *bytes,
+            "{n} changed"
+        );
+    }
+    assert!(ShardSet::open(&dir.join("a")).is_ok());
+
     let mut c = micro_config("pack-train");
     c.train.steps = Some(2);
     c.data.dir = Some(dir.join("a"));

@@ -76,29 +76,22 @@ impl<T> ShuffleBuffer<T> {
     pub fn slots_mut(&mut self) -> &mut [(u64, T)] {
         &mut self.slots
     }
-
-    /// The same buffer holding other items (slot order kept).
-    pub fn map<U>(self, mut f: impl FnMut(u64, T) -> U) -> ShuffleBuffer<U> {
-        ShuffleBuffer {
-            slots: self.slots.into_iter().map(|(o, t)| (o, f(o, t))).collect(),
-            capacity: self.capacity,
-        }
-    }
 }
 
-/// Where an epoch of `len` samples stands after `emitted` picks: the buffer (ordinals only) and
-/// the ordinal read next. `rng` is left exactly where the live reader's would be.
-pub fn replay(
+/// Where an epoch of `len` samples stands after `emitted` picks: the buffer (its ordinals, every
+/// item `None` until the caller reads it) and the ordinal read next. `rng` is left exactly where
+/// the live reader's would be.
+pub fn replay<T>(
     len: u64,
     capacity: usize,
     emitted: u64,
     rng: &mut ChaCha8Rng,
-) -> (ShuffleBuffer<()>, u64) {
+) -> (ShuffleBuffer<Option<T>>, u64) {
     let mut buffer = ShuffleBuffer::new(capacity);
     let mut given = 0;
     let mut next = 0;
     while given < emitted && next < len {
-        if buffer.push(next, (), rng).is_some() {
+        if buffer.push(next, None, rng).is_some() {
             given += 1;
         }
         next += 1;
@@ -154,10 +147,10 @@ mod tests {
         assert_ne!(out, sorted, "shuffled");
         for emitted in [0, 1, 20, 43, 47, 50] {
             let mut rng = buffer_rng(3, 0, 0);
-            let (mut buffer, next) = replay(len, capacity, emitted, &mut rng);
+            let (mut buffer, next) = replay::<()>(len, capacity, emitted, &mut rng);
             let mut rest = Vec::new();
             for o in next..len {
-                rest.extend(buffer.push(o, (), &mut rng).map(|(o, _)| o * 10));
+                rest.extend(buffer.push(o, None, &mut rng).map(|(o, _)| o * 10));
             }
             while let Some((o, _)) = buffer.pop(&mut rng) {
                 rest.push(o * 10);

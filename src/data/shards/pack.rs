@@ -63,6 +63,28 @@ pub fn pack(
     progress: Progress,
 ) -> Result<PackSummary> {
     prepare_out(&options.out, options.overwrite)?;
+    match write_pack(source, options, progress) {
+        Ok(summary) => {
+            drop_replaced(&options.out)?;
+            let marker = options.out.join(INCOMPLETE_FILE);
+            std::fs::remove_file(&marker).map_err(|e| io_error(&marker, e))?;
+            crate::atomic::sync_dir(&options.out);
+            Ok(summary)
+        }
+        Err(e) => {
+            put_back(&options.out)?;
+            Err(e)
+        }
+    }
+}
+
+/// The pack itself, into a prepared folder; the `.pack-incomplete` marker it leaves is removed
+/// by [`pack`] once the set it replaced is gone.
+fn write_pack(
+    source: &ImageSource,
+    options: &PackOptions,
+    progress: Progress,
+) -> Result<PackSummary> {
     // Until sizes.json is written, the folder says the pack is unfinished (a kill or an error
     // between shards leaves whole-looking shards of a partial set).
     let marker = options.out.join(INCOMPLETE_FILE);
@@ -115,8 +137,6 @@ pub fn pack(
         });
     }
     write_sizes(&options.out, &writer.done)?;
-    std::fs::remove_file(&marker).map_err(|e| io_error(&marker, e))?;
-    crate::atomic::sync_dir(&options.out);
     summary.bytes = writer.bytes;
     summary.data = options.out.display().to_string();
     summary.shards = writer.done;
@@ -304,24 +324,21 @@ impl ShardWriter {
     }
 }
 
-/// Creates `out`, or checks that it holds nothing but a previous pack's files (removed when
-/// `overwrite`); anything else in it is never touched.
+/// Where `--overwrite` keeps the earlier pack's files until the new pack is whole: put back if
+/// it fails (or, after a kill, by the next pack), deleted once it has succeeded.
+const REPLACED_DIR: &str = ".pack-replaced";
+/// [`REPLACED_DIR`] renamed once the new pack is whole, so a kill while deleting it never
+/// leaves a partial old set that a later pack would put back.
+const DELETING_DIR: &str = ".pack-replaced.delete";
+
+/// Creates `out`, or checks that it holds nothing but a previous pack's files (set aside in
+/// [`REPLACED_DIR`] when `overwrite`); anything else in it is never touched.
 fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| io_error(out, e))?;
-    let mut ours = Vec::new();
-    for entry in std::fs::read_dir(out).map_err(|e| io_error(out, e))? {
-        let entry = entry.map_err(|e| io_error(out, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_packs_own(&name) {
-            return Err(SaplingError::Data {
-                path: out.to_path_buf(),
-                message: format!(
-                    "holds {name}, which sapling data pack did not write; pack into an empty or new folder"
-                ),
-            });
-        }
-        ours.push(entry.path());
-    }
+    // A pack killed while replacing another: the earlier, whole set comes back first.
+    put_back(out)?;
+    drop_dir(&out.join(DELETING_DIR))?;
+    let ours = packs_files(out)?;
     if ours.is_empty() {
         return Ok(());
     }
@@ -335,10 +352,73 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
             ),
         });
     }
+    let aside = out.join(REPLACED_DIR);
+    std::fs::create_dir(&aside).map_err(|e| io_error(&aside, e))?;
     for path in ours {
+        let to = aside.join(path.file_name().expect("a listed file"));
+        std::fs::rename(&path, &to).map_err(|e| io_error(&path, e))?;
+    }
+    crate::atomic::sync_dir(out);
+    Ok(())
+}
+
+/// The files of sapling data pack's own names in `out`; anything else there is an error.
+fn packs_files(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut ours = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(|e| io_error(out, e))? {
+        let entry = entry.map_err(|e| io_error(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == REPLACED_DIR || name == DELETING_DIR {
+            continue;
+        }
+        if !is_packs_own(&name) {
+            return Err(SaplingError::Data {
+                path: out.to_path_buf(),
+                message: format!(
+                    "holds {name}, which sapling data pack did not write; pack into an empty or \
+                     new folder"
+                ),
+            });
+        }
+        ours.push(entry.path());
+    }
+    Ok(ours)
+}
+
+/// Where a pack that replaced another failed or was killed: its own files go, and the set it
+/// replaced comes back. Nothing to do when no set was set aside.
+fn put_back(out: &Path) -> Result<()> {
+    let aside = out.join(REPLACED_DIR);
+    if !aside.is_dir() {
+        return Ok(());
+    }
+    for path in packs_files(out)? {
         std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
     }
+    for entry in std::fs::read_dir(&aside).map_err(|e| io_error(&aside, e))? {
+        let path = entry.map_err(|e| io_error(&aside, e))?.path();
+        let to = out.join(path.file_name().expect("a listed file"));
+        std::fs::rename(&path, &to).map_err(|e| io_error(&path, e))?;
+    }
+    std::fs::remove_dir(&aside).map_err(|e| io_error(&aside, e))?;
+    crate::atomic::sync_dir(out);
     Ok(())
+}
+
+/// Deletes the set a successful pack replaced.
+fn drop_replaced(out: &Path) -> Result<()> {
+    let (aside, deleting) = (out.join(REPLACED_DIR), out.join(DELETING_DIR));
+    if aside.is_dir() {
+        std::fs::rename(&aside, &deleting).map_err(|e| io_error(&aside, e))?;
+    }
+    drop_dir(&deleting)
+}
+
+fn drop_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(dir, e)),
+        _ => Ok(()),
+    }
 }
 
 /// `shard-NNNNNN.tar`, `sizes.json`, or a pack's temporary or marker file.

@@ -4,7 +4,7 @@
 //! resumed run reads again only the shards that still hold samples in the buffer.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ShardSet;
@@ -100,18 +100,16 @@ impl RankReader {
         let mut rng = order::buffer_rng(self.seed, epoch, self.rank);
         // Past samples are not read again: the buffer as it stood, then only the samples still
         // in it are fetched (by seeking past the rest of their shards).
-        let (restored, next) =
-            order::replay(self.epoch_len(&shards), self.capacity, skip, &mut rng);
-        let mut buffer = restored.map(|_, ()| None::<Sample>);
-        // Where each buffered ordinal sits, for filling the slots as their samples are re-read.
-        let slots: HashMap<u64, usize> = buffer
+        let (mut buffer, next) =
+            order::replay::<Sample>(self.epoch_len(&shards), self.capacity, skip, &mut rng);
+        // The slot of each buffered ordinal whose sample is still to be re-read.
+        let missing: HashMap<u64, usize> = buffer
             .slots_mut()
             .iter()
             .enumerate()
             .map(|(i, (o, _))| (*o, i))
             .collect();
-        let first_needed = slots.keys().copied().min().unwrap_or(next);
-        let missing: HashSet<u64> = slots.keys().copied().collect();
+        let first_needed = missing.keys().copied().min().unwrap_or(next);
         let missing = RefCell::new(missing);
         let mut base = 0u64;
         for &s in &shards {
@@ -124,7 +122,7 @@ impl RankReader {
             let mut more = true;
             let scan = members::read(
                 path,
-                |i| base + i >= next || missing.borrow().contains(&(base + i)),
+                |i| base + i >= next || missing.borrow().contains_key(&(base + i)),
                 |i, member| {
                     let o = base + i;
                     if i >= count {
@@ -139,8 +137,8 @@ impl RankReader {
                         bytes: member.bytes,
                     };
                     if o < next {
-                        if missing.borrow_mut().remove(&o) {
-                            buffer.slots_mut()[slots[&o]].1 = Some(sample);
+                        if let Some(slot) = missing.borrow_mut().remove(&o) {
+                            buffer.slots_mut()[slot].1 = Some(sample);
                         }
                         return Ok(true);
                     }
