@@ -13,7 +13,7 @@ mod common;
 
 use sapling::config::{DeviceChoice, Preset};
 use sapling::ops::{Kernels, Precision};
-use sapling::planner::{DeviceLimits, Levers, TrialOptions, fmt_bytes, step_memory};
+use sapling::planner::{DeviceLimits, Levers, Offload, TrialOptions, fmt_bytes, step_memory};
 use sapling::train::plan;
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
                 checkpointing,
                 max_tensor: Some(128 << 20),
                 shards: 1,
+                offload: Offload::Off,
                 precision,
             };
             let m = step_memory(&sapiens, 1, 1, levers);

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::checkpoint::{self, Loaded};
 use crate::config::{
-    BatchSize, Checkpointing, Config, DeviceChoice, KernelChoice, PrecisionChoice, Preset, Sharding,
+    BatchSize, Checkpointing, Config, DeviceChoice, KernelChoice, PrecisionChoice, Preset, Switch,
 };
 use crate::error::{Result, SaplingError};
 use crate::eval::probe::Pool;
@@ -225,6 +225,10 @@ pub struct HypotheticalArgs {
     /// 2048 or more when asked).
     #[arg(long, value_name = "MIB", default_value_t = 128)]
     pub binding: u64,
+    /// Host memory of the machine planned for, in MiB, for an offloaded or sharded
+    /// optimizer's host side (default: this machine's available memory).
+    #[arg(long, value_name = "MIB")]
+    pub host_memory: Option<u64>,
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
@@ -507,7 +511,12 @@ pub struct TrainArgs {
     /// Split AdamW's state across MPI ranks, on the host (`true`), keep it whole on each
     /// device (`false`), or let the batch planner decide (`auto`).
     #[arg(long, value_name = "true|false|auto")]
-    pub shard_optimizer: Option<Sharding>,
+    pub shard_optimizer: Option<Switch>,
+    /// Keep AdamW's moments and master weights on the host and sum gradients there, so the
+    /// device holds little more than the weights (`true`), keep them on the device (`false`),
+    /// or let the batch planner decide (`auto`).
+    #[arg(long, value_name = "true|false|auto")]
+    pub offload_optimizer: Option<Switch>,
     /// Arithmetic: `f32`, `f16` (mixed precision, WebGPU adapters with `shader-f16`) or `auto`
     /// (f16 where the adapter has it).
     #[arg(long, value_enum)]
@@ -639,6 +648,9 @@ impl TrainArgs {
         }
         if let Some(s) = self.shard_optimizer {
             t.shard_optimizer = s;
+        }
+        if let Some(o) = self.offload_optimizer {
+            t.offload_optimizer = o;
         }
         if let Some(p) = self.precision {
             t.precision = p;

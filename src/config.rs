@@ -630,7 +630,14 @@ pub struct TrainConfig {
     /// the host, and gradients are summed on the host: ZeRO stage 1), `false`, or `"auto"`
     /// (sharded when more than one rank runs and the planner needs it for a micro-batch to fit).
     #[serde(default)]
-    pub shard_optimizer: Sharding,
+    pub shard_optimizer: Switch,
+    /// `true` (AdamW's moments and f32 master weights on the host, updated there by the fused
+    /// CPU AdamW on every core; each micro-batch's gradients read back and summed on the
+    /// host, so the device holds the weights and one stage's gradients: ZeRO-Offload),
+    /// `false`, or `"auto"` (offloaded only when a micro-batch does not fit otherwise). Under
+    /// MPI the offloaded optimizer is the sharded one: each rank offloads its shard.
+    #[serde(default)]
+    pub offload_optimizer: Switch,
     /// `f32`, `f16` (mixed precision: matmuls and activations in half precision, master
     /// weights, AdamW, layer norm, softmax and the loss in f32, the loss scaled dynamically;
     /// WebGPU adapters with `shader-f16` only) or `auto` (f16 where the adapter has
@@ -660,38 +667,39 @@ fn yes() -> bool {
     true
 }
 
-/// Whether AdamW's state is split across MPI ranks.
+/// A lever a run turns on, off, or leaves to the batch planner (`train.shard_optimizer`,
+/// `train.offload_optimizer`); written `true`, `false` or `"auto"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sharding {
+pub enum Switch {
     Off,
     On,
-    /// Sharded only when several ranks run and a micro-batch does not fit without.
+    /// On only where the planner needs it for a micro-batch to fit.
     #[default]
     Auto,
 }
 
-impl Serialize for Sharding {
+impl Serialize for Switch {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            Sharding::Off => s.serialize_bool(false),
-            Sharding::On => s.serialize_bool(true),
-            Sharding::Auto => s.serialize_str("auto"),
+            Switch::Off => s.serialize_bool(false),
+            Switch::On => s.serialize_bool(true),
+            Switch::Auto => s.serialize_str("auto"),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for Sharding {
+impl<'de> Deserialize<'de> for Switch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
-            type Value = Sharding;
+            type Value = Switch;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("true, false or \"auto\"")
             }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Sharding, E> {
-                Ok(if v { Sharding::On } else { Sharding::Off })
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Switch, E> {
+                Ok(if v { Switch::On } else { Switch::Off })
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Sharding, E> {
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Switch, E> {
                 v.parse().map_err(E::custom)
             }
         }
@@ -699,13 +707,13 @@ impl<'de> Deserialize<'de> for Sharding {
     }
 }
 
-impl std::str::FromStr for Sharding {
+impl std::str::FromStr for Switch {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "true" | "on" => Ok(Sharding::On),
-            "false" | "off" => Ok(Sharding::Off),
-            "auto" => Ok(Sharding::Auto),
+            "true" | "on" => Ok(Switch::On),
+            "false" | "off" => Ok(Switch::Off),
+            "auto" => Ok(Switch::Auto),
             other => Err(format!("`{other}` is not true, false or auto")),
         }
     }
@@ -767,7 +775,8 @@ impl Default for TrainConfig {
             allreduce_overlap: true,
             kernels: KernelChoice::Auto,
             activation_checkpointing: Checkpointing::Auto,
-            shard_optimizer: Sharding::Auto,
+            shard_optimizer: Switch::Auto,
+            offload_optimizer: Switch::Auto,
             precision: PrecisionChoice::F32,
             init_from: None,
             tensorboard: true,

@@ -408,7 +408,11 @@ fn plan_hypothetical(args: HypotheticalArgs) -> anyhow::Result<()> {
     }
     let gpu = config.train.device != DeviceChoice::Cpu;
     let binding = gpu.then_some(args.binding << 20);
-    let limits = DeviceLimits::hypothetical(gpu, budget << 20, binding);
+    let host = args
+        .host_memory
+        .map(|m| m << 20)
+        .or_else(sapling::planner::host_memory);
+    let limits = DeviceLimits::hypothetical(gpu, budget << 20, binding).with_host_memory(host);
     let table = sapling::planner::lever_table(&config, !gpu, &limits, args.ranks);
     print_report(&table, args.json)
 }

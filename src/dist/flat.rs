@@ -30,6 +30,49 @@ pub fn flat_grads<M: Module>(module: &M, grads: &GradientsParams) -> Vec<Tensor<
     v.out
 }
 
+/// The gradients `grads` holds for `module`'s parameters (all of them, or one stage's),
+/// flattened, each with its parameter's index and offset in the flat parameter sequence of
+/// [`flat_params`].
+pub fn flat_grads_at<M: Module>(module: &M, grads: &GradientsParams) -> Vec<PlacedGrad> {
+    struct Collect<'a> {
+        grads: &'a GradientsParams,
+        index: usize,
+        offset: usize,
+        out: Vec<PlacedGrad>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let n = param.lazy_shape().num_elements();
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                self.out.push(PlacedGrad {
+                    index: self.index,
+                    offset: self.offset,
+                    grad: g.reshape([n]),
+                });
+            }
+            self.index += 1;
+            self.offset += n;
+        }
+    }
+    let mut v = Collect {
+        grads,
+        index: 0,
+        offset: 0,
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+/// One parameter's flattened gradient and where its values sit in the flat sequence.
+pub struct PlacedGrad {
+    /// The parameter's position in module order.
+    pub index: usize,
+    /// Its first value's position in the flat sequence.
+    pub offset: usize,
+    pub grad: Tensor<1>,
+}
+
 /// Replaces the gradients of `module`'s parameters, in module order, by `flat` (as returned by
 /// [`flat_grads`], same lengths).
 pub fn set_flat_grads<M: Module>(module: &M, grads: &mut GradientsParams, flat: Vec<Tensor<1>>) {

@@ -6,7 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use web_time::Instant;
 
-use super::flat::{flat_grads, flat_params, set_flat_grads, with_flat_params};
+use super::flat::{flat_grads, flat_grads_at, flat_params, set_flat_grads, with_flat_params};
 use super::world::Collective;
 
 /// What one all-reduce cost.
@@ -75,22 +75,49 @@ pub fn all_reduce_grads<M: Module>(
     }
 }
 
-/// Adds every gradient of `module`, in module order, into the host buffer `acc` (as long as
-/// all parameters together), reading them back one bucket of about `bucket_bytes` at a time.
+/// Adds the gradients `grads` holds (all of them, or one stage's) into the host buffer `acc`
+/// (as long as all parameters together) at their parameters' places, reading them back one
+/// bucket of about `bucket_bytes` at a time. A parameter whose `fresh` flag is set gets its
+/// gradient written instead (its first of the step: burn's accumulator moves a first gradient
+/// too, so the sums are the same bits) and the flag is cleared. Returns the bytes read back.
 pub fn add_grads_into<M: Module>(
     module: &M,
     grads: &GradientsParams,
     acc: &mut [f32],
+    fresh: &mut [bool],
     bucket_bytes: usize,
-) {
-    let mut at = 0;
-    for bucket in bucketize(flat_grads(module, grads), bucket_bytes / 4) {
-        for v in read_back(bucket) {
-            acc[at] += v;
-            at += 1;
+) -> u64 {
+    let placed = flat_grads_at(module, grads);
+    let mut bytes = 0;
+    let mut rest = placed.as_slice();
+    while !rest.is_empty() {
+        // A bucket: parameters in order until it holds at least `bucket_bytes` (one at least).
+        let mut filled = 0;
+        let take = rest
+            .iter()
+            .take_while(|p| {
+                let more = filled < (bucket_bytes / 4).max(1);
+                filled += p.grad.dims()[0];
+                more
+            })
+            .count();
+        let (bucket, next) = rest.split_at(take);
+        rest = next;
+        let values = read_back(bucket.iter().map(|p| p.grad.clone()).collect());
+        bytes += values.len() as u64 * 4;
+        let mut at = 0;
+        for p in bucket {
+            let n = p.grad.dims()[0];
+            let (dst, src) = (&mut acc[p.offset..p.offset + n], &values[at..at + n]);
+            if std::mem::take(&mut fresh[p.index]) {
+                dst.copy_from_slice(src);
+            } else {
+                dst.iter_mut().zip(src).for_each(|(a, g)| *a += g);
+            }
+            at += n;
         }
     }
-    assert_eq!(at, acc.len(), "one gradient per parameter value");
+    bytes
 }
 
 /// Rank 0's parameter values on every rank (initialisation differs per process and backend).

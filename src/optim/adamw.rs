@@ -5,12 +5,14 @@ use burn::optim::{
     AdamW, AdamWState, LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink,
     StateSource,
 };
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use burn::tensor::{Device, Tensor};
 
 use super::decay::no_decay_ids;
+use super::transfer::MomentsTransfer;
 use crate::config::OptimConfig;
 use crate::kernels::host::adamw::Hyper;
 use crate::ops::Kernels;
@@ -18,12 +20,14 @@ use crate::ops::Kernels;
 /// AdamW over `module`'s parameters; the no-decay group is fixed by [`super::decay::decays`].
 /// With the `cpu` kernels each update is sapling's fused CPU kernel, otherwise burn's `AdamW`;
 /// both keep the same state, so a checkpoint resumes on either. Every gradient is multiplied by
-/// `factor` (its value at the time of the step) before its update.
+/// `factor` (its value at the time of the step) before its update; `transfer` hands moments
+/// in and out (see [`super::transfer`]).
 pub fn adamw<M: Module>(
     config: &OptimConfig,
     module: &M,
     kernels: Kernels,
     factor: &GradFactor,
+    transfer: &MomentsTransfer,
 ) -> ModuleOptimizer {
     let fused = kernels == Kernels::Cpu;
     let (decayed, no_decay) = (hyper(config, config.weight_decay), hyper(config, 0.0));
@@ -32,6 +36,7 @@ pub fn adamw<M: Module>(
         h,
         fused,
         factor: factor.clone(),
+        transfer: transfer.clone(),
     };
     ModuleOptimizer::from(group(decayed)).with_group(no_decay_group, group(no_decay), None)
 }
@@ -99,6 +104,7 @@ struct SaplingAdamW {
     h: Hyper,
     fused: bool,
     factor: GradFactor,
+    transfer: MomentsTransfer,
 }
 
 impl Optimizer for SaplingAdamW {
@@ -112,6 +118,10 @@ impl Optimizer for SaplingAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let state = state.map(|s| s.0);
+        let state = match self.transfer.intercept(&tensor, state) {
+            ControlFlow::Break(handed) => return (tensor, handed.map(HostLoaded)),
+            ControlFlow::Continue(state) => state,
+        };
         if !self.fused || !crate::kernels::is_flex(&tensor.device()) {
             return self.burn_step(lr, tensor, grad, state);
         }

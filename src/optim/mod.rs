@@ -10,6 +10,9 @@ pub mod decay;
 pub mod loss_scale;
 /// Linear warmup then half-cycle cosine.
 pub mod schedule;
+/// Moments handed between burn's optimizer and the host optimizer (checkpoints resumed
+/// across the offload lever).
+pub mod transfer;
 
 pub use adamw::{GradFactor, adamw};
 pub use loss_scale::{LossScale, Verdict};

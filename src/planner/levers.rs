@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Checkpointing, Config, KernelChoice, Sharding};
+use crate::config::{Checkpointing, Config, KernelChoice, Switch};
 use crate::device::resolve_precision;
 use crate::ops::{Kernels, Ops, Precision};
 
@@ -22,9 +22,13 @@ pub struct Levers {
     #[serde(default)]
     pub max_tensor: Option<u64>,
     /// MPI ranks AdamW's moments and master weights are split over, kept on the host, with
-    /// gradients summed on the host (1: not sharded, everything on the device).
+    /// gradients summed on the host (1: not sharded).
     #[serde(default = "one")]
     pub shards: usize,
+    /// AdamW's moments and master weights on the host (sharding, `shards > 1`, is always
+    /// offloaded, with gradients summed on the host).
+    #[serde(default)]
+    pub offload: Offload,
     /// What matmuls and activations compute in: f16 halves most saved activations.
     #[serde(default)]
     pub precision: Precision,
@@ -34,6 +38,22 @@ fn one() -> usize {
     1
 }
 
+/// How much of the optimizer lives on the host (ZeRO-Offload's choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Offload {
+    /// Everything on the device.
+    #[default]
+    Off,
+    /// AdamW's moments and master weights on the host; gradients summed on the device and
+    /// read back once per optimizer step, the weights uploaded once.
+    Optimizer,
+    /// Also every micro-batch's gradients read back, stage by stage, and summed on the host:
+    /// the device holds the weights and one stage's gradients, and moves the weights' bytes
+    /// across the bus every micro-batch.
+    Gradients,
+}
+
 impl Levers {
     /// The levers `config` asks for outright on a Flex (`on_flex`) or wgpu device: `auto`
     /// kernels as [`Kernels::resolve`] has them, checkpointing only when asked for by name.
@@ -41,6 +61,16 @@ impl Levers {
         *options(config, on_flex, None, 1)
             .first()
             .expect("every config allows at least one set of levers")
+    }
+
+    /// Whether AdamW runs on the host, offloaded on one rank or sharded over several.
+    pub fn host_optimizer(&self) -> bool {
+        self.offload != Offload::Off || self.shards > 1
+    }
+
+    /// Whether every micro-batch's gradients are summed on the host.
+    pub fn grads_on_host(&self) -> bool {
+        self.offload == Offload::Gradients || self.shards > 1
     }
 
     /// The operations these levers run a step on.
@@ -60,10 +90,11 @@ impl Levers {
         } else {
             "no checkpointing"
         };
-        let sharded = if self.shards > 1 {
-            format!(", optimizer sharded over {}", self.shards)
-        } else {
-            String::new()
+        let sharded = match (self.shards, self.offload) {
+            (1, Offload::Off) => String::new(),
+            (1, Offload::Optimizer) => ", optimizer offloaded".to_string(),
+            (1, Offload::Gradients) => ", optimizer and gradients offloaded".to_string(),
+            (n, _) => format!(", optimizer sharded over {n}"),
         };
         let precision = match self.precision {
             Precision::F32 => "",
@@ -80,8 +111,9 @@ impl Levers {
 /// tensors may not exceed `max_tensor`, in a world of `ranks`, cheapest first: what costs time
 /// comes last. `auto` kernels on wgpu are the WGSL kernels (less memory, a quarter fewer
 /// launches per step, and a correct gradient norm past 2¹⁸ elements per tensor; see
-/// `Ops::squared_sum`), `auto` checkpointing may turn it on, and `auto` sharding too (after
-/// checkpointing: it reads every gradient back each micro-batch).
+/// `Ops::squared_sum`), `auto` checkpointing may turn it on, and `auto` offloading or sharding
+/// too (after checkpointing: it reads every gradient back each micro-batch). On one rank the
+/// host optimizer is the offloaded one; on several it is sharded over all of them.
 pub fn options(
     config: &Config,
     on_flex: bool,
@@ -100,14 +132,27 @@ pub fn options(
         Checkpointing::Blocks => &[true],
         Checkpointing::Auto => &[false, true],
     };
-    let shards: Vec<usize> = match (config.train.shard_optimizer, ranks > 1) {
-        (Sharding::On, true) => vec![ranks],
-        (Sharding::Auto, true) => vec![1, ranks],
-        _ => vec![1],
+    // Whether AdamW runs on the host: asked for by either switch, refused by either. Over
+    // several ranks it is sharded, with gradients summed on the host; on one rank the
+    // gradients follow only where nothing fits otherwise (see `search::candidates`).
+    let host: &[bool] = match (config.train.shard_optimizer, config.train.offload_optimizer) {
+        (Switch::On, _) if ranks > 1 => &[true],
+        (_, Switch::On) => &[true],
+        (Switch::Off, _) if ranks > 1 => &[false],
+        (_, Switch::Off) => &[false],
+        _ => &[false, true],
     };
+    let offloads: Vec<(usize, Offload)> = host
+        .iter()
+        .flat_map(|&host| match (host, ranks > 1) {
+            (false, _) => vec![(1, Offload::Off)],
+            (true, true) => vec![(ranks, Offload::Gradients)],
+            (true, false) => vec![(1, Offload::Optimizer), (1, Offload::Gradients)],
+        })
+        .collect();
     let precision = resolve_precision(config.train.precision, on_flex);
     let mut all = Vec::new();
-    for &shards in &shards {
+    for &(shards, offload) in &offloads {
         for &checkpointing in checkpointing {
             for &kernels in &kernels {
                 all.push(Levers {
@@ -115,6 +160,7 @@ pub fn options(
                     checkpointing,
                     max_tensor,
                     shards,
+                    offload,
                     precision,
                 });
             }

@@ -32,6 +32,10 @@ pub struct DeviceLimits {
     pub shares_host_memory: bool,
     /// Where the budget came from, for people.
     pub budget_source: String,
+    /// Host memory the optimizer's host side may use (the host's available memory, or
+    /// `--host-memory` for a machine that is not here); `None` where it is not known.
+    #[serde(default)]
+    pub host_memory: Option<u64>,
 }
 
 impl DeviceLimits {
@@ -90,7 +94,14 @@ impl DeviceLimits {
             budget,
             shares_host_memory,
             budget_source,
+            host_memory: host_available_memory(),
         }
+    }
+
+    /// The same device on a host with `bytes` of memory for the optimizer's host side.
+    pub fn with_host_memory(mut self, bytes: Option<u64>) -> Self {
+        self.host_memory = bytes;
+        self
     }
 
     /// The limits of a device that is not here: a GPU (`gpu`) whose single tensors may not
@@ -115,6 +126,7 @@ impl DeviceLimits {
             budget,
             shares_host_memory: !gpu,
             budget_source: "--memory-budget".to_string(),
+            host_memory: None,
         }
     }
 
@@ -132,8 +144,9 @@ impl DeviceLimits {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`; `None` where there is no such file.
-fn host_available_memory() -> Option<u64> {
+/// This machine's available memory (`MemAvailable` from `/proc/meminfo`); `None` where there
+/// is no such file.
+pub fn host_available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo_field(&text, "MemAvailable:")
 }

@@ -52,11 +52,18 @@ pub struct StepMemory {
     pub total: u64,
     /// The largest single tensor of the step; it must fit the adapter's storage-binding limit.
     pub largest: Tensor,
-    /// Host memory the sharded optimizer needs per rank besides: the gradient sums, this
-    /// rank's moments and master weights, and the buffers of the exchange (0 when not
-    /// sharded).
+    /// Host memory the optimizer on the host (offloaded or sharded) needs per rank besides:
+    /// the gradient sums, this rank's moments and master weights, and over several ranks the
+    /// buffers of the exchange (0 with the optimizer on the device).
     #[serde(default)]
     pub host: u64,
+    /// Gradient bytes read back from the device per micro-batch (the host optimizer).
+    #[serde(default)]
+    pub readback_per_micro_batch: u64,
+    /// Bytes moved per optimizer step besides: the weights uploaded and, with gradients summed
+    /// on the device, the sums read back (the host optimizer).
+    #[serde(default)]
+    pub upload_per_step: u64,
 }
 
 /// One named tensor and its size.
@@ -197,17 +204,33 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Leve
     };
     let transient = score_grads + 2 * encoder.hidden(b).max(decoder.hidden(b));
     let params = (counts.learnable + counts.fixed) as u64 * F32;
-    // Accumulating on the device keeps the running sum beside the new gradients; the sharded
-    // optimizer sums them on the host and keeps its moments there.
-    let sharded = levers.shards > 1;
-    let grads = learnable * if accum > 1 && !sharded { 2 } else { 1 };
-    let optim_state = if sharded { 0 } else { 2 * learnable };
-    // On the host when sharded: the gradient sums, this rank's moments and master weights, and
-    // while reducing and gathering a padded copy of the sums and the gathered parameters.
-    let host = if sharded {
-        3 * learnable + 3 * learnable.div_ceil(levers.shards as u64)
-    } else {
-        0
+    // Gradients on the device. The host optimizer reads each stage's back as backward makes
+    // them: one stage's at a time. Accumulating on the device keeps the running sum; with
+    // staged backward (checkpointing) each stage's new gradients are added in at once, so
+    // one stage's beside the sum, and otherwise a whole second set at the end of backward.
+    let stage_grads = largest_stage_params(model) * F32;
+    let host_optimizer = levers.host_optimizer();
+    let grads = match (levers.grads_on_host(), accum > 1, levers.checkpointing) {
+        (true, _, _) => stage_grads,
+        (false, false, _) => learnable,
+        (false, true, true) => learnable + stage_grads,
+        (false, true, false) => 2 * learnable,
+    };
+    let optim_state = if host_optimizer { 0 } else { 2 * learnable };
+    // On the host: the gradient sums, this rank's moments and master weights, and over
+    // several ranks, while reducing and gathering, a padded copy of the sums and the gathered
+    // parameters.
+    let host = match (host_optimizer, levers.shards) {
+        (false, _) => 0,
+        (true, 1) => 4 * learnable,
+        (true, n) => 3 * learnable + 3 * learnable.div_ceil(n as u64),
+    };
+    let (readback_per_micro_batch, upload_per_step) = match (host_optimizer, levers.grads_on_host())
+    {
+        (false, _) => (0, 0),
+        (true, true) => (learnable, learnable),
+        // The summed gradients read back once, counted with the upload.
+        (true, false) => (0, 2 * learnable),
     };
     let largest = largest_tensor(model, &encoder, &decoder, b, pixels, levers);
     StepMemory {
@@ -220,7 +243,25 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Leve
         total: params + grads + optim_state + activations + transient,
         largest,
         host,
+        readback_per_micro_batch,
+        upload_per_step,
     }
+}
+
+/// Values of the stage with the most parameters: an encoder or decoder block, the patch
+/// embedding, the bridge (encoder norm, decoder embedding, mask token) or the head.
+fn largest_stage_params(model: &ModelConfig) -> u64 {
+    let (d, dd, p) = (model.dim, model.decoder_dim, model.patch_dim());
+    [
+        block_params(d, model.mlp_ratio),
+        block_params(dd, model.mlp_ratio),
+        p * d + 2 * d,
+        2 * d + d * dd + 2 * dd,
+        2 * dd + dd * p + p,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0) as u64
 }
 
 fn largest_tensor(
@@ -297,12 +338,14 @@ pub fn fmt_bytes(bytes: u64) -> String {
 mod tests {
     use super::*;
     use crate::config::Preset;
+    use crate::planner::levers::Offload;
 
     const REF: Levers = Levers {
         kernels: Kernels::Reference,
         checkpointing: false,
         max_tensor: None,
         shards: 1,
+        offload: Offload::Off,
         precision: Precision::F32,
     };
 
@@ -343,6 +386,7 @@ mod tests {
                     checkpointing: false,
                     max_tensor: None,
                     shards: 1,
+                    offload: Offload::Off,
                     precision: Precision::F32,
                 },
             );

@@ -18,8 +18,8 @@ pub mod table;
 /// What a trial step measured.
 pub mod trial;
 
-pub use levers::Levers;
-pub use limits::DeviceLimits;
+pub use levers::{Levers, Offload};
+pub use limits::{DeviceLimits, host_available_memory as host_memory};
 pub use memory::{StepMemory, fmt_bytes, step_memory};
 pub use search::{BatchPlan, Candidate, PlanSource, candidates, fitting, misfit, reusable, search};
 pub use table::{LeverRow, LeverTable, lever_table};

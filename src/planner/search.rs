@@ -112,15 +112,25 @@ pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
         } else {
             0
         };
-    (needed > allowed).then(|| {
-        format!(
+    if needed > allowed {
+        return Some(format!(
             "a step needs about {}, over {:.0}% of the {} budget ({})",
             fmt_bytes(needed),
             SAFETY_MARGIN * 100.0,
             fmt_bytes(limits.budget),
             limits.budget_source
-        )
-    })
+        ));
+    }
+    let host = limits.host_memory.filter(|_| !limits.shares_host_memory);
+    host.filter(|&h| memory.host as f64 > h as f64 * SAFETY_MARGIN)
+        .map(|h| {
+            format!(
+                "the optimizer's host side needs about {}, over {:.0}% of the host's {}",
+                fmt_bytes(memory.host),
+                SAFETY_MARGIN * 100.0,
+                fmt_bytes(h)
+            )
+        })
 }
 
 /// A micro-batch with the cheapest levers that make it fit, and its modelled step.
@@ -151,17 +161,29 @@ pub fn fitting(
 
 /// Micro-batches that divide `effective` and fit with one of `options`, largest first, each
 /// with the cheapest levers that make it fit.
+///
+/// Gradients offloaded on one rank are a last resort: they move the weights' bytes across
+/// the bus every micro-batch (sapiens-2b: 8 GiB each), which costs more than the larger
+/// micro-batch they allow buys, so they are considered only where nothing fits without.
 pub fn candidates(
     model: &ModelConfig,
     options: &[Levers],
     effective: usize,
     limits: &DeviceLimits,
 ) -> Vec<Candidate> {
-    (1..=effective)
-        .rev()
-        .filter(|m| effective.is_multiple_of(*m))
-        .filter_map(|m| fitting(model, options, m, effective / m, limits))
-        .collect()
+    let last_resort = |l: &Levers| l.shards == 1 && l.grads_on_host();
+    let (usual, resort): (Vec<Levers>, Vec<Levers>) = options.iter().partition(|l| !last_resort(l));
+    let of = |options: &[Levers]| -> Vec<Candidate> {
+        (1..=effective)
+            .rev()
+            .filter(|m| effective.is_multiple_of(*m))
+            .filter_map(|m| fitting(model, options, m, effective / m, limits))
+            .collect()
+    };
+    match of(&usual) {
+        fits if !fits.is_empty() || resort.is_empty() => fits,
+        _ => of(&resort),
+    }
 }
 
 /// Plans the batch of `config` for a device with `limits`, with any of the lever sets
@@ -365,18 +387,22 @@ pub fn choose(trials: &[Trial]) -> Option<usize> {
 }
 
 /// `previous` (a checkpoint's plan) as this run's plan, when it was made on the same device
-/// for the same effective batch in the same `precision` and the micro-batch is `auto`;
-/// otherwise `None`: plan afresh (a run may resume in the other precision).
+/// for the same effective batch in the same `precision`, with levers among those the run
+/// allows (`allowed`), and the micro-batch is `auto`; otherwise `None`: plan afresh (a run
+/// may resume in the other precision, or with the optimizer offloaded or not).
 pub fn reusable(
     config: &Config,
     limits: &DeviceLimits,
     previous: Option<&BatchPlan>,
     precision: Precision,
+    allowed: &[Levers],
 ) -> Option<BatchPlan> {
     let p = previous.filter(|_| config.train.batch_size == BatchSize::Auto)?;
+    // Levers the run's switches now rule out (`--offload-optimizer false` on resume) plan anew.
     if p.limits.key == limits.key
         && p.effective_batch == config.train.effective_batch
-        && p.levers.is_some_and(|l| l.precision == precision)
+        && p.levers
+            .is_some_and(|l| l.precision == precision && allowed.contains(&l))
     {
         let mut reused = p.clone();
         reused.source = PlanSource::Reused;

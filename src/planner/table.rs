@@ -5,11 +5,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::levers::{Levers, options};
+use super::levers::{Levers, Offload, options};
 use super::limits::DeviceLimits;
 use super::memory::{fmt_bytes, step_memory};
 use super::search::{Candidate, SAFETY_MARGIN, candidates, misfit};
-use crate::config::{Checkpointing, Config, Sharding};
+use crate::config::{Checkpointing, Config, Switch};
 
 /// One set of levers: the largest micro-batch it fits, or why not even 1 does.
 #[derive(Debug, Clone, Serialize)]
@@ -48,7 +48,8 @@ pub fn lever_table(
     // Every lever the config and device allow, checkpointing and sharding on and off.
     let mut every = config.clone();
     every.train.activation_checkpointing = Checkpointing::Auto;
-    every.train.shard_optimizer = Sharding::Auto;
+    every.train.shard_optimizer = Switch::Auto;
+    every.train.offload_optimizer = Switch::Auto;
     let max_tensor = limits.max_storage_buffer_binding_size;
     let rows = options(&every, on_flex, max_tensor, ranks)
         .into_iter()
@@ -95,29 +96,38 @@ impl fmt::Display for LeverTable {
             if self.ranks == 1 { "" } else { "s" },
             self.effective_batch
         )?;
+        if let Some(host) = self.limits.host_memory {
+            writeln!(
+                f,
+                "host memory {} (the optimizer's host side)",
+                fmt_bytes(host)
+            )?;
+        }
         writeln!(
             f,
-            "{:<10} {:<10} {:<10} {:>6} {:>7} {:>11} {:>11}  largest tensor",
-            "kernels", "checkpoint", "optimizer", "micro", "accum", "peak", "host"
+            "{:<10} {:<10} {:<10} {:>6} {:>7} {:>11} {:>11} {:>11}  largest tensor",
+            "kernels", "checkpoint", "optimizer", "micro", "accum", "peak", "host", "moved/step"
         )?;
         for row in &self.rows {
             let (k, c) = (row.levers.kernels.name(), checkpointing(row.levers));
             let o = optimizer(row.levers);
             match &row.largest {
-                Some(best) => writeln!(
-                    f,
-                    "{k:<10} {c:<10} {o:<10} {:>6} {:>7} {:>11} {:>11}  {} ({})",
-                    best.micro_batch,
-                    self.effective_batch / self.ranks.max(1) / best.micro_batch,
-                    fmt_bytes(best.memory.total),
-                    if best.memory.host > 0 {
-                        fmt_bytes(best.memory.host)
-                    } else {
-                        "-".to_string()
-                    },
-                    fmt_bytes(best.memory.largest.bytes),
-                    best.memory.largest.name
-                )?,
+                Some(best) => {
+                    let accum = self.effective_batch / self.ranks.max(1) / best.micro_batch;
+                    let m = &best.memory;
+                    let moved = m.readback_per_micro_batch * accum as u64 + m.upload_per_step;
+                    let or_dash = |b: u64| if b > 0 { fmt_bytes(b) } else { "-".to_string() };
+                    writeln!(
+                        f,
+                        "{k:<10} {c:<10} {o:<10} {:>6} {accum:>7} {:>11} {:>11} {:>11}  {} ({})",
+                        best.micro_batch,
+                        fmt_bytes(m.total),
+                        or_dash(m.host),
+                        or_dash(moved),
+                        fmt_bytes(m.largest.bytes),
+                        m.largest.name
+                    )?
+                }
                 None => writeln!(
                     f,
                     "{k:<10} {c:<10} {o:<10} {:>6}  does not fit: {}",
@@ -150,9 +160,10 @@ fn checkpointing(levers: Levers) -> &'static str {
 }
 
 fn optimizer(levers: Levers) -> String {
-    if levers.shards > 1 {
-        format!("sharded/{}", levers.shards)
-    } else {
-        "device".to_string()
+    match (levers.shards, levers.offload) {
+        (1, Offload::Off) => "device".to_string(),
+        (1, Offload::Optimizer) => "offload".to_string(),
+        (1, Offload::Gradients) => "offload+g".to_string(),
+        (n, _) => format!("sharded/{n}"),
     }
 }

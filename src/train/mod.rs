@@ -6,6 +6,8 @@ mod agree;
 /// The output folder: its lock, and one run per folder.
 #[cfg(not(target_family = "wasm"))]
 mod folder;
+/// AdamW on the host: offloaded on one rank, sharded over MPI ranks (ZeRO-Offload, ZeRO-1).
+mod host_adamw;
 /// A run's starting weights: MAE's initialisation or `train.init_from`.
 #[cfg(not(target_family = "wasm"))]
 mod init;
@@ -28,8 +30,6 @@ mod set_aside;
 /// Setting a run up.
 #[cfg(not(target_family = "wasm"))]
 mod setup;
-/// AdamW sharded across MPI ranks on the host (ZeRO stage 1).
-mod sharded;
 /// One optimizer step with accumulation and clipping.
 pub mod step;
 /// Running totals and the end-of-run summary.

@@ -16,13 +16,14 @@ use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights}
 use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder, MaskedBatch, init};
 use crate::ops::Precision;
+use crate::optim::transfer::{self, MomentsTransfer, ParamMoments};
 use crate::optim::{self, GradFactor, LossScale, Verdict, clip};
 use crate::planner::Levers;
 use crate::seed::{self, mix};
 use crate::timing::drain;
 
-use super::recompute::backward_by_stages;
-use super::sharded::ShardedAdamW;
+use super::host_adamw::{HostAdamW, join_shards};
+use super::recompute::{GradSink, backward_by_stages};
 use web_time::Instant;
 
 /// What a step reports.
@@ -68,8 +69,9 @@ enum Update {
     /// burn's optimizer (or the fused CPU AdamW) on the device: gradients summed there and,
     /// with several ranks, all-reduced.
     Device(ModuleOptimizer),
-    /// AdamW sharded across the ranks, on the host (ZeRO stage 1).
-    Sharded(Box<ShardedAdamW>),
+    /// AdamW on the host: offloaded on one rank, sharded across several (ZeRO-Offload,
+    /// ZeRO stage 1).
+    Host(Box<HostAdamW>),
 }
 
 /// The model and its optimizer, on an autodiff device.
@@ -90,6 +92,8 @@ pub struct Trainer {
     loss_scale: Option<LossScale>,
     /// What the device optimizer multiplies each gradient by this step (clip and loss scale).
     grad_factor: GradFactor,
+    /// Hands moments between the device optimizer and the host one (resumes across levers).
+    transfer: MomentsTransfer,
 }
 
 impl Trainer {
@@ -133,25 +137,22 @@ impl Trainer {
         init::materialize(&model);
         let model = model.with_ops(ops);
         let bucket_bytes = (config.train.allreduce_bucket_mib << 20) as usize;
-        let grad_factor = GradFactor::default();
-        // A sharded optimizer is built for a world of one until the trainer joins its world
+        let (grad_factor, transfer) = (GradFactor::default(), MomentsTransfer::default());
+        // A host optimizer is built for a world of one until the trainer joins its world
         // (a trial step of a sharded plan runs so, alone).
-        let update = if levers.shards > 1 {
-            let shard = ShardedAdamW::new(&model, &config.optim, &Solo, bucket_bytes);
-            Update::Sharded(Box::new(shard))
+        let update = if levers.host_optimizer() {
+            let host = HostAdamW::new(&model, &config.optim, &Solo, bucket_bytes);
+            Update::Host(Box::new(host))
         } else {
-            Update::Device(optim::adamw(
-                &config.optim,
-                &model,
-                ops.kernels,
-                &grad_factor,
-            ))
+            let optim = optim::adamw(&config.optim, &model, ops.kernels, &grad_factor, &transfer);
+            Update::Device(optim)
         };
         let mask_shape = (model.config.num_patches(), model.config.num_visible());
         Ok(Trainer {
             model: Some(model),
             update,
             grad_factor,
+            transfer,
             optim_config: config.optim.clone(),
             device: device.clone(),
             levers,
@@ -190,8 +191,8 @@ impl Trainer {
                 ));
             }
             let bucket = self.bucket_bytes;
-            let shard = ShardedAdamW::new(self.model(), &self.optim_config, world.as_ref(), bucket);
-            self.update = Update::Sharded(Box::new(shard));
+            let shard = HostAdamW::new(self.model(), &self.optim_config, world.as_ref(), bucket);
+            self.update = Update::Host(Box::new(shard));
         }
         self.world = world;
         Ok(self)
@@ -208,32 +209,53 @@ impl Trainer {
         // not load leaves this trainer's model as it was.
         let fresh = MaskedAutoencoder::new(&self.model().config, &self.device);
         let model = loaded.load_model(fresh)?.with_ops(ops);
-        if let Update::Sharded(_) = self.update {
-            if !loaded.is_sharded() {
-                self.model = Some(model);
-                return Err(SaplingError::config(
-                    "train.shard_optimizer",
-                    format!(
-                        "{} holds the optimizer's moments whole; resume it with \
-                         --shard-optimizer false",
-                        loaded.path.display()
-                    ),
-                ));
-            }
-            let bucket = self.bucket_bytes;
-            let mut shard = ShardedAdamW::new(&model, &config.optim, self.world.as_ref(), bucket);
-            shard.restore(&loaded.shards()?)?;
-            self.update = Update::Sharded(Box::new(shard));
-            self.model = Some(model);
-            return Ok(());
-        }
-        // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
-        // ids, so it must be rebuilt from the restored model before the moments are loaded.
-        let optim = optim::adamw(&config.optim, &model, ops.kernels, &self.grad_factor);
-        let optim = loaded.load_optim(optim);
         self.model = Some(model);
-        self.update = Update::Device(optim?);
+        let (model, bucket) = (self.model(), self.bucket_bytes);
+        // Loading brings back the checkpoint's parameter ids; the no-decay group is a list of
+        // ids, so the optimizer is rebuilt from the restored model before the moments go in.
+        // Moments written by the other kind of optimizer are handed across (`optim::transfer`).
+        self.update = match (self.levers.host_optimizer(), loaded.is_sharded()) {
+            (true, true) => {
+                let mut host = HostAdamW::new(model, &config.optim, self.world.as_ref(), bucket);
+                host.restore(&loaded.shards()?)?;
+                Update::Host(Box::new(host))
+            }
+            (true, false) => {
+                let mut optim = self.device_optimizer(config);
+                optim = loaded.load_optim(optim)?;
+                let model = self.model.take().expect("restored above");
+                let (model, moments) = transfer::harvest(&mut optim, &self.transfer, model);
+                let mut host = HostAdamW::new(&model, &config.optim, self.world.as_ref(), bucket);
+                host.set_from_device(moments);
+                self.model = Some(model);
+                Update::Host(Box::new(host))
+            }
+            (false, true) => {
+                let host = HostAdamW::new(model, &config.optim, &Solo, bucket);
+                let lengths: Vec<usize> = host.lengths().collect();
+                let total = lengths.iter().sum();
+                let (time, m, v) = join_shards(&loaded.shards()?, total)?;
+                let mut optim = self.device_optimizer(config);
+                let model = self.model.take().expect("restored above");
+                let moments = per_param(time, &m, &v, &lengths);
+                self.model = Some(transfer::seed(&mut optim, &self.transfer, model, moments));
+                Update::Device(optim)
+            }
+            (false, false) => Update::Device(loaded.load_optim(self.device_optimizer(config))?),
+        };
         Ok(())
+    }
+
+    /// burn's AdamW (or the fused CPU one) over the model as it is now, with no moments.
+    fn device_optimizer(&self, config: &Config) -> burn::optim::ModuleOptimizer {
+        let kernels = self.model().ops().kernels;
+        optim::adamw(
+            &config.optim,
+            self.model(),
+            kernels,
+            &self.grad_factor,
+            &self.transfer,
+        )
     }
 
     /// The loss scale of an f16 run, to be saved with the weights.
@@ -252,7 +274,7 @@ impl Trainer {
     pub fn moments(&self) -> Result<Moments<'_>> {
         match &self.update {
             Update::Device(optim) => Ok(Moments::Whole(optim)),
-            Update::Sharded(shard) => Ok(Moments::Shard(shard.to_bytes()?)),
+            Update::Host(host) => Ok(Moments::Shard(host.to_bytes()?)),
         }
     }
 
@@ -380,18 +402,28 @@ impl Trainer {
         let model = self.model.take().expect("model is present between steps");
         let mut acc = GradientsAccumulator::<MaskedAutoencoder>::new();
         let mut loss_sum: Option<Tensor<1>> = None;
+        let (levers, loss_scale) = (self.levers, self.scale());
         for batch in batches {
-            let (loss, grads, secs) = match self.backward_one(&model, batch, accum, split).await {
+            let masked = self.masked_batch(batch);
+            let mut sink = match &mut self.update {
+                Update::Host(host) if levers.grads_on_host() => GradSink::Host(host),
+                _ => GradSink::Device(&mut acc),
+            };
+            let done = backward_one(
+                &model,
+                &masked,
+                (accum, loss_scale),
+                levers,
+                split,
+                &mut sink,
+            );
+            let (loss, secs) = match done.await {
                 Ok(done) => done,
                 Err(e) => {
                     self.model = Some(model);
                     return Err(e);
                 }
             };
-            match &mut self.update {
-                Update::Device(_) => acc.accumulate(&model, grads),
-                Update::Sharded(shard) => shard.accumulate(&model, &grads),
-            }
             forward += secs;
             loss_sum = Some(match loss_sum {
                 Some(s) => s + loss,
@@ -399,7 +431,11 @@ impl Trainer {
             });
         }
         let loss_sum = loss_sum.expect("at least one micro-batch");
-        if let Update::Sharded(_) = self.update {
+        if let Update::Host(host) = &mut self.update {
+            if !levers.grads_on_host() {
+                // Summed on the device: read back once for the step.
+                host.accumulate(&model, &acc.grads());
+            }
             let pending = Pending {
                 model,
                 grads: None,
@@ -433,40 +469,15 @@ impl Trainer {
         Ok((pending, split.then_some(forward)))
     }
 
-    /// Forward and backward of one of `accum` micro-batches: its loss (detached, already
-    /// divided by `accum`), its gradients and, with `split`, the seconds of its forward pass.
-    /// With activation checkpointing the forward pass keeps only each stage's input and the
-    /// backward recomputes the stages one by one (see `recompute`).
-    async fn backward_one(
-        &self,
-        model: &MaskedAutoencoder,
-        batch: Batch,
-        accum: usize,
-        split: bool,
-    ) -> Result<(Tensor<1>, GradientsParams, f64)> {
+    /// A micro-batch on the device with its masks.
+    fn masked_batch(&self, batch: Batch) -> MaskedBatch {
         let plan = self.mask_for(batch.first_sample, batch.batch);
         crate::counts::uploaded(batch.images.len() * size_of::<f32>());
         let images = Tensor::<4>::from_data(
             TensorData::new(batch.images, [batch.batch, 3, batch.size, batch.size]),
             &self.device,
         );
-        let masked = MaskedBatch::new(images, &plan);
-        if self.levers.checkpointing {
-            let mut stages = GradientsAccumulator::<MaskedAutoencoder>::new();
-            let (loss, forward) =
-                backward_by_stages(model, &masked, accum, self.scale(), split, &mut stages).await?;
-            return Ok((loss, stages.grads(), forward));
-        }
-        let started = Instant::now();
-        // Accumulated gradients are summed, so each micro-batch carries 1/accum of the loss.
-        let loss = model.forward_batch(&masked).loss.div_scalar(accum as f64);
-        if split {
-            drain(&self.device, loss.clone()).await?;
-        }
-        let forward = started.elapsed().as_secs_f64();
-        let grads = scaled(loss.clone(), self.scale()).backward();
-        let grads = GradientsParams::from_grads(grads, model);
-        Ok((loss.detach().inner(), grads, forward))
+        MaskedBatch::new(images, &plan)
     }
 
     /// What the loss is multiplied by before backward (1 in f32).
@@ -502,9 +513,9 @@ impl Trainer {
         } = pending;
         let world = self.world.clone();
         let started = Instant::now();
-        let (loss, grad_norm, sharded_grad) = match (&mut self.update, &grads) {
-            (Update::Sharded(shard), _) => {
-                let (grad, r) = shard.reduce(values[0], world.as_ref());
+        let (loss, grad_norm, host_grad) = match (&mut self.update, &grads) {
+            (Update::Host(host), _) => {
+                let (grad, r) = host.reduce(values[0], world.as_ref());
                 reduce.bytes = r.bytes;
                 reduce.buckets = 1;
                 (r.loss, r.grad_norm, Some(grad))
@@ -527,6 +538,8 @@ impl Trainer {
                 return Err(e);
             }
         };
+        // The norm as read back or reduced (of the scaled gradients, in f16).
+        let read_norm = grad_norm as f32;
         let grad_norm = grad_norm / loss_scale;
         let stats = StepStats {
             loss,
@@ -540,21 +553,14 @@ impl Trainer {
             self.model = Some(model);
             return Ok(stats);
         }
-        let model = match (&mut self.update, grads, sharded_grad) {
+        let factor = clip::clip_factor(read_norm, self.clip_grad, loss_scale);
+        let model = match (&mut self.update, grads, host_grad) {
             (Update::Device(optim), Some(grads), _) => {
-                let factor = clip::clip_factor(values[1], self.clip_grad, loss_scale);
                 self.grad_factor.set(factor);
                 optim.step(lr, model, grads)
             }
-            (Update::Sharded(shard), _, Some(grad)) => {
-                // `clip::clip_to`'s factor, in the same f32 arithmetic, and the loss scale
-                // divided out (a power of two: exact).
-                let scale = if self.clip_grad > 0.0 {
-                    ((grad_norm as f32 + 1e-6).recip() * self.clip_grad as f32).min(1.0)
-                } else {
-                    1.0
-                } / loss_scale as f32;
-                let model = shard.apply(model, grad, lr, scale, world.as_ref());
+            (Update::Host(host), _, Some(grad)) => {
+                let model = host.apply(model, grad, lr, factor, world.as_ref());
                 reduce.seconds = started.elapsed().as_secs_f64();
                 model
             }
@@ -563,6 +569,34 @@ impl Trainer {
         self.model = Some(model);
         Ok(StepStats { reduce, ..stats })
     }
+}
+
+/// Forward and backward of one of `accum` micro-batches, its gradients into `sink`: its loss
+/// (detached, already divided by `accum`) and, with `split`, the seconds of its forward pass.
+/// With activation checkpointing, or with the optimizer on the host, backward goes stage by
+/// stage (see `recompute`); otherwise through the whole graph at once.
+async fn backward_one(
+    model: &MaskedAutoencoder,
+    masked: &MaskedBatch,
+    (accum, loss_scale): (usize, f64),
+    levers: Levers,
+    split: bool,
+    sink: &mut GradSink<'_>,
+) -> Result<(Tensor<1>, f64)> {
+    if levers.checkpointing || levers.grads_on_host() {
+        let scaling = (accum, loss_scale);
+        return backward_by_stages(model, masked, scaling, levers.checkpointing, split, sink).await;
+    }
+    let started = Instant::now();
+    // Accumulated gradients are summed, so each micro-batch carries 1/accum of the loss.
+    let loss = model.forward_batch(masked).loss.div_scalar(accum as f64);
+    if split {
+        drain(&masked.imgs.device(), loss.clone()).await?;
+    }
+    let forward = started.elapsed().as_secs_f64();
+    let grads = scaled(loss.clone(), loss_scale).backward();
+    sink.add(model, GradientsParams::from_grads(grads, model));
+    Ok((loss.detach().inner(), forward))
 }
 
 /// `loss` multiplied by `loss_scale` for backward (itself at 1, so f32 runs are unchanged).
@@ -590,4 +624,20 @@ fn read_scalars<E: std::fmt::Display>(
 ) -> Result<Vec<f32>> {
     data.map_err(|e| SaplingError::Device(e.to_string()))
         .map(|d| d.try_into_vec::<f32>().expect("f32 scalars"))
+}
+
+/// Whole flat moments cut into one entry per parameter of `lengths` (module order).
+fn per_param(time: i32, m: &[f32], v: &[f32], lengths: &[usize]) -> Vec<Option<ParamMoments>> {
+    let mut at = 0;
+    lengths
+        .iter()
+        .map(|&n| {
+            at += n;
+            Some(ParamMoments {
+                time: time.max(0) as usize,
+                m: m[at - n..at].to_vec(),
+                v: v[at - n..at].to_vec(),
+            })
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 
 use super::step::{PhaseTimes, Timing};
 use super::timer::{TimedSteps, time_fresh};
-use crate::config::{Config, Sharding};
+use crate::config::{Config, Switch};
 use crate::device::PeakMeter;
 use crate::error::{Result, SaplingError};
 use crate::ops::Kernels;
@@ -78,7 +78,7 @@ pub fn lever_options(
     ranks: usize,
 ) -> Result<Vec<Levers>> {
     Kernels::resolve(config.train.kernels, device)?;
-    if config.train.shard_optimizer == Sharding::On && ranks < 2 {
+    if config.train.shard_optimizer == Switch::On && ranks < 2 {
         let why = if cfg!(feature = "mpi") {
             "needs several MPI ranks: start the run with `mpirun -n N`, or set it to false"
         } else {
@@ -86,6 +86,20 @@ pub fn lever_options(
              and start the run with `mpirun -n N`, or set it to false"
         };
         return Err(SaplingError::config("train.shard_optimizer", why));
+    }
+    let (shard, offload) = (config.train.shard_optimizer, config.train.offload_optimizer);
+    if ranks > 1
+        && matches!(
+            (shard, offload),
+            (Switch::On, Switch::Off) | (Switch::Off, Switch::On)
+        )
+    {
+        return Err(SaplingError::config(
+            "train.offload_optimizer",
+            "under MPI the optimizer on the host is sharded over the ranks, so offloading and \
+             sharding go together: set train.shard_optimizer and train.offload_optimizer alike \
+             (or one of them to auto)",
+        ));
     }
     let on_flex = crate::kernels::is_flex(device);
     let max_tensor = limits.max_storage_buffer_binding_size;
@@ -104,7 +118,8 @@ pub fn plan_for_run(
 ) -> Result<BatchPlan> {
     let on_flex = crate::kernels::is_flex(device);
     let precision = crate::device::resolve_precision(config.train.precision, on_flex);
-    match planner::reusable(config, limits, previous, precision) {
+    let allowed = lever_options(config, device, limits, ranks)?;
+    match planner::reusable(config, limits, previous, precision, &allowed) {
         Some(plan) => Ok(plan),
         None => plan_in_world(config, device, limits, TrialOptions::default(), ranks),
     }

@@ -26,6 +26,7 @@ fn agree(device: &Device, kernels: Kernels, tolerance: f64) {
         checkpointing,
         max_tensor: None,
         shards: 1,
+        offload: sapling::planner::levers::Offload::Off,
         precision: Precision::F32,
     };
     let mut kept = trainer(&cfg, model, &device, levers(false));
@@ -161,6 +162,7 @@ fn split_agrees(device: &Device, kernels: Kernels) {
         checkpointing: false,
         max_tensor,
         shards: 1,
+        offload: sapling::planner::levers::Offload::Off,
         precision: Precision::F32,
     };
     let mut whole = trainer(&cfg, model, &device, levers(None));

@@ -23,6 +23,7 @@ mod lineage;
 mod model;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod offload;
 mod optim;
 mod outputs;
 mod planner;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sapling::checkpoint;
-use sapling::config::Sharding;
+use sapling::config::Switch;
 use sapling::dist::flat::flat_params;
 
 use crate::common::{adapter_or_skip, max_difference, micro_config, temp_dir};
@@ -217,7 +217,7 @@ fn a_sharded_optimizer_trains_as_the_whole_one() {
 /// A run config with a constant learning rate after one warmup step, so a run told to stop
 /// after 2 steps and resumed to 4 follows the same schedule as a run of 4 (the cosine depends
 /// on the length).
-fn resume_config(name: &str, shard: Sharding, data: Option<PathBuf>) -> PathBuf {
+fn resume_config(name: &str, shard: Switch, data: Option<PathBuf>) -> PathBuf {
     let mut c = micro_config(name);
     c.data.dir = data;
     c.data.shuffle_buffer = 8;
@@ -233,7 +233,7 @@ fn resume_config(name: &str, shard: Sharding, data: Option<PathBuf>) -> PathBuf 
 
 /// Two ranks straight to the end, and stopped halfway then resumed: the same losses at every
 /// step and the same weights, to the bit.
-fn assert_resumes(name: &str, shard: Sharding, data: Option<PathBuf>) {
+fn assert_resumes(name: &str, shard: Switch, data: Option<PathBuf>) {
     let config = resume_config(name, shard, data);
     let every = ["--checkpoint-every", "2"];
     let straight = temp_dir(&format!("{name}-straight"));
@@ -256,12 +256,12 @@ fn assert_resumes(name: &str, shard: Sharding, data: Option<PathBuf>) {
 #[test]
 fn a_sharded_run_resumes_where_it_stopped() {
     // Every rank's shard of the moments written into the checkpoint and read back.
-    assert_resumes("mpi-sharded-resume", Sharding::On, None);
+    assert_resumes("mpi-sharded-resume", Switch::On, None);
 }
 
 #[test]
 fn a_two_rank_run_resumes_where_it_stopped() {
-    assert_resumes("mpi-resume", Sharding::Off, None);
+    assert_resumes("mpi-resume", Switch::Off, None);
 }
 
 #[test]
@@ -269,7 +269,7 @@ fn a_two_rank_run_on_shards_resumes_where_it_stopped() {
     // Uneven shards, split by shard over the ranks, each rank's shuffle buffer rebuilt from the
     // counts at the resume.
     let data = crate::shards::toy_shards("mpi-shards-data", &[9, 4, 13, 6, 7]);
-    assert_resumes("mpi-shards-resume", Sharding::Off, Some(data));
+    assert_resumes("mpi-shards-resume", Switch::Off, Some(data));
 }
 
 /// Runs `cmd` with its output in files; fails the test if it is still running after `secs`

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice, Preset};
+use sapling::config::{BatchSize, Config, DeviceChoice, KernelChoice, PrecisionChoice, Preset};
 use sapling::data::{ImageSource, Loader};
 use sapling::device::{self, Selected};
 use sapling::ops::Kernels;
@@ -404,10 +404,65 @@ fn sapiens_presets_fit_a_24_gib_gpu_with_the_default_levers() {
     }
 }
 
+/// Issue 39's goals for one GPU, from the memory model alone (WebGPU's default 128 MiB
+/// binding, a host with 64 GiB): the optimizer offloaded (and the running gradient sums kept
+/// without a second copy) brings the 1B and 2B presets onto one 24 GiB card and raises what
+/// laptops and mid-range cards fit.
+#[test]
+fn offloading_fits_the_big_presets_and_small_cards() {
+    let host = Some(64 << 30);
+    for (p, gib, want) in [
+        (Preset::Sapiens1b, 24, 4),
+        (Preset::Sapiens2b, 24, 1),
+        (Preset::Sapiens03b, 8, 4),
+        (Preset::Sapiens06b, 16, 8),
+        (Preset::VitL, 8, 64),
+    ] {
+        for precision in [PrecisionChoice::F32, PrecisionChoice::F16] {
+            let mut c = p.config();
+            c.train.precision = precision;
+            let limits =
+                DeviceLimits::hypothetical(true, gib << 30, Some(128 << 20)).with_host_memory(host);
+            let table = planner::lever_table(&c, false, &limits, 1);
+            let chosen = table.chosen.as_ref().unwrap_or_else(|| panic!("{table}"));
+            eprintln!(
+                "{} on {gib} GiB in {precision:?}: micro-batch {} ({})",
+                p.name(),
+                chosen.micro_batch,
+                chosen.levers.describe()
+            );
+            assert!(chosen.micro_batch >= want, "{table}");
+        }
+    }
+    // Without the host memory the offloaded optimizer needs, it is refused by name.
+    let limits = DeviceLimits::hypothetical(true, 24 << 30, Some(128 << 20))
+        .with_host_memory(Some(16 << 30));
+    let table = planner::lever_table(&Preset::Sapiens2b.config(), false, &limits, 1);
+    assert!(table.chosen.is_none(), "{table}");
+    assert!(table.to_string().contains("host side needs"), "{table}");
+}
+
+#[test]
+fn offloading_and_sharding_disagreeing_under_mpi_is_refused() {
+    let mut c = micro_config("offload-vs-shard");
+    c.train.shard_optimizer = sapling::config::Switch::On;
+    c.train.offload_optimizer = sapling::config::Switch::Off;
+    let err = train::lever_options(&c, &flex(), &flex_limits(), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.offload_optimizer"), "{err}");
+    // On one rank an offloaded optimizer is on offer, gradients on the host last.
+    c.train.shard_optimizer = sapling::config::Switch::Off;
+    c.train.offload_optimizer = sapling::config::Switch::On;
+    let options = train::lever_options(&c, &flex(), &flex_limits(), 1).unwrap();
+    assert!(options.iter().all(|l| l.host_optimizer()), "{options:?}");
+    assert!(options.last().unwrap().grads_on_host(), "{options:?}");
+}
+
 #[test]
 fn sharding_needs_several_ranks_and_says_so() {
     let mut c = micro_config("shard-one-rank");
-    c.train.shard_optimizer = sapling::config::Sharding::On;
+    c.train.shard_optimizer = sapling::config::Switch::On;
     let err = train::lever_options(&c, &flex(), &flex_limits(), 1)
         .unwrap_err()
         .to_string();

@@ -246,6 +246,19 @@ pub fn squared_sum(tensors: Vec<Tensor<1>>) -> Tensor<1> {
     Tensor::cat(parts, 0).sum()
 }
 
+/// [`squared_sum`] of slices on the host, the same arithmetic to the bit: each slice's `Σ x²`
+/// by the same kernel, the sums added by Flex's own `sum` (so the offloaded optimizer clips
+/// exactly as the device optimizer on Flex does).
+pub fn squared_sum_slices<'a>(slices: impl Iterator<Item = &'a [f32]>) -> f32 {
+    let parts: Vec<f32> = slices.map(squares::sum).collect();
+    let n = parts.len();
+    Tensor::<1>::from_data(TensorData::new(parts, [n]), &burn::tensor::Device::flex())
+        .sum()
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("an f32 sum")[0]
+}
+
 /// `t` as a uniquely owned, contiguous f32 tensor covering its whole buffer, so its storage
 /// can be written in place (a copy only when it is shared or a view).
 fn owned(t: FlexTensor) -> FlexTensor {

@@ -1,0 +1,176 @@
+//! The optimizer offloaded to the host: the device optimizer's bits on Flex (same arithmetic),
+//! exact resumes, and checkpoints that resume across the lever both ways.
+
+use sapling::checkpoint::{self, TrainState};
+use sapling::config::{BatchSize, Config, Switch};
+use sapling::data::{Batch, ImageSource, Loader};
+use sapling::dist::flat::flat_params;
+use sapling::model::MaskedAutoencoder;
+use sapling::planner::{Levers, Offload};
+use sapling::train::{StepStats, Trainer};
+
+use crate::common::{
+    copy_model, flex, kill_at_step, losses, micro_config, temp_dir, train_command,
+};
+
+/// Two micro-batches a step, so accumulation is covered; clipping active (a small limit).
+fn config(name: &str) -> Config {
+    let mut cfg = micro_config(name);
+    cfg.train.effective_batch = 8;
+    cfg.optim.clip_grad = 0.05;
+    cfg
+}
+
+fn levers(cfg: &Config, offload: Offload, checkpointing: bool) -> Levers {
+    Levers {
+        offload,
+        checkpointing,
+        ..Levers::of(cfg, true)
+    }
+}
+
+fn batches(cfg: &Config, steps: usize) -> Vec<Vec<Batch>> {
+    let mut loader = Loader::new(ImageSource::Embedded, &cfg.data, 32, 4, 0, 0);
+    (0..steps)
+        .map(|_| vec![loader.next_batch().unwrap(), loader.next_batch().unwrap()])
+        .collect()
+}
+
+/// Steps `trainer` over `batches` from step `first`, returning each step's stats.
+fn run(trainer: &mut Trainer, first: u64, batches: &[Vec<Batch>]) -> Vec<StepStats> {
+    (first..)
+        .zip(batches)
+        .map(|(step, b)| trainer.step(step, 1e-3, b.clone()).unwrap())
+        .collect()
+}
+
+fn bits(model: &MaskedAutoencoder) -> Vec<u32> {
+    flat_params(model).iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn offloaded_steps_are_the_device_optimizers_bits_on_flex() {
+    let cfg = config("offload-bits");
+    let device = flex().autodiff();
+    let data = batches(&cfg, 3);
+    let reference = MaskedAutoencoder::new(&cfg.model, &device);
+    let trained = |lev: Levers| {
+        let model = copy_model(&reference, &device);
+        let mut t = Trainer::from_model_with(&cfg, model, &device, lev).unwrap();
+        let stats = run(&mut t, 0, &data);
+        (stats, bits(t.model()))
+    };
+    let (want, want_bits) = trained(levers(&cfg, Offload::Off, false));
+    assert!(
+        want.iter().any(|s| s.grad_norm > cfg.optim.clip_grad),
+        "clipping should be active: {want:?}"
+    );
+    for (offload, checkpointing) in [
+        (Offload::Off, true),
+        (Offload::Optimizer, false),
+        (Offload::Optimizer, true),
+        (Offload::Gradients, false),
+        (Offload::Gradients, true),
+    ] {
+        let (got, got_bits) = trained(levers(&cfg, offload, checkpointing));
+        let what = format!("{offload:?}, checkpointing {checkpointing}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.loss, g.grad_norm), (w.loss, w.grad_norm), "{what}");
+        }
+        assert!(got_bits == want_bits, "{what}: the weights differ");
+    }
+}
+
+/// A checkpoint of a trainer with `from` levers, restored into one with `to` levers: the next
+/// steps are the bits of the trainer that went on without stopping.
+fn resume_across(cfg: &Config, from: Offload, to: Offload) {
+    let device = flex().autodiff();
+    let data = batches(cfg, 4);
+    let model = MaskedAutoencoder::new(&cfg.model, &device);
+    let mut a = Trainer::from_model_with(cfg, model, &device, levers(cfg, from, false)).unwrap();
+    run(&mut a, 0, &data[..2]);
+    let state = TrainState {
+        run: String::new(),
+        step: 2,
+        samples: 16,
+        plan: None,
+        config: cfg.clone(),
+        loss_scale: None,
+    };
+    let solo = sapling::dist::Solo;
+    let out = temp_dir(&format!("offload-across-{from:?}-{to:?}"));
+    let path = checkpoint::save(&out, a.model(), a.moments().unwrap(), &state, 3, &solo)
+        .unwrap()
+        .expect("rank 0 writes");
+    let loaded = checkpoint::load(&path).unwrap();
+    let fresh = MaskedAutoencoder::new(&cfg.model, &device);
+    let mut b = Trainer::from_model_with(cfg, fresh, &device, levers(cfg, to, false)).unwrap();
+    b.restore(&loaded, cfg).unwrap();
+    let numbers = |stats: Vec<StepStats>| -> Vec<(f64, f64)> {
+        stats.iter().map(|s| (s.loss, s.grad_norm)).collect()
+    };
+    let want = numbers(run(&mut a, 2, &data[2..]));
+    let got = numbers(run(&mut b, 2, &data[2..]));
+    assert_eq!(got, want, "{from:?} → {to:?}");
+    assert!(
+        bits(a.model()) == bits(b.model()),
+        "{from:?} → {to:?}: weights differ"
+    );
+}
+
+#[test]
+fn checkpoints_resume_exactly_across_the_offload_lever() {
+    let cfg = config("offload-across");
+    resume_across(&cfg, Offload::Gradients, Offload::Gradients);
+    resume_across(&cfg, Offload::Gradients, Offload::Off);
+    resume_across(&cfg, Offload::Off, Offload::Optimizer);
+    resume_across(&cfg, Offload::Optimizer, Offload::Gradients);
+}
+
+#[test]
+fn a_killed_offloaded_run_resumes_with_the_same_losses() {
+    let dir = temp_dir("offload-kill");
+    let mut c = micro_config("offload-kill-cfg");
+    c.train.steps = Some(60);
+    c.train.batch_size = BatchSize::Fixed(4);
+    c.train.effective_batch = 8;
+    c.train.log_every = 1;
+    c.train.checkpoint_every = 10;
+    c.train.offload_optimizer = Switch::On;
+    let toml = dir.join("run.toml");
+    std::fs::write(&toml, c.to_toml()).unwrap();
+    let reference = dir.join("reference");
+    assert!(
+        train_command(&toml, &reference, &[])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let want = losses(&reference);
+    let killed = dir.join("killed");
+    kill_at_step(&mut train_command(&toml, &killed, &[]), &killed, 25);
+    // Resumed with the optimizer back on the device: the same numbers still.
+    let resumed = train_command(
+        &toml,
+        &killed,
+        &["--resume", "--offload-optimizer", "false"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(losses(&killed), want);
+    let last = checkpoint::load(&killed.join("checkpoints/step-00000060")).unwrap();
+    let levers = last.state.plan.and_then(|p| p.levers).unwrap();
+    assert_eq!(levers.offload, Offload::Off, "the resumed run's optimizer");
+    let first = checkpoint::load(&reference.join("checkpoints/step-00000060")).unwrap();
+    let levers = first.state.plan.and_then(|p| p.levers).unwrap();
+    assert_eq!(
+        levers.offload,
+        Offload::Optimizer,
+        "the offloaded run's optimizer"
+    );
+}
