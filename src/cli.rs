@@ -289,6 +289,14 @@ pub struct BenchStepArgs {
     /// Timed steps, after two warm-up steps.
     #[arg(long, default_value_t = 5)]
     pub timed_steps: usize,
+    /// Micro-batches per step (gradients accumulated over them).
+    #[arg(long, default_value_t = 1)]
+    pub accum: usize,
+    /// Which offloaded form to time (instead of the first the config allows): `off`,
+    /// `optimizer` (moments on the host, gradients summed on the device) or `gradients`
+    /// (gradients summed on the host too).
+    #[arg(long, value_enum)]
+    pub offload: Option<crate::planner::Offload>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -456,10 +456,14 @@ fn micro_batch_of(config: &Config, selected: &Selected) -> anyhow::Result<(usize
 /// `sapling bench step`: the micro-batch given, or the one `train` would plan.
 fn bench_step(args: BenchStepArgs) -> anyhow::Result<()> {
     let (config, selected) = device_of(&args.run)?;
-    let shape = micro_batch_of(&config, &selected)?;
+    let (micro, mut levers) = micro_batch_of(&config, &selected)?;
+    if let Some(offload) = args.offload {
+        levers.offload = offload;
+    }
     let timed = args.timed_steps;
     let matmul = sapling::bench::matmul_rate(&selected.device, 1024, timed.max(3))?;
     let describe = selected.describe();
+    let shape = (micro, args.accum.max(1), levers);
     let result =
         sapling::bench::bench_step(&config, &selected.device, &describe, shape, timed, matmul)?;
     print_report(&result, args.json)
@@ -475,7 +479,7 @@ fn bench_loader(args: BenchLoaderArgs) -> anyhow::Result<()> {
         Some(d) => anyhow::bail!("--demand must be a positive number of images/s, got {d}"),
         None => {
             let describe = selected.describe();
-            let step = (micro, levers);
+            let step = (micro, 1, levers);
             // The FLOP rate is not reported here, so the device's matmul rate is not measured.
             let bench = sapling::bench::bench_step(
                 &config,

@@ -69,7 +69,7 @@ pub fn scaling(
     let point = |c: &Config, b: usize| -> Result<ScalingPoint> {
         tracing::info!("scaling: micro-batch {b}, {} px", c.model.img_size);
         let levers = Levers::of(c, *device == Device::flex());
-        let r = bench_step(c, device, describe, (b, levers), timed, matmul)?;
+        let r = bench_step(c, device, describe, (b, 1, levers), timed, matmul)?;
         Ok(ScalingPoint {
             micro_batch: b,
             img_size: c.model.img_size,

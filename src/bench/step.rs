@@ -24,6 +24,8 @@ pub struct StepBench {
     pub preset: String,
     pub device: String,
     pub micro_batch: usize,
+    /// Micro-batches per step.
+    pub accum: usize,
     pub levers: Levers,
     pub timed_steps: usize,
     pub images_per_sec: f64,
@@ -39,8 +41,11 @@ pub struct StepBench {
     pub matmul_flops_per_sec: f64,
     /// `achieved_flops_per_sec / matmul_flops_per_sec`.
     pub fraction_of_matmul_peak: f64,
-    /// The memory model's peak for this step.
+    /// The memory model's peak for this step: on Flex, whose device memory is the host's,
+    /// with the host optimizer's side added.
     pub predicted_peak: u64,
+    /// The memory model's host side (the offloaded optimizer), included above on Flex.
+    pub predicted_host: u64,
     /// Peak memory over the run, where the device reports it, and how it was read.
     pub peak_memory: Option<u64>,
     pub peak_memory_by: Option<String>,
@@ -56,7 +61,7 @@ pub fn bench_step(
     config: &Config,
     device: &Device,
     describe: &str,
-    (micro, levers): (usize, Levers),
+    (micro, accum, levers): (usize, usize, Levers),
     timed: usize,
     matmul_flops_per_sec: f64,
 ) -> Result<StepBench> {
@@ -66,19 +71,22 @@ pub fn bench_step(
         timed,
         timing: Timing::Split,
     };
-    let (mut trainer, batches) = fresh_trainer(config, device, (micro, 1), levers)?;
+    let (mut trainer, batches) = fresh_trainer(config, device, (micro, accum), levers)?;
     let times = pollster::block_on(time_steps(&mut trainer, &batches, steps))?;
     let peak = meter.finish(device);
     let counts = pollster::block_on(count_steps(&mut trainer, device, &batches, COUNTED_STEPS))?;
     let f = times.forward.expect("a split step times its forward pass");
     let (b, o) = (times.forward_backward - f, times.optimizer);
-    let images_per_sec = micro as f64 / (f + b + o);
+    let images_per_sec = (micro * accum) as f64 / (f + b + o);
+    let predicted = step_memory(&config.model, micro, accum, levers);
+    let flex = crate::kernels::is_flex(device);
     let flops = flops_per_image(&config.model);
     let achieved = flops.train_step * images_per_sec;
     Ok(StepBench {
         preset: config.preset.name().to_string(),
         device: describe.to_string(),
         micro_batch: micro,
+        accum,
         levers,
         timed_steps: timed.max(1),
         images_per_sec,
@@ -89,7 +97,8 @@ pub fn bench_step(
         achieved_flops_per_sec: achieved,
         matmul_flops_per_sec,
         fraction_of_matmul_peak: achieved / matmul_flops_per_sec,
-        predicted_peak: step_memory(&config.model, micro, 1, levers).total,
+        predicted_peak: predicted.total + if flex { predicted.host } else { 0 },
+        predicted_host: predicted.host,
         peak_memory: peak.map(|p| p.0),
         peak_memory_by: peak.map(|p| p.1.to_string()),
         counts,
@@ -114,8 +123,9 @@ impl fmt::Display for StepBench {
         writeln!(f, "preset     {} on {}", self.preset, self.device)?;
         writeln!(
             f,
-            "step       micro-batch {} ({}): {:.1} images/s (median of {} steps)",
+            "step       micro-batch {} x {} ({}): {:.1} images/s (median of {} steps)",
             self.micro_batch,
+            self.accum,
             self.levers.describe(),
             self.images_per_sec,
             self.timed_steps

@@ -39,7 +39,7 @@ fn one() -> usize {
 }
 
 /// How much of the optimizer lives on the host (ZeRO-Offload's choice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Offload {
     /// Everything on the device.

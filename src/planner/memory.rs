@@ -2,9 +2,12 @@
 //!
 //! Parameters, gradients and optimizer state are f32; activations are f32, or with
 //! [`Precision::F16`] about half of them f16 (see [`BLOCK_SAVED_ND_OPERANDS`]). A step holds,
-//! at its peak (the start of backward through the last micro-batch): the parameters, AdamW's two moments, the gradients (two sets while
-//! accumulating: the running sum and the new ones), every activation autodiff saved for
-//! backward, and the temporaries of the op being differentiated. The per-block activation
+//! at its peak (the start of backward through the last micro-batch): the parameters, AdamW's
+//! two moments (none with the optimizer on the host), the gradients (while accumulating, the
+//! running sums and the new ones: a whole second set from one backward through the whole
+//! graph, one stage's from a staged backward; with gradients summed on the host, one stage's
+//! alone), every activation autodiff saved for backward, and the temporaries of the op being
+//! differentiated. The per-block activation
 //! count follows the ops in `model::block` (see [`BLOCK_SAVED_ND`]); the coefficients were
 //! checked against burn's memory pool on lavapipe and the process's peak RSS on Flex (tests in
 //! `tests/suite/planner.rs`). With activation checkpointing the saved activations are each

@@ -129,6 +129,7 @@ fn the_planner_checkpoints_only_a_size_that_needs_it() {
     c.train.device = DeviceChoice::Cpu;
     c.train.batch_size = BatchSize::Auto;
     c.train.effective_batch = 8;
+    c.train.offload_optimizer = sapling::config::Switch::Off;
     let limits = crate::planner::flex_limits();
     let options = sapling::train::lever_options(&c, &Device::flex(), &limits, 1).unwrap();
     assert_eq!(options.len(), 2, "{options:?}");

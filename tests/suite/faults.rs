@@ -297,13 +297,11 @@ fn sigkill_at_random_moments_never_loses_a_completed_checkpoint() {
     }
     assert!(kills >= 10, "only {kills} kills landed");
     // Resuming a run that already finished says so and ends cleanly too.
+    let last = sapling(&config, &out, &["--resume"]).output().unwrap();
     assert!(
-        sapling(&config, &out, &["--resume"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
     );
     assert_same_losses(&losses(&out), &want, "after the kills");
     no_temporaries(&out);
