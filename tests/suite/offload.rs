@@ -10,7 +10,7 @@ use sapling::planner::{Levers, Offload};
 use sapling::train::{StepStats, Trainer};
 
 use crate::common::{
-    copy_model, flex, kill_at_step, losses, micro_config, temp_dir, train_command,
+    copy_model, flex, kill_at_step, losses, micro_config, temp_dir, train_command, wgpu_or_skip,
 };
 
 /// Two micro-batches a step, so accumulation is covered; clipping active (a small limit).
@@ -78,6 +78,47 @@ fn offloaded_steps_are_the_device_optimizers_bits_on_flex() {
             assert_eq!((g.loss, g.grad_norm), (w.loss, w.grad_norm), "{what}");
         }
         assert!(got_bits == want_bits, "{what}: the weights differ");
+    }
+}
+
+/// On WebGPU the offloaded step sums and clips on the host what the device optimizer sums on
+/// the device (another order): the same numbers to rounding.
+#[test]
+fn offloaded_steps_match_the_device_optimizer_on_webgpu() {
+    let Some(gpu) = wgpu_or_skip("offloaded_steps_match_the_device_optimizer_on_webgpu") else {
+        return;
+    };
+    let cfg = config("offload-wgpu");
+    let device = gpu.device.clone().autodiff();
+    let data = batches(&cfg, 2);
+    let reference = MaskedAutoencoder::new(&cfg.model, &device);
+    let on_device = Levers::of(&cfg, false);
+    let trained = |offload: Offload| {
+        let model = copy_model(&reference, &device);
+        let lev = Levers {
+            offload,
+            ..on_device
+        };
+        let mut t = Trainer::from_model_with(&cfg, model, &device, lev).unwrap();
+        let stats = run(&mut t, 0, &data);
+        (stats, flat_params(t.model()))
+    };
+    let (want, want_w) = trained(Offload::Off);
+    for offload in [Offload::Optimizer, Offload::Gradients] {
+        let (got, got_w) = trained(offload);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g.loss - w.loss).abs() <= 1e-6 * w.loss
+                    && (g.grad_norm - w.grad_norm).abs() <= 1e-5 * w.grad_norm,
+                "{offload:?}: {g:?} vs {w:?}"
+            );
+        }
+        let worst = got_w
+            .iter()
+            .zip(&want_w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{offload:?}: weights differ by {worst}");
     }
 }
 
