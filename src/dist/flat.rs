@@ -10,24 +10,10 @@ use burn::tensor::{Tensor, TensorData};
 /// The gradients of `module`'s parameters, flattened, in module order (parameters without a
 /// gradient are skipped).
 pub fn flat_grads<M: Module>(module: &M, grads: &GradientsParams) -> Vec<Tensor<1>> {
-    struct Collect<'a> {
-        grads: &'a GradientsParams,
-        out: Vec<Tensor<1>>,
-    }
-    impl ModuleVisitor for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = self.grads.get::<D>(param.id) {
-                let n = g.shape().num_elements();
-                self.out.push(g.reshape([n]));
-            }
-        }
-    }
-    let mut v = Collect {
-        grads,
-        out: Vec::new(),
-    };
-    module.visit(&mut v);
-    v.out
+    flat_grads_at(module, grads)
+        .into_iter()
+        .map(|p| p.grad)
+        .collect()
 }
 
 /// The gradients `grads` holds for `module`'s parameters (all of them, or one stage's),

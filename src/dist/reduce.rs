@@ -37,7 +37,7 @@ pub fn all_reduce_grads<M: Module>(
         return ReduceStats::default();
     };
     let lengths: Vec<usize> = flat.iter().map(|t| t.dims()[0]).collect();
-    let buckets = bucketize(flat, bucket_bytes / 4);
+    let buckets = bucketize(flat, bucket_bytes / 4, |t| t.dims()[0]);
     let n_buckets = buckets.len();
     let scale = 1.0 / world.size() as f32;
     let mut reduced: Vec<Vec<f32>> = Vec::with_capacity(n_buckets);
@@ -89,24 +89,14 @@ pub fn add_grads_into<M: Module>(
 ) -> u64 {
     let placed = flat_grads_at(module, grads);
     let mut bytes = 0;
-    let mut rest = placed.as_slice();
-    while !rest.is_empty() {
-        // A bucket: parameters in order until it holds at least `bucket_bytes` (one at least).
-        let mut filled = 0;
-        let take = rest
-            .iter()
-            .take_while(|p| {
-                let more = filled < (bucket_bytes / 4).max(1);
-                filled += p.grad.dims()[0];
-                more
-            })
-            .count();
-        let (bucket, next) = rest.split_at(take);
-        rest = next;
+    for bucket in bucketize(placed, bucket_bytes / 4, |p| p.grad.dims()[0]) {
+        if bucket.is_empty() {
+            continue; // no gradients at all
+        }
         let values = read_back(bucket.iter().map(|p| p.grad.clone()).collect());
         bytes += values.len() as u64 * 4;
         let mut at = 0;
-        for p in bucket {
+        for p in &bucket {
             let n = p.grad.dims()[0];
             let (dst, src) = (&mut acc[p.offset..p.offset + n], &values[at..at + n]);
             if std::mem::take(&mut fresh[p.index]) {
@@ -130,9 +120,9 @@ pub fn broadcast_weights<M: Module>(module: M, world: &dyn Collective) -> M {
     with_flat_params(module, &values)
 }
 
-/// Groups flat tensors, in order, into buckets of at least `elements` (the last may be
-/// smaller); a tensor is never split.
-fn bucketize(flat: Vec<Tensor<1>>, elements: usize) -> Vec<Vec<Tensor<1>>> {
+/// Groups flat tensors (or items holding one, `len` long), in order, into buckets of at least
+/// `elements` (the last may be smaller); a tensor is never split.
+fn bucketize<T>(flat: Vec<T>, elements: usize, len: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     let mut buckets = vec![Vec::new()];
     let mut filled = 0;
     for t in flat {
@@ -140,7 +130,7 @@ fn bucketize(flat: Vec<Tensor<1>>, elements: usize) -> Vec<Vec<Tensor<1>>> {
             buckets.push(Vec::new());
             filled = 0;
         }
-        filled += t.dims()[0];
+        filled += len(&t);
         buckets.last_mut().expect("non-empty").push(t);
     }
     buckets

@@ -291,11 +291,6 @@ impl HostAdamW {
         }
         self.set_moments(time, m, v);
     }
-
-    /// The lengths of the parameters, in module order.
-    pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
-        self.params.iter().map(|p| p.0)
-    }
 }
 
 /// Every shard of a checkpoint's moments (`shards`, in rank order) joined: the optimizer's

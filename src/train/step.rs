@@ -16,6 +16,7 @@ use crate::dist::{ReduceStats, Solo, World, all_reduce_grads, broadcast_weights}
 use crate::error::{Result, SaplingError};
 use crate::model::{MaskPlan, MaskedAutoencoder, MaskedBatch, init};
 use crate::ops::Precision;
+use crate::optim::decay::named_params;
 use crate::optim::transfer::{self, MomentsTransfer, ParamMoments};
 use crate::optim::{self, GradFactor, LossScale, Verdict, clip};
 use crate::planner::Levers;
@@ -231,8 +232,10 @@ impl Trainer {
                 Update::Host(Box::new(host))
             }
             (false, true) => {
-                let host = HostAdamW::new(model, &config.optim, &Solo, bucket);
-                let lengths: Vec<usize> = host.lengths().collect();
+                let lengths: Vec<usize> = named_params(model)
+                    .iter()
+                    .map(|p| p.shape.iter().product())
+                    .collect();
                 let total = lengths.iter().sum();
                 let (time, m, v) = join_shards(&loaded.shards()?, total)?;
                 let mut optim = self.device_optimizer(config);
