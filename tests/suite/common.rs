@@ -41,6 +41,39 @@ pub fn kill_at_step(cmd: &mut std::process::Command, out: &Path, step: u64) {
     child.wait().unwrap();
 }
 
+/// The losses of the run `toml` describes, uninterrupted (into `DIR/reference`) and killed at
+/// `step` then resumed with `--resume` and `resume_flags` (into `DIR/killed`), in that order.
+pub fn uninterrupted_and_resumed(
+    toml: &Path,
+    dir: &Path,
+    step: u64,
+    resume_flags: &[&str],
+) -> (
+    std::collections::BTreeMap<u64, f64>,
+    std::collections::BTreeMap<u64, f64>,
+) {
+    let reference = dir.join("reference");
+    assert!(
+        train_command(toml, &reference, &[])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let killed = dir.join("killed");
+    kill_at_step(&mut train_command(toml, &killed, &[]), &killed, step);
+    let resume: Vec<&str> = ["--resume"].iter().chain(resume_flags).copied().collect();
+    let resumed = train_command(toml, &killed, &resume)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    (losses(&reference), losses(&killed))
+}
+
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sapling-test-{name}-{}", std::process::id()));

@@ -10,7 +10,7 @@ use sapling::planner::{Levers, Offload};
 use sapling::train::{StepStats, Trainer};
 
 use crate::common::{
-    copy_model, flex, kill_at_step, losses, micro_config, temp_dir, train_command, wgpu_or_skip,
+    copy_model, flex, micro_config, temp_dir, uninterrupted_and_resumed, wgpu_or_skip,
 };
 
 /// Two micro-batches a step, so accumulation is covered; clipping active (a small limit).
@@ -180,30 +180,10 @@ fn a_killed_offloaded_run_resumes_with_the_same_losses() {
     c.train.offload_optimizer = Switch::On;
     let toml = dir.join("run.toml");
     std::fs::write(&toml, c.to_toml()).unwrap();
-    let reference = dir.join("reference");
-    assert!(
-        train_command(&toml, &reference, &[])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let want = losses(&reference);
-    let killed = dir.join("killed");
-    kill_at_step(&mut train_command(&toml, &killed, &[]), &killed, 25);
     // Resumed with the optimizer back on the device: the same numbers still.
-    let resumed = train_command(
-        &toml,
-        &killed,
-        &["--resume", "--offload-optimizer", "false"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert_eq!(losses(&killed), want);
+    let (want, got) = uninterrupted_and_resumed(&toml, &dir, 25, &["--offload-optimizer", "false"]);
+    assert_eq!(got, want);
+    let (reference, killed) = (dir.join("reference"), dir.join("killed"));
     let last = checkpoint::load(&killed.join("checkpoints/step-00000060")).unwrap();
     let levers = last.state.plan.and_then(|p| p.levers).unwrap();
     assert_eq!(levers.offload, Offload::Off, "the resumed run's optimizer");

@@ -12,7 +12,7 @@ use sapling::data::shards::{RankReader, ShardSet};
 use sapling::data::{ImageSource, Loader, Shard};
 use sapling::progress::Progress;
 
-use crate::common::{kill_at_step, losses, micro_config, temp_dir, train_command};
+use crate::common::{micro_config, temp_dir, uninterrupted_and_resumed};
 
 /// A small JPEG whose colour encodes `n`, so a sample can be told apart after decoding.
 fn jpeg(n: usize) -> Vec<u8> {
@@ -196,17 +196,17 @@ fn a_run_killed_on_shards_resumes_with_the_same_losses() {
     c.data.dir = Some(data.join("part-{00..02}.tar"));
     let toml = dir.join("run.toml");
     std::fs::write(&toml, c.to_toml()).unwrap();
-    let run = |out: &Path, extra: &[&str]| train_command(&toml, out, extra);
-    let reference = dir.join("reference");
-    assert!(run(&reference, &[]).status().unwrap().success());
-    let want = losses(&reference);
+    let (want, got) = uninterrupted_and_resumed(&toml, &dir, 100, &[]);
     assert_eq!(want.len() as u64, TOTAL);
-
-    let killed = dir.join("killed");
-    kill_at_step(&mut run(&killed, &[]), &killed, 100);
-    assert!(run(&killed, &["--resume"]).status().unwrap().success());
-    let got = losses(&killed);
     assert_eq!(got, want, "losses after the resume");
+}
+
+/// Why one rank's reader (of one, shuffle buffer `capacity`) stopped reading `set`.
+fn read_error(set: Arc<ShardSet>, capacity: usize) -> String {
+    RankReader::new(set, 0, 0, 1, capacity)
+        .run(0, |_| true)
+        .unwrap_err()
+        .to_string()
 }
 
 fn pack_options(out: &Path, workers: usize) -> PackOptions {
@@ -354,10 +354,7 @@ fn bad_shards_are_named_with_what_is_wrong() {
     // Counted by a sizes.json instead, it is named when the reader reaches the cut.
     std::fs::write(cut.join("sizes.json"), r#"{"cut.tar": 3}"#).unwrap();
     let set = Arc::new(ShardSet::open(&cut.join("cut.tar")).unwrap());
-    let err = RankReader::new(set, 0, 0, 1, 2)
-        .run(0, |_| true)
-        .unwrap_err()
-        .to_string();
+    let err = read_error(set, 2);
     assert!(
         err.contains("cut.tar") && err.contains("truncated"),
         "{err}"
@@ -376,10 +373,7 @@ fn bad_shards_are_named_with_what_is_wrong() {
     drop(file);
     std::fs::write(huge.join("sizes.json"), r#"{"huge.tar": 1}"#).unwrap();
     let set = Arc::new(ShardSet::open(&huge).unwrap());
-    let err = RankReader::new(set, 0, 0, 1, 1)
-        .run(0, |_| true)
-        .unwrap_err()
-        .to_string();
+    let err = read_error(set, 1);
     assert!(err.contains("huge.tar") && err.contains("claims"), "{err}");
 
     // A folder named like a shard holds none; a sizes.json count no file could hold; a pack
@@ -422,10 +416,7 @@ fn bad_shards_are_named_with_what_is_wrong() {
     )
     .unwrap();
     let set = Arc::new(ShardSet::open(&dir).unwrap());
-    let err = RankReader::new(set, 0, 0, 1, 2)
-        .run(0, |_| true)
-        .unwrap_err()
-        .to_string();
+    let err = read_error(set, 2);
     assert!(
         err.contains("part-00.tar") && err.contains("sizes.json"),
         "{err}"
