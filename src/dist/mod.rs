@@ -13,5 +13,5 @@ pub mod reduce;
 /// The process group: a world of one, or MPI's world.
 pub mod world;
 
-pub use reduce::{ReduceStats, add_grads_into, all_reduce_grads, broadcast_weights};
+pub use reduce::{ReduceStats, add_placed_into, all_reduce_grads, broadcast_weights};
 pub use world::{Collective, Solo, World};

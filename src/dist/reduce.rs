@@ -6,7 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use web_time::Instant;
 
-use super::flat::{flat_grads, flat_grads_at, flat_params, set_flat_grads, with_flat_params};
+use super::flat::{PlacedGrad, flat_grads, flat_params, set_flat_grads, with_flat_params};
 use super::world::Collective;
 
 /// What one all-reduce cost.
@@ -75,19 +75,18 @@ pub fn all_reduce_grads<M: Module>(
     }
 }
 
-/// Adds the gradients `grads` holds (all of them, or one stage's) into the host buffer `acc`
-/// (as long as all parameters together) at their parameters' places, reading them back one
-/// bucket of about `bucket_bytes` at a time. A parameter whose `fresh` flag is set gets its
-/// gradient written instead (its first of the step: burn's accumulator moves a first gradient
-/// too, so the sums are the same bits) and the flag is cleared. Returns the bytes read back.
-pub fn add_grads_into<M: Module>(
-    module: &M,
-    grads: &GradientsParams,
+/// Adds placed gradients (all of a module's, or one stage's: see
+/// [`super::flat::flat_grads_at`]) into the host buffer `acc` (as long as all parameters
+/// together) at their parameters' places, reading them back one bucket of about `bucket_bytes`
+/// at a time. A parameter whose `fresh` flag is set gets its gradient written instead (its
+/// first of the step: burn's accumulator moves a first gradient too, so the sums are the same
+/// bits) and the flag is cleared. Returns the bytes read back.
+pub fn add_placed_into(
+    placed: Vec<PlacedGrad>,
     acc: &mut [f32],
     fresh: &mut [bool],
     bucket_bytes: usize,
 ) -> u64 {
-    let placed = flat_grads_at(module, grads);
     let mut bytes = 0;
     for bucket in bucketize(placed, bucket_bytes / 4, |p| p.grad.dims()[0]) {
         if bucket.is_empty() {

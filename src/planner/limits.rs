@@ -11,6 +11,9 @@ pub const UNKNOWN_MEMORY_BUDGET: u64 = 4 << 30;
 /// display, other processes and the allocator's slack.
 pub const REPORTED_MEMORY_SHARE: f64 = 0.7;
 
+/// The key of burn's Flex CPU device (see [`DeviceLimits::key`]).
+pub const FLEX_KEY: &str = "flex";
+
 /// The limits the batch planner works within.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceLimits {
@@ -58,7 +61,7 @@ impl DeviceLimits {
                 )
             }
             None => (
-                "flex".to_string(),
+                FLEX_KEY.to_string(),
                 None,
                 None,
                 None,
@@ -96,6 +99,12 @@ impl DeviceLimits {
             budget_source,
             host_memory: host_available_memory(),
         }
+    }
+
+    /// Whether a step's measured peak holds the optimizer's host side too: on Flex it is the
+    /// process's peak resident memory (a wgpu adapter's is its memory pool, device only).
+    pub fn peak_holds_host(&self) -> bool {
+        self.key == FLEX_KEY
     }
 
     /// The same device on a host with `bytes` of memory for the optimizer's host side.

@@ -32,6 +32,11 @@ pub const BLOCK_SAVED_ND: u64 = 12;
 /// attention output, fc1's input): in mixed precision these are kept in f16, the rest (layer
 /// norms' inputs and statistics, the residual sums) in f32.
 pub const BLOCK_SAVED_ND_OPERANDS: u64 = 6;
+/// The gradient bytes read back at once (`train.allreduce_bucket_mib`'s default).
+pub const READBACK_BUCKET: u64 = 25 << 20;
+/// Stages' gradients on the device at once while the host sums them: one being made, one
+/// handed to the reader thread, one being read back (`train::grad_sums`).
+pub const HOST_SUM_STAGES: u64 = 3;
 /// Hidden-width tensors saved per block.
 pub const BLOCK_SAVED_HIDDEN: u64 = 2;
 /// Score-sized (`[heads, tokens, tokens]`) tensors saved per block.
@@ -204,15 +209,23 @@ pub fn step_memory(model: &ModelConfig, micro: usize, accum: usize, levers: Leve
     } else {
         2 * scores
     };
-    let transient = score_grads + 2 * encoder.hidden(b).max(decoder.hidden(b));
     let params = (counts.learnable + counts.fixed) as u64 * F32;
-    // Gradients on the device. The host optimizer reads each stage's back as backward makes
-    // them: one stage's at a time. Accumulating on the device keeps the running sums, and the
-    // staged backward adds each stage's new gradients in at once: one stage's beside the sums.
     let stage_grads = largest_stage_params(model) * F32;
+    // The host optimizer reads gradients back a bucket at a time, each bucket first joined
+    // into one buffer on the device (whose page a memory pool then keeps).
+    let readback = match (levers.host_optimizer(), levers.grads_on_host()) {
+        (false, _) => 0,
+        (true, true) => stage_grads.min(READBACK_BUCKET),
+        (true, false) => learnable.min(READBACK_BUCKET),
+    };
+    let transient = score_grads + 2 * encoder.hidden(b).max(decoder.hidden(b)) + readback;
+    // Gradients on the device. With the gradients summed on the host, each stage's are read
+    // back as backward makes them, on a reader thread: a few stages' at a time. Accumulating
+    // on the device keeps the running sums, and the staged backward adds each stage's new
+    // gradients in at once: one stage's beside the sums.
     let host_optimizer = levers.host_optimizer();
     let grads = match (levers.grads_on_host(), accum > 1) {
-        (true, _) => stage_grads,
+        (true, _) => HOST_SUM_STAGES * stage_grads,
         (false, false) => learnable,
         (false, true) => learnable + stage_grads,
     };

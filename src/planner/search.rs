@@ -125,7 +125,8 @@ pub fn misfit(memory: &StepMemory, limits: &DeviceLimits) -> Option<String> {
     host.filter(|&h| memory.host as f64 > h as f64 * SAFETY_MARGIN)
         .map(|h| {
             format!(
-                "the optimizer's host side needs about {}, over {:.0}% of the host's {}",
+                "the optimizer's host side needs about {}, over {:.0}% of the host's {} \
+                 (a host with more memory, or MPI ranks to shard it over, would fit it)",
                 fmt_bytes(memory.host),
                 SAFETY_MARGIN * 100.0,
                 fmt_bytes(h)
@@ -308,7 +309,12 @@ impl<'a> Search<'a> {
     fn record(&mut self, mut trial: Trial) {
         let micro = trial.micro_batch;
         if let Some(c) = self.fitting.iter().find(|c| c.micro_batch == micro) {
-            trial.predicted_peak = c.memory.total;
+            let host = if self.limits.peak_holds_host() {
+                c.memory.host
+            } else {
+                0
+            };
+            trial.predicted_peak = c.memory.total + host;
             trial.levers = Some(c.levers);
         }
         if trial.ok()

@@ -19,9 +19,10 @@
 
 use burn::optim::GradientsParams;
 
+use super::grad_sums::GradSums;
 use crate::config::OptimConfig;
+use crate::dist::Collective;
 use crate::dist::flat::{flat_params, with_flat_params};
-use crate::dist::{Collective, add_grads_into};
 use crate::error::{Result, SaplingError};
 use crate::export::{RawTensor, safetensors_bytes};
 use crate::kernels::host::adamw::{Hyper, update};
@@ -47,14 +48,9 @@ pub(super) struct HostAdamW {
     /// Optimizer steps taken (AdamW's bias correction).
     time: i32,
     /// Every micro-batch's gradients of every parameter, summed since the last step.
-    acc: Vec<f32>,
-    /// Per parameter: no gradient of this step summed yet (the next one is written).
-    fresh: Vec<bool>,
-    /// Gradient bytes read back since the last step.
-    read: u64,
+    sums: GradSums,
     decayed: Hyper,
     no_decay: Hyper,
-    bucket_bytes: usize,
 }
 
 /// A step's reduced loss and gradient norm, for the caller's checks and logs.
@@ -85,7 +81,7 @@ impl HostAdamW {
         let mut master = flat_params(model);
         master.resize(block * ranks, 0.0);
         let master = master[rank * block..(rank + 1) * block].to_vec();
-        let fresh = vec![true; params.len()];
+        let sums = GradSums::new(total, params.len(), bucket_bytes);
         HostAdamW {
             params,
             total,
@@ -96,24 +92,21 @@ impl HostAdamW {
             m: vec![0.0; block],
             v: vec![0.0; block],
             time: 0,
-            acc: vec![0.0; total],
-            fresh,
-            read: 0,
+            sums,
             decayed: hyper(config, config.weight_decay),
             no_decay: hyper(config, 0.0),
-            bucket_bytes,
         }
     }
 
     /// Adds gradients (a micro-batch's, or one stage's of it) into the host sums; the
     /// device's can then be freed.
     pub fn accumulate(&mut self, model: &MaskedAutoencoder, grads: &GradientsParams) {
-        if self.acc.len() != self.total {
-            // A step that was not applied (an f16 overflow, a failed check) kept the buffer.
-            self.acc = vec![0.0; self.total];
-        }
-        let (acc, fresh) = (&mut self.acc, &mut self.fresh);
-        self.read += add_grads_into(model, grads, acc, fresh, self.bucket_bytes);
+        self.sums.add(model, grads);
+    }
+
+    /// Adds a step's gradients, summed on the device, in on this thread.
+    pub fn accumulate_step(&mut self, model: &MaskedAutoencoder, grads: &GradientsParams) {
+        self.sums.add_here(model, grads);
     }
 
     /// The mean gradient of this rank's block over every rank (on one rank, the sums
@@ -121,11 +114,10 @@ impl HostAdamW {
     /// and the global gradient norm (f32, of the gradients as they were summed: in f16 still
     /// scaled). The host sums start again from nothing.
     pub fn reduce(&mut self, loss_sum: f32, world: &dyn Collective) -> (Vec<f32>, Reduced) {
-        self.fresh.iter_mut().for_each(|f| *f = true);
-        let read = std::mem::take(&mut self.read);
+        let (mut send, read) = self.sums.take();
         if self.ranks == 1 {
             // Nothing to exchange: the sums are the gradient (the buffer comes back in `apply`).
-            let grad = std::mem::take(&mut self.acc);
+            let grad = send;
             let reduced = Reduced {
                 loss: loss_sum as f64,
                 grad_norm: self.norm(&grad) as f64,
@@ -133,7 +125,6 @@ impl HostAdamW {
             };
             return (grad, reduced);
         }
-        let mut send = std::mem::replace(&mut self.acc, vec![0.0; self.total]);
         send.resize(self.block * self.ranks, 0.0);
         let mut grad = vec![0.0; self.block];
         world.reduce_scatter_sum(&send, &mut grad);
@@ -175,8 +166,7 @@ impl HostAdamW {
     ) -> MaskedAutoencoder {
         let model = self.update(model, &grad, lr, clip_scale, world);
         if self.ranks == 1 {
-            // The sums' buffer, for the next step (every value is written before it is added to).
-            self.acc = std::mem::take(&mut grad);
+            self.sums.give_back(std::mem::take(&mut grad));
         }
         model
     }

@@ -6,6 +6,8 @@ mod agree;
 /// The output folder: its lock, and one run per folder.
 #[cfg(not(target_family = "wasm"))]
 mod folder;
+/// The host's running gradient sums, read back on a thread of their own.
+mod grad_sums;
 /// AdamW on the host: offloaded on one rank, sharded over MPI ranks (ZeRO-Offload, ZeRO-1).
 mod host_adamw;
 /// A run's starting weights: MAE's initialisation or `train.init_from`.

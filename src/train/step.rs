@@ -437,7 +437,7 @@ impl Trainer {
         if let Update::Host(host) = &mut self.update {
             if !levers.grads_on_host() {
                 // Summed on the device: read back once for the step.
-                host.accumulate(&model, &acc.grads());
+                host.accumulate_step(&model, &acc.grads());
             }
             let pending = Pending {
                 model,
